@@ -1,0 +1,87 @@
+"""tensorlite: a small reverse-mode autodiff tensor library on NumPy, with Numba kernels.
+
+    import tensorlite as tl
+    x = tl.Tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = (x @ x).tanh().sum()
+    y.backward()
+    x.grad          # dy/dx, an np.ndarray of x's shape
+"""
+
+import os as _os
+import sys as _sys
+
+# OpenBLAS kernel set. Some environments pin OpenBLAS to an older CPU's kernels with
+# OPENBLAS_CORETYPE (Haswell = AVX2); OpenBLAS reads the variable once, when NumPy loads it.
+# When tensorlite is imported before NumPy we drop the pin, so OpenBLAS picks the kernels for
+# this CPU (AVX-512 on recent x86: float32 GEMM ~1.8x faster, same accuracy). Set
+# TENSORLITE_KEEP_OPENBLAS_CORETYPE=1 to keep it. `tl.kernels.runtime_info()` reports the
+# kernel set actually in use, whoever imported NumPy first.
+if ("OPENBLAS_CORETYPE" in _os.environ and "numpy" not in _sys.modules
+        and not _os.environ.get("TENSORLITE_KEEP_OPENBLAS_CORETYPE")):
+    _os.environ.pop("OPENBLAS_CORETYPE")
+
+import numpy as _np  # noqa: E402
+
+from tensorlite import kernels  # noqa: E402
+from tensorlite.tensor import (  # noqa: E402
+    Function, Tensor, detect_anomaly, enable_grad, grad, is_anomaly_enabled, is_grad_enabled,
+    manual_seed, no_grad, rng, to_dot, unbroadcast,
+)
+from tensorlite.ops import cat, concatenate, masked_fill, matmul, split, stack, where  # noqa: E402
+from tensorlite import functional  # noqa: E402
+from tensorlite import nn, optim  # noqa: E402
+
+float32 = _np.float32
+float64 = _np.float64
+int64 = _np.int64
+
+__version__ = "0.1.0"
+
+
+def tensor(data, requires_grad=False, dtype=None) -> Tensor:
+    """Same as `Tensor(data, requires_grad, dtype)`."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _shape(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def zeros(*shape, dtype=_np.float32, requires_grad=False) -> Tensor:
+    return Tensor(_np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=_np.float32, requires_grad=False) -> Tensor:
+    return Tensor(_np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=_np.float32, requires_grad=False) -> Tensor:
+    """Standard normal samples from tensorlite's generator (see `manual_seed`)."""
+    data = rng().standard_normal(_shape(shape)).astype(dtype)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, requires_grad=False) -> Tensor:
+    """Like `torch.arange`: integer arguments give int64, floats give float32."""
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        all_ints = all(isinstance(v, (int, _np.integer)) for v in (start, stop, step))
+        dtype = _np.int64 if all_ints else _np.float32
+    return Tensor(_np.arange(start, stop, step, dtype=dtype), requires_grad=requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(_np.zeros_like(_np.asarray(t), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(_np.ones_like(_np.asarray(t), dtype=dtype), requires_grad=requires_grad)
+
+
+def __getattr__(name):
+    # The testing kit needs hypothesis, a test-only dependency: load it on first use.
+    if name == "testing":
+        import importlib
+        return importlib.import_module("tensorlite.testing")
+    raise AttributeError(f"module 'tensorlite' has no attribute {name!r}")

@@ -1,0 +1,273 @@
+"""Neural-network functions (`tensorlite.functional`, usually imported as `F`).
+
+Each is one fused op: a single graph node whose forward and backward call the active kernel set
+(`tensorlite.kernels.current`), so a softmax is one node with a one-pass backward, not a chain of
+exp, sum and divide nodes. The plain-NumPy statement of each formula is in
+`tensorlite/kernels/reference.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tensorlite import kernels
+from tensorlite.tensor import Function, Tensor, rng
+
+__all__ = [
+    "softmax", "log_softmax", "cross_entropy", "gelu", "relu", "layer_norm", "embedding",
+    "dropout", "linear", "scaled_dot_product_attention",
+]
+
+
+def _along_last_axis(function, x, axis):
+    """Apply a last-axis kernel along any axis by moving that axis last and back."""
+    if axis in (-1, x.ndim - 1):
+        return function(x)
+    return np.moveaxis(function(np.moveaxis(x, axis, -1)), -1, axis)
+
+
+class Softmax(Function):
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        self.y = _along_last_axis(kernels.current.softmax, x, axis)
+        return self.y
+
+    def backward(self, grad):
+        # dx = y * (dy - sum(dy * y)) along the axis; one pass per row in the kernel.
+        if self.axis in (-1, self.y.ndim - 1):
+            return (kernels.current.softmax_backward(self.y, grad),)
+        y_last, grad_last = np.moveaxis(self.y, self.axis, -1), np.moveaxis(grad, self.axis, -1)
+        return (np.moveaxis(kernels.current.softmax_backward(y_last, grad_last), -1, self.axis),)
+
+
+def softmax(x, axis=-1) -> Tensor:
+    """exp(x) / sum(exp(x)) along `axis`, computed stably (the row maximum is subtracted)."""
+    return Softmax.apply(x, axis=axis)
+
+
+class LogSoftmax(Function):
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        self.y = _along_last_axis(kernels.current.log_softmax, x, axis)
+        return self.y
+
+    def backward(self, grad):
+        # dx = dy - softmax(x) * sum(dy)
+        if self.axis in (-1, self.y.ndim - 1):
+            return (kernels.current.log_softmax_backward(self.y, grad),)
+        y_last, grad_last = np.moveaxis(self.y, self.axis, -1), np.moveaxis(grad, self.axis, -1)
+        return (np.moveaxis(kernels.current.log_softmax_backward(y_last, grad_last), -1,
+                            self.axis),)
+
+
+def log_softmax(x, axis=-1) -> Tensor:
+    """x - logsumexp(x) along `axis`."""
+    return LogSoftmax.apply(x, axis=axis)
+
+
+class CrossEntropy(Function):
+    """Mean of -log softmax(logits)[target] over rows whose target is not `ignore_index`."""
+
+    def forward(self, logits, targets, ignore_index=-100):
+        self.logits, self.targets, self.ignore_index = logits, targets, ignore_index
+        loss, self.logsumexp = kernels.current.cross_entropy(logits, targets, ignore_index)
+        return np.asarray(loss, dtype=logits.dtype)
+
+    def backward(self, grad):
+        # d loss / d logits = (softmax(logits) - onehot(target)) / count, fused in one kernel.
+        return (kernels.current.cross_entropy_backward(
+            self.logits, self.targets, self.logsumexp, self.ignore_index, float(grad)),)
+
+
+def cross_entropy(logits, targets, ignore_index=-100) -> Tensor:
+    """Cross-entropy between logits of shape (N, C) and integer class targets of shape (N,),
+    averaged over the rows whose target is not `ignore_index`. Logits of shape (..., C) with
+    targets of shape (...) are flattened first. Stable for huge logits and -inf entries."""
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    logits_shape = logits.shape
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
+    if len(logits_shape) < 1 or logits_shape[:-1] != targets.shape:
+        raise ValueError(f"cross_entropy: logits of shape {tuple(logits_shape)} need targets of "
+                         f"shape {tuple(logits_shape[:-1])}, got {targets.shape}")
+    valid = targets != ignore_index
+    if np.any((targets[valid] < 0) | (targets[valid] >= logits_shape[-1])):
+        raise IndexError(f"cross_entropy: targets must lie in [0, {logits_shape[-1]}) "
+                         f"(or equal ignore_index={ignore_index})")
+    if len(logits_shape) != 2:
+        logits = logits.reshape(-1, logits_shape[-1])
+        targets = targets.reshape(-1)
+    return CrossEntropy.apply(logits, targets=targets.astype(np.int64, copy=False),
+                              ignore_index=ignore_index)
+
+
+class Gelu(Function):
+    def forward(self, x):
+        self.x = x
+        return kernels.current.gelu(x)
+
+    def backward(self, grad):
+        return (kernels.current.gelu_backward(self.x, grad),)
+
+
+def gelu(x) -> Tensor:
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return Gelu.apply(x)
+
+
+def relu(x) -> Tensor:
+    return x.relu()
+
+
+class LayerNorm(Function):
+    """Normalise over the last axis, then scale and shift; forward and backward are fused."""
+
+    def forward(self, x, weight, bias, eps=1e-5):
+        self.input_shape = x.shape
+        self.x = x.reshape(-1, x.shape[-1])  # (N, C)
+        self.weight = weight
+        y, self.mean, self.rstd = kernels.current.layer_norm(self.x, weight, bias, eps)
+        return y.reshape(x.shape)
+
+    def backward(self, grad):
+        grad_x, grad_weight, grad_bias = kernels.current.layer_norm_backward(
+            grad.reshape(self.x.shape), self.x, self.weight, self.mean, self.rstd)
+        return grad_x.reshape(self.input_shape), grad_weight, grad_bias
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5) -> Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance)."""
+    size = x.shape[-1]
+    dtype = x.dtype
+    for name, parameter in (("weight", weight), ("bias", bias)):
+        if parameter is not None and tuple(parameter.shape) != (size,):
+            raise ValueError(f"layer_norm: {name} of shape {tuple(parameter.shape)} does not "
+                             f"match the last axis of input shape {tuple(x.shape)}")
+    if weight is None:
+        weight = Tensor._make(np.ones(size, dtype=dtype), False)
+    if bias is None:
+        bias = Tensor._make(np.zeros(size, dtype=dtype), False)
+    return LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+class Embedding(Function):
+    def forward(self, weight, indices):
+        self.indices, self.num_embeddings = indices, weight.shape[0]
+        return weight[indices]
+
+    def backward(self, grad):
+        # Rows picked several times receive the sum of their gradients (scatter-add).
+        return (kernels.current.embedding_backward(self.indices, grad, self.num_embeddings),)
+
+
+def embedding(indices, weight) -> Tensor:
+    """Rows of `weight` (num_embeddings, dim) picked by integer `indices` of any shape."""
+    indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
+        raise IndexError(f"embedding: indices must lie in [0, {weight.shape[0]}), got values "
+                         f"in [{indices.min()}, {indices.max()}]")
+    return Embedding.apply(weight, indices=indices)
+
+
+class Dropout(Function):
+    def forward(self, x, keep_mask, scale):
+        self.mask = keep_mask * np.asarray(scale, dtype=x.dtype)  # 0 or 1/(1-p)
+        return x * self.mask
+
+    def backward(self, grad):
+        return (grad * self.mask,)
+
+
+def dropout(x, p=0.5, training=True) -> Tensor:
+    """Zero each element with probability p and scale the survivors by 1/(1-p) while training;
+    the identity in eval mode or when p == 0."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0
+    keep_mask = rng().random(x.shape) >= p
+    return Dropout.apply(x, keep_mask=keep_mask, scale=1.0 / (1.0 - p))
+
+
+class Linear(Function):
+    """x @ weight.T + bias with weight in PyTorch's (out, in) layout. Leading axes of x are
+    folded into rows, so each product is one 2-D matrix multiply and BLAS reads the transposed
+    weight in place instead of a copy."""
+
+    def forward(self, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
+                             f"{weight.shape} (expected last axis {weight.shape[1]})")
+        self.input_shape = x.shape
+        self.x = x.reshape(-1, x.shape[-1])  # (N, in)
+        self.weight = weight
+        out = kernels.current.matmul(self.x, weight.T)  # (N, out)
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, grad):
+        grad = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        grad_x = grad_weight = grad_bias = None
+        if self.needs_input_grad[0]:
+            grad_x = kernels.current.matmul(grad, self.weight).reshape(self.input_shape)
+        if self.needs_input_grad[1]:
+            grad_weight = kernels.current.matmul(grad.T, self.x)  # (out, in)
+        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
+            grad_bias = grad.sum(axis=0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """x @ weight.T + bias, weight of shape (out_features, in_features)."""
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)
+
+
+class ScaledDotProductAttention(Function):
+    """softmax(q @ k^T * scale [+ causal mask]) @ v as one node. With `is_causal`, the queries
+    are the LAST Tq positions of the Tk keys, so one new query attends to a whole KV cache."""
+
+    def forward(self, q, k, v, is_causal=True, scale=None):
+        self.q, self.k, self.v = q, k, v
+        self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        self.is_causal = is_causal
+        scores = kernels.current.matmul(q, k.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
+        if is_causal:
+            self.attention = kernels.current.causal_softmax(scores, self.scale)
+        else:
+            self.attention = kernels.current.softmax(scores * np.asarray(self.scale, scores.dtype))
+        return kernels.current.matmul(self.attention, v)  # (B, nh, Tq, hs)
+
+    def backward(self, grad):
+        matmul = kernels.current.matmul
+        grad_v = matmul(self.attention.swapaxes(-1, -2), grad)  # (B, nh, Tk, hs)
+        grad_attention = matmul(grad, self.v.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
+        if self.is_causal:
+            grad_scores = kernels.current.causal_softmax_backward(
+                self.attention, grad_attention, self.scale)
+        else:
+            grad_scores = kernels.current.softmax_backward(self.attention, grad_attention)
+            grad_scores *= np.asarray(self.scale, grad_scores.dtype)
+        grad_q = matmul(grad_scores, self.k)  # (B, nh, Tq, hs)
+        grad_k = matmul(grad_scores.swapaxes(-1, -2), self.q)  # (B, nh, Tk, hs)
+        return grad_q, grad_k, grad_v
+
+
+def scaled_dot_product_attention(q, k, v, is_causal=True, scale=None) -> Tensor:
+    """Attention of queries (..., Tq, hs) over keys and values (..., Tk, hs), Tq <= Tk when
+    causal. The scale defaults to 1/sqrt(hs)."""
+    if q.shape[:-2] != k.shape[:-2] or k.shape != v.shape or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"scaled_dot_product_attention: shapes q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)} do not fit together")
+    if is_causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got "
+                         f"q {tuple(q.shape)} and k {tuple(k.shape)}")
+    return ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal, scale=scale)
