@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class _State:
     grad_enabled = True
     anomaly_enabled = False
     generator = np.random.default_rng()
+    profiler = None  # a tensorlite.profiler.Profiler while one is active
 
 
 def is_grad_enabled() -> bool:
@@ -128,7 +130,10 @@ class Function:
     def apply(cls, *inputs, **params) -> "Tensor":
         op = cls()
         tensors = _as_tensors(inputs)
+        started = time.perf_counter() if _State.profiler is not None else None
         data = op.forward(*[t.data for t in tensors], **params)
+        if started is not None:
+            _State.profiler.record(op.name, "forward", time.perf_counter() - started)
         if _State.anomaly_enabled:
             _check_finite(op, "forward", data, [t.data for t in tensors])
         requires_grad = _State.grad_enabled and any(t.requires_grad for t in tensors)
@@ -346,7 +351,10 @@ class Tensor:
                     f"backward: trying to backward through the graph a second time (op "
                     f"'{op.name}'): its saved arrays were freed by the first backward. "
                     f"Pass retain_graph=True to the first backward if you need this.")
+            started = time.perf_counter() if _State.profiler is not None else None
             input_grads = op.backward(node_grad)
+            if started is not None:
+                _State.profiler.record(op.name, "backward", time.perf_counter() - started)
             if _State.anomaly_enabled:
                 _check_finite(op, "backward", input_grads, [node_grad])
             for tensor, input_grad in zip(op.inputs, input_grads):

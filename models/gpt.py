@@ -1,0 +1,488 @@
+"""A GPT language model (GPT-2 architecture) built on tensorlite.
+
+It follows nanoGPT's model.py piece by piece and keeps its parameter names, so a nanoGPT
+state_dict, converted to NumPy arrays, loads into it with ``load_state_dict``:
+
+    transformer.wte.weight              token embedding (vocab_size, n_embd), tied to lm_head.weight
+    transformer.wpe.weight              position embedding (block_size, n_embd)
+    transformer.h.{i}.ln_1              LayerNorm before attention
+    transformer.h.{i}.attn.c_attn       Linear n_embd -> 3 * n_embd (query, key, value)
+    transformer.h.{i}.attn.c_proj       Linear n_embd -> n_embd
+    transformer.h.{i}.ln_2              LayerNorm before the MLP
+    transformer.h.{i}.mlp.c_fc          Linear n_embd -> 4 * n_embd
+    transformer.h.{i}.mlp.c_proj        Linear 4 * n_embd -> n_embd
+    transformer.ln_f                    final LayerNorm
+    lm_head                             Linear n_embd -> vocab_size, no bias
+
+Shape letters: B batch, T sequence length, C = n_embd, nh = n_head, hs = C // nh head size,
+V = vocab_size.
+
+Reading order (top-down, as in nanoGPT): LayerNorm, CausalSelfAttention, MLP, Block, GPTConfig,
+GPT.  Beyond nanoGPT: ``generate`` keeps a key/value cache, samples with top-k and/or top-p, and
+``estimate_mfu`` takes the machine's peak FLOP/s (measured by ``measure_peak_flops`` on a CPU).
+"""
+
+import dataclasses
+import functools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import tensorlite as tl
+from tensorlite import functional as F
+from tensorlite import nn
+
+
+# nanoGPT defines its own LayerNorm because PyTorch's could not drop the bias;
+# tensorlite's nn.LayerNorm(ndim, bias=...) already can, so it is used as is.
+LayerNorm = nn.LayerNorm
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t only attends to positions <= t.
+
+    During generation it can keep a key/value cache: the keys and values of the positions
+    already seen, so a new token only needs its own query, key and value computed.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        # key, query, value projections for all heads, in one batch
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        # output projection
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # regularisation
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.block_size = config.block_size
+        # fused=True: use F.scaled_dot_product_attention (one kernel for scale, causal mask and
+        # softmax) whenever attention dropout is inactive.  Set it to False to run the explicit,
+        # step-by-step path below (same numbers, easier to study).
+        self.fused = True
+        # key/value cache, used only by GPT.generate: (B, nh, block_size, hs) buffers of which
+        # the first `cache_len` positions are filled.
+        self.k_cache = None
+        self.v_cache = None
+        self.cache_len = 0
+
+    def forward(self, x, use_cache=False):
+        B, T, C = x.shape  # batch size, sequence length, embedding dimensionality (n_embd)
+        hs = C // self.n_head
+
+        # query, key, value for all heads in batch; move the head axis forward to be a batch axis
+        q, k, v = self.c_attn(x).split(self.n_embd, axis=2)  # 3 x (B, T, C)
+        k = k.reshape(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        q = q.reshape(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.reshape(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+
+        if use_cache:
+            # the new positions' keys/values join those cached earlier: (B, nh, T_cached, hs)
+            k, v = self._extend_cache(k, v)
+
+        # causal self-attention: (B, nh, T, hs) x (B, nh, hs, Tk) -> (B, nh, T, Tk)
+        if self.fused and (self.dropout == 0.0 or not self.training):
+            # Queries are aligned to the END of the keys, so with a cache the T new queries see
+            # every cached key plus the new keys up to their own position.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            Tk = k.shape[2]
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, Tk)
+            # query i sits at absolute position i + Tk - T; it must not see keys after it
+            future = np.triu(np.ones((T, Tk), dtype=bool), k=Tk - T + 1)
+            att = att.masked_fill(future, float("-inf"))
+            att = F.softmax(att, axis=-1)
+            att = self.attn_dropout(att)
+            y = att @ v  # (B, nh, T, Tk) x (B, nh, Tk, hs) -> (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
+
+        # output projection
+        y = self.resid_dropout(self.c_proj(y))
+        return y
+
+    # --- key/value cache (generation only; gradients do not flow through it) -------------------
+
+    def _extend_cache(self, k, v):
+        """Write the new keys/values after the cached ones; return views of everything cached."""
+        B, nh, T, hs = k.shape
+        if self.k_cache is None or self.k_cache.shape[0] != B or self.k_cache.dtype != k.dtype:
+            self.k_cache = np.empty((B, nh, self.block_size, hs), dtype=k.dtype)
+            self.v_cache = np.empty((B, nh, self.block_size, hs), dtype=v.dtype)
+        start, end = self.cache_len, self.cache_len + T
+        if end > self.block_size:
+            raise RuntimeError(f"key/value cache overflow: {end} positions > block_size {self.block_size}")
+        self.k_cache[:, :, start:end] = k.data
+        self.v_cache[:, :, start:end] = v.data
+        self.cache_len = end
+        return tl.Tensor(self.k_cache[:, :, :end]), tl.Tensor(self.v_cache[:, :, :end])
+
+    def reset_cache(self, free=False):
+        """Forget the cached positions (and, with free=True, release the buffers)."""
+        self.cache_len = 0
+        if free:
+            self.k_cache = self.v_cache = None
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        x = self.c_fc(x)      # (B, T, 4C)
+        x = self.gelu(x)
+        x = self.c_proj(x)    # (B, T, C)
+        x = self.dropout(x)
+        return x
+
+
+class Block(nn.Module):
+    """One transformer block, pre-norm: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, use_cache=False):
+        x = x + self.attn(self.ln_1(x), use_cache=use_cache)  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))                        # (B, T, C)
+        return x
+
+
+@dataclass
+class GPTConfig:
+    """Hyperparameters of a GPT.  The defaults are GPT-2 small's (vocab padded to 50304)."""
+
+    vocab_size: int = 50304
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # True: bias in Linears and LayerNorms, like GPT-2. False: a bit better and faster
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                f"each head gets n_embd // n_head dimensions")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self):
+        """Plain dict of the fields (for checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of ``to_dict``; an unknown key is an error rather than silently dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+class GPT(nn.Module):
+    """The language model: token + position embeddings, n_layer Blocks, final LayerNorm, and a
+    linear head whose weight is the token embedding (weight tying)."""
+
+    def __init__(self, config, dtype=np.float32):
+        super().__init__()
+        assert isinstance(config, GPTConfig), "GPT expects a GPTConfig"
+        self.config = config
+
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (https://paperswithcode.com/method/weight-tying): the input embedding and
+        # the output projection are one Parameter, so its gradient sums both uses.
+        self.transformer.wte.weight = self.lm_head.weight
+
+        # init all weights (GPT-2 scheme)
+        self.apply(self._init_weights)
+        # residual projections get a smaller std, per the GPT-2 paper: each block adds two
+        # contributions to the residual stream, so scale by 1/sqrt(2 * n_layer)
+        rng = tl.rng()
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                p.data[...] = rng.normal(0.0, 0.02 / math.sqrt(2 * config.n_layer), size=p.shape)
+
+        if np.dtype(dtype) != np.float32:
+            self.to(dtype)
+
+    @classmethod
+    def from_config_dict(cls, d, dtype=np.float32):
+        """Build a freshly initialised model from ``config.to_dict()`` output."""
+        return cls(GPTConfig.from_dict(d), dtype=dtype)
+
+    def _init_weights(self, module):
+        rng = tl.rng()
+        if isinstance(module, nn.Linear):
+            module.weight.data[...] = rng.normal(0.0, 0.02, size=module.weight.shape)
+            if module.bias is not None:
+                module.bias.data[...] = 0.0
+        elif isinstance(module, nn.Embedding):
+            module.weight.data[...] = rng.normal(0.0, 0.02, size=module.weight.shape)
+
+    def get_num_params(self, non_embedding=True):
+        """Number of parameters.  With non_embedding=True (nanoGPT's convention) the position
+        embedding is left out; the token embedding stays in because it is also the lm_head."""
+        n_params = self.num_parameters()
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.size
+        return n_params
+
+    # --- forward -------------------------------------------------------------------------------
+
+    def forward(self, idx, targets=None):
+        """idx: int array (B, T) of token ids (a Tensor is accepted too); T <= block_size.
+
+        With ``targets`` (int array (B, T); -1 marks positions to ignore): returns
+        (logits (B, T, V), mean cross-entropy loss as a scalar Tensor).
+        Without ``targets`` (inference): returns (logits of the LAST position only, (B, 1, V),
+        None), as nanoGPT does -- generation needs nothing else, and it saves the head's
+        (B, T, C) x (C, V) matmul.
+        """
+        idx = _as_token_array(idx)
+        logits = self._logits(idx, pos_offset=0, use_cache=False, last_only=targets is None)
+        loss = None
+        if targets is not None:
+            targets = _as_token_array(targets)
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets shape {targets.shape} does not match idx shape {idx.shape}")
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def _logits(self, idx, pos_offset, use_cache, last_only):
+        """The network itself.  idx holds the tokens at positions pos_offset .. pos_offset+T-1."""
+        B, T = idx.shape
+        if pos_offset + T > self.config.block_size:
+            raise ValueError(
+                f"Cannot forward sequence of length {pos_offset + T}, "
+                f"block size is only {self.config.block_size}")
+        pos = np.arange(pos_offset, pos_offset + T, dtype=np.int64)  # (T,)
+
+        tok_emb = self.transformer.wte(idx)  # token embeddings (B, T, C)
+        pos_emb = self.transformer.wpe(pos)  # position embeddings (T, C)
+        x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, use_cache=use_cache)
+        x = self.transformer.ln_f(x)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C): only the next-token prediction is needed
+        return self.lm_head(x)  # (B, T or 1, V)
+
+    def crop_block_size(self, block_size):
+        """Shrink the context length (e.g. a pretrained 1024 down to something smaller)."""
+        if not 0 < block_size <= self.config.block_size:
+            raise ValueError(f"block_size must be in 1..{self.config.block_size}, got {block_size}")
+        self.config = dataclasses.replace(self.config, block_size=block_size)
+        wpe = self.transformer.wpe
+        wpe.weight = nn.Parameter(wpe.weight.data[:block_size].copy())
+        wpe.num_embeddings = block_size
+        for block in self.transformer.h:
+            block.attn.block_size = block_size
+            block.attn.reset_cache(free=True)
+
+    # --- training helpers -----------------------------------------------------------------------
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas=(0.9, 0.95), eps=1e-8):
+        """AdamW with two parameter groups, as nanoGPT: every parameter with ndim >= 2 (matmul
+        weights and embeddings) is weight-decayed; biases and LayerNorm gains are not."""
+        params = list(self.parameters())
+        decay_params = [p for p in params if p.ndim >= 2]
+        nodecay_params = [p for p in params if p.ndim < 2]
+        optim_groups = [
+            {"params": decay_params, "weight_decay": weight_decay},
+            {"params": nodecay_params, "weight_decay": 0.0},
+        ]
+        return tl.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def flops_per_token(self, T=None):
+        """FLOPs of one forward+backward pass per token: 6N + 12 L T C (PaLM paper, appendix B).
+
+        6N: each parameter costs one multiply-add forward and two backward.  12 L T C: the
+        attention scores and weighted sum, which have no parameters.  T defaults to block_size.
+        """
+        cfg = self.config
+        T = cfg.block_size if T is None else T
+        N = self.get_num_params()
+        return 6 * N + 12 * cfg.n_layer * T * cfg.n_embd
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=None):
+        """Model FLOPs utilisation: achieved FLOP/s over ``peak_flops`` (FLOP/s).
+
+        ``fwdbwd_per_iter`` sequences of block_size tokens are processed in ``dt`` seconds.  nanoGPT
+        hard-codes an A100's 312 TFLOP/s; here the default is this machine's measured float32
+        matmul peak (``measure_peak_flops()``).
+        """
+        if peak_flops is None:
+            peak_flops = measure_peak_flops()
+        T = self.config.block_size
+        flops_per_iter = self.flops_per_token(T) * T * fwdbwd_per_iter
+        flops_achieved = flops_per_iter / dt  # per second
+        return flops_achieved / peak_flops
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 use_cache=True, rng=None):
+        """Extend ``idx`` (int array (B, T), or (T,)) by ``max_new_tokens`` sampled tokens.
+
+        Each step feeds the sequence (cropped to its last block_size tokens, as nanoGPT does),
+        divides the last position's logits by ``temperature`` (0 means greedy argmax), keeps the
+        ``top_k`` largest and/or the smallest set of tokens whose probability reaches ``top_p``,
+        and samples.  Runs without recording a graph and with dropout off; the model's train/eval
+        mode is restored afterwards.
+
+        use_cache=True keeps each attention layer's keys/values, so while the sequence fits in
+        block_size a step only processes the one new token.  Once it is longer, every step must
+        crop and recompute (positions shift), exactly as without the cache.  Both give the same
+        tokens for the same ``rng``.
+
+        rng: a np.random.Generator, an int seed, or None for tensorlite's generator
+        (``tl.manual_seed``).
+        """
+        idx = _as_token_array(idx)
+        squeeze = idx.ndim == 1
+        if squeeze:
+            idx = idx[None, :]
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not isinstance(rng, np.random.Generator):
+            rng = tl.rng() if rng is None else np.random.default_rng(rng)
+        block_size = self.config.block_size
+        blocks = list(self.transformer.h)
+
+        # Room for the whole output up front: no re-allocation per token.
+        B, T0 = idx.shape
+        out = np.empty((B, T0 + max_new_tokens), dtype=np.int64)
+        out[:, :T0] = idx
+        n_cached = 0  # positions whose keys/values are in the cache
+
+        was_training = self.training
+        self.eval()
+        try:
+            with tl.no_grad():
+                for length in range(T0, T0 + max_new_tokens):  # `length` tokens so far
+                    start = max(0, length - block_size)  # nanoGPT's crop to the last block_size
+                    if use_cache and start == 0 and n_cached > 0:
+                        # The window has not slid: positions 0 .. n_cached-1 are cached, so only
+                        # the newest token goes through the network.
+                        logits = self._logits(out[:, n_cached:length], pos_offset=n_cached,
+                                              use_cache=True, last_only=True)
+                    else:
+                        # No cache, the first step, or the window slid (every token moved to a
+                        # new position): run the whole window, refilling the cache if used.
+                        for block in blocks:
+                            block.attn.reset_cache()
+                        logits = self._logits(out[:, start:length], pos_offset=0,
+                                              use_cache=use_cache, last_only=True)
+                    n_cached = length - start
+                    next_token = sample_next_token(logits.data[:, -1, :], temperature, top_k, top_p, rng)
+                    out[:, length] = next_token
+        finally:
+            for block in blocks:
+                block.attn.reset_cache(free=True)
+            self.train(was_training)
+        return out[0] if squeeze else out
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+def _as_token_array(idx):
+    """Token ids as an int64 np.ndarray (accepts arrays, lists and Tensors)."""
+    if isinstance(idx, tl.Tensor):
+        idx = idx.data
+    idx = np.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"token ids must be integers, got dtype {idx.dtype}")
+    return idx.astype(np.int64, copy=False)
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """Sample one token id per row from logits (B, V) (a NumPy array).  Returns int64 (B,).
+
+    temperature 0 picks the argmax.  top_k keeps the k largest logits; top_p keeps the smallest
+    set of most likely tokens whose total probability is >= top_p (always at least one).
+    Exactly one uniform number per row is drawn from ``rng`` (unless greedy), so two runs with
+    equally seeded generators make the same choices.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return np.argmax(logits, axis=-1).astype(np.int64)
+    rng = np.random.default_rng() if rng is None else rng
+    logits = logits / temperature
+    B, V = logits.shape
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        k = min(int(top_k), V)
+        kth_largest = np.partition(logits, V - k, axis=-1)[:, V - k:V - k + 1]  # (B, 1)
+        logits = np.where(logits < kth_largest, -np.inf, logits)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if top_p is not None:
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        order = np.argsort(-probs, axis=-1, kind="stable")           # most likely first
+        sorted_probs = np.take_along_axis(probs, order, axis=-1)
+        mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass of the tokens ahead
+        drop_sorted = mass_before >= top_p                             # the set was already full
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        probs = np.where(drop, 0.0, probs)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    # inverse-CDF sampling: the first token whose cumulative probability exceeds u
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random((B, 1)) * cdf[:, -1:]
+    choice = (cdf <= u).sum(axis=-1)
+    # if rounding put u at the very top of the cdf, fall back to the last token that has mass
+    last_kept = V - 1 - np.argmax(probs[:, ::-1] > 0, axis=-1)
+    return np.minimum(choice, last_kept).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def measure_peak_flops(n=1024, repeats=5, dtype="float32"):
+    """This machine's matmul throughput in FLOP/s: best of ``repeats`` timed (n x n) @ (n x n)
+    products (2 n^3 FLOPs each), after one warm-up.  Used as the "peak" for MFU on a CPU.
+
+    Cached: measured once per process and argument set.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    np.matmul(a, b)  # warm-up: thread pool start, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best
