@@ -1,0 +1,636 @@
+"""Train a GPT on a text file: ``tensorlite-train`` (or ``python -m models.train``).
+
+The loop is nanoGPT's ``train.py``, step for step:
+
+    for each iteration:
+        set the learning rate (linear warmup, then cosine decay)
+        every eval_interval iterations: estimate train and val loss, save a checkpoint if val improved
+        grad_accum times: forward a batch, backward (loss / grad_accum)
+        clip the gradient norm, optimizer step, zero the gradients
+        every log_interval iterations: print loss, lr, ms/iter, tokens/s, MFU
+
+Examples::
+
+    tensorlite-train --preset tiny                          # about a minute on two cores
+    tensorlite-train --preset shakespeare-cpu --data input.txt --out-dir out-shakespeare
+    tensorlite-train --out-dir out-shakespeare --resume --max-iters 3000
+
+Resuming is exact: the checkpoint holds the model, the optimizer moments and step
+counts, the iteration, the best validation loss, and the states of both random
+generators (the one that picks training batches and the library generator behind
+dropout). Evaluation draws its batches from its own generator, seeded from the run's
+seed and the iteration, so evaluating never disturbs training. Hence running
+100 iterations, resuming and running 100 more gives bit for bit the parameters of
+200 iterations in one go (with the same learning-rate schedule, i.e. the same
+--lr-decay-iters).
+
+Exit codes: 0 success; 1 the checkpoint could not be written (disk full, ...); 2 bad input (a one-line message on stderr: unusable data
+file, impossible model sizes, a checkpoint that is damaged or does not match);
+3 the loss became NaN or infinite (training stops, the last good checkpoint is
+kept); 130 interrupted with Ctrl-C.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+import tensorlite as tl
+from models import checkpoint as ckpt_io
+from models.checkpoint import CheckpointError
+from models.data import DataError, TokenDataset, encode_corpus, load_text
+
+PROG = "tensorlite-train"
+
+EXIT_OK, EXIT_IO, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# ----------------------------------------------------------------------------------------
+# Settings: built-in defaults, presets, command-line flags.
+#
+# Precedence, lowest first: DEFAULTS < the checkpoint's saved settings (with --resume)
+# < --preset < flags given explicitly on the command line.
+
+DEFAULTS = dict(
+    # data
+    data=None,  # None: the built-in pydoc_data.topics corpus
+    tokenizer="char",
+    bpe_vocab_size=512,
+    # model (GPTConfig; vocab_size comes from the tokenizer)
+    n_layer=4,
+    n_head=4,
+    n_embd=128,
+    block_size=64,
+    dropout=0.0,
+    bias=True,
+    # optimisation
+    batch_size=12,
+    grad_accum=1,
+    max_iters=2000,
+    lr=1e-3,
+    min_lr=1e-4,
+    warmup_iters=100,
+    lr_decay_iters=None,  # None: max_iters of the first run (at least warmup_iters)
+    weight_decay=0.1,
+    beta1=0.9,
+    beta2=0.99,
+    grad_clip=1.0,
+    # evaluation, logging, output
+    eval_interval=250,
+    eval_iters=200,
+    log_interval=10,
+    seed=1337,
+    out_dir="out",
+    metrics=None,  # None: <out_dir>/metrics.jsonl
+    sample_tokens=0,
+    kernels=None,  # None: keep the kernel set chosen by TENSORLITE_KERNELS
+    dtype="float32",
+)
+
+PRESETS = {
+    # Small enough to train in well under a minute on two CPU cores (about 25 s with the
+    # Numba kernels), big enough to see the loss fall from ln(vocab) ~ 4.6 to about 1.6 on
+    # the built-in corpus and to print text with real words in it.
+    "tiny": dict(
+        n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=0.0,
+        batch_size=16, max_iters=2000, lr=3e-3, min_lr=3e-4, warmup_iters=50, lr_decay_iters=2000,
+        weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
+        eval_interval=250, eval_iters=20, log_interval=100, sample_tokens=300,
+    ),
+    # nanoGPT's shakespeare-char settings scaled down for a CPU.
+    "shakespeare-cpu": dict(
+        n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0,
+        batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000,
+        weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
+        eval_interval=250, eval_iters=200, log_interval=10,
+    ),
+}
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by the checkpoint
+TOKENIZER_KEYS = ("tokenizer", "bpe_vocab_size", "dtype")  # also fixed by the checkpoint
+NOT_RESUMED_KEYS = ("out_dir", "metrics", "kernels")  # taken from the resuming command line
+
+
+class UsageError(ValueError):
+    """A setting that cannot work (exit code 2)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) became NaN or infinite (exit code 3)."""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train a GPT language model with tensorlite (nanoGPT's training loop on NumPy).",
+        epilog="Explicit flags override --preset values. Exit codes: 0 ok, 2 bad input, 3 NaN/inf loss.",
+    )
+    # Every default is None so we can tell "given on the command line" from "not given".
+    S = argparse.SUPPRESS
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named set of settings")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=S, metavar="PATH",
+                   help="UTF-8 text file (default: Python's built-in help text, pydoc_data.topics)")
+    g.add_argument("--tokenizer", choices=("char", "bpe"), default=S, help="char (default) or bpe")
+    g.add_argument("--bpe-vocab-size", type=int, default=S, metavar="N", help="vocabulary size of --tokenizer bpe (512)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--n-layer", type=int, default=S, metavar="N", help="transformer blocks (4)")
+    g.add_argument("--n-head", type=int, default=S, metavar="N", help="attention heads (4)")
+    g.add_argument("--n-embd", type=int, default=S, metavar="N", help="embedding width (128)")
+    g.add_argument("--block-size", type=int, default=S, metavar="N", help="context length in tokens (64)")
+    g.add_argument("--dropout", type=float, default=S, metavar="P", help="dropout probability (0.0)")
+    g.add_argument("--bias", dest="bias", action="store_true", default=S, help="biases in Linear and LayerNorm (default)")
+    g.add_argument("--no-bias", dest="bias", action="store_false", default=S, help="no biases")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="parameter dtype (float32)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=S, metavar="N", help="sequences per micro-batch (12)")
+    g.add_argument("--grad-accum", type=int, default=S, metavar="N", help="micro-batches per step (1)")
+    g.add_argument("--max-iters", type=int, default=S, metavar="N", help="optimizer steps in total (2000)")
+    g.add_argument("--lr", type=float, default=S, help="peak learning rate (1e-3)")
+    g.add_argument("--min-lr", type=float, default=S, help="final learning rate of the cosine decay (1e-4)")
+    g.add_argument("--warmup-iters", type=int, default=S, metavar="N", help="linear warmup steps (100)")
+    g.add_argument("--lr-decay-iters", type=int, default=S, metavar="N", help="step where the decay reaches --min-lr (= --max-iters)")
+    g.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay of the matrices (0.1)")
+    g.add_argument("--beta1", type=float, default=S, help="AdamW beta1 (0.9)")
+    g.add_argument("--beta2", type=float, default=S, help="AdamW beta2 (0.99)")
+    g.add_argument("--grad-clip", type=float, default=S, help="clip the gradient norm to this; 0 disables (1.0)")
+
+    g = p.add_argument_group("evaluation and output")
+    g.add_argument("--eval-interval", type=int, default=S, metavar="N", help="evaluate every N steps (250)")
+    g.add_argument("--eval-iters", type=int, default=S, metavar="N", help="batches per loss estimate (200)")
+    g.add_argument("--log-interval", type=int, default=S, metavar="N", help="log every N steps (10)")
+    g.add_argument("--seed", type=int, default=S, help="random seed (1337)")
+    g.add_argument("--out-dir", default=S, metavar="DIR", help="where ckpt.npz and metrics.jsonl go (out)")
+    g.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.npz")
+    g.add_argument("--metrics", default=S, metavar="PATH", help="JSON-lines metrics file (<out-dir>/metrics.jsonl)")
+    g.add_argument("--sample-tokens", type=int, default=S, metavar="N", help="print N sampled tokens at the end (0)")
+    g.add_argument("--kernels", choices=("numba", "numpy"), default=S, help="kernel set (default: $TENSORLITE_KERNELS or numba)")
+    g.add_argument("--no-progress", action="store_true", help="no live progress line")
+    return p
+
+
+def resolve_settings(explicit, preset=None, saved=None):
+    """Merge the layers of settings into one dict (see the precedence note above)."""
+    settings = dict(DEFAULTS)
+    if saved:
+        settings.update({k: v for k, v in saved.items() if k in DEFAULTS})
+    if preset:
+        settings.update(PRESETS[preset])
+    settings.update(explicit)
+    if settings["lr_decay_iters"] is None:
+        # The decay ends with the run (a short run with a long warmup only warms up).
+        settings["lr_decay_iters"] = max(settings["max_iters"], settings["warmup_iters"])
+    if settings["metrics"] is None:
+        settings["metrics"] = os.path.join(settings["out_dir"], "metrics.jsonl")
+    return settings
+
+
+def validate_settings(s):
+    """Raise UsageError (one line) for any value the run cannot use."""
+
+    def flag(key):
+        return "--" + key.replace("_", "-")
+
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
+                "eval_interval", "eval_iters", "log_interval"):
+        if s[key] <= 0:
+            raise UsageError(f"{flag(key)} must be a positive integer, got {s[key]}")
+    for key in ("max_iters", "warmup_iters", "lr_decay_iters", "sample_tokens"):
+        if s[key] < 0:
+            raise UsageError(f"{flag(key)} must be zero or positive, got {s[key]}")
+    if s["tokenizer"] == "bpe" and s["bpe_vocab_size"] < 256:
+        raise UsageError(f"--bpe-vocab-size must be at least 256 (the byte tokens), got {s['bpe_vocab_size']}")
+    if s["n_embd"] % s["n_head"] != 0:
+        raise UsageError(f"--n-embd ({s['n_embd']}) must be divisible by --n-head ({s['n_head']})")
+    for key in ("lr", "min_lr", "weight_decay", "grad_clip"):
+        if not math.isfinite(s[key]) or s[key] < 0:
+            raise UsageError(f"{flag(key)} must be a finite number >= 0, got {s[key]}")
+    if s["lr"] == 0:
+        raise UsageError("--lr must be greater than 0")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= s[key] < 1.0:
+            raise UsageError(f"{flag(key)} must be in [0, 1), got {s[key]}")
+    if not 0.0 <= s["dropout"] < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {s['dropout']}")
+    if s["lr_decay_iters"] < s["warmup_iters"]:
+        raise UsageError(
+            f"--lr-decay-iters ({s['lr_decay_iters']}) must be >= --warmup-iters ({s['warmup_iters']})")
+    if s["seed"] < 0:
+        raise UsageError(f"--seed must be zero or positive, got {s['seed']}")
+
+
+# ----------------------------------------------------------------------------------------
+# Random generators. Three independent streams, all derived from the seed:
+#   tl.manual_seed(seed)       parameter initialisation and dropout (the library generator)
+#   data generator             which training windows each step sees
+#   eval generator             fresh per evaluation from (seed, iteration, split): evaluating
+#                              consumes nothing that training uses, so resume stays exact
+
+_DATA_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 1, 2, 3
+
+
+def make_data_rng(seed):
+    return np.random.default_rng([seed, _DATA_STREAM])
+
+
+def make_eval_rng(seed, iteration, split_index):
+    return np.random.default_rng([seed, _EVAL_STREAM, iteration, split_index])
+
+
+def make_sample_rng(seed):
+    return np.random.default_rng([seed, _SAMPLE_STREAM])
+
+
+# ----------------------------------------------------------------------------------------
+# Pieces of the training run
+
+
+def build_tokenizer(kind, text, bpe_vocab_size):
+    from models import tokenizer as tok
+
+    if kind == "char":
+        return tok.CharTokenizer(text)
+    return tok.BPETokenizer().train(text, vocab_size=bpe_vocab_size)
+
+
+def tokenizer_from_dict(d):
+    from models import tokenizer as tok
+
+    return tok.tokenizer_from_dict(d)
+
+
+def fingerprint(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@tl.no_grad()
+def estimate_loss(model, dataset, settings, iteration):
+    """Mean loss over eval_iters random batches of each split, dropout off, no graph."""
+    model.eval()
+    out = {}
+    for split_index, split in enumerate(("train", "val")):
+        rng = make_eval_rng(settings["seed"], iteration, split_index)
+        losses = np.empty(settings["eval_iters"])
+        for k in range(settings["eval_iters"]):
+            x, y = dataset.get_batch(split, settings["batch_size"], settings["block_size"], rng)
+            _, loss = model(x, y)
+            losses[k] = loss.item()
+        out[split] = float(losses.mean())
+    model.train()
+    return out
+
+
+def all_finite(model):
+    return all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+class Console:
+    """stdout for log lines; a single self-overwriting progress line when stdout is a terminal."""
+
+    def __init__(self, show_progress):
+        self.show_progress = show_progress and sys.stdout.isatty()
+        self.progress_shown = False
+
+    def log(self, line):
+        self.clear_progress()
+        print(line, flush=True)
+
+    def progress(self, line):
+        if self.show_progress:
+            sys.stdout.write("\r" + line + "\x1b[K")
+            sys.stdout.flush()
+            self.progress_shown = True
+
+    def clear_progress(self):
+        if self.progress_shown:
+            sys.stdout.write("\r\x1b[K")
+            sys.stdout.flush()
+            self.progress_shown = False
+
+
+class MetricsWriter:
+    """One JSON object per line; flushed at once so a crashed run keeps its history."""
+
+    def __init__(self, path, append):
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self.file = open(path, "a" if append else "w", encoding="utf-8")
+
+    def write(self, **record):
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+# ----------------------------------------------------------------------------------------
+# The run
+
+
+class Run:
+    """Everything a training run needs, prepared and checked before anything is written."""
+
+    def __init__(self, explicit, preset, resume):
+        self.checkpoint = None
+        self.ckpt_path = None
+        saved = None
+        if resume:
+            out_dir = explicit.get("out_dir", DEFAULTS["out_dir"])
+            self.ckpt_path = os.path.join(out_dir, "ckpt.npz")
+            self.checkpoint = ckpt_io.load(self.ckpt_path)
+            saved = dict(self.checkpoint.extra.get("settings") or {})
+            # The architecture and the tokenizer kind are whatever the checkpoint holds.
+            saved.update({k: v for k, v in self.checkpoint.config.items() if k in MODEL_KEYS + ("dropout",)})
+            if isinstance(self.checkpoint.tokenizer, dict) and self.checkpoint.tokenizer.get("type") in ("char", "bpe"):
+                saved["tokenizer"] = self.checkpoint.tokenizer["type"]
+            # Where output goes and which kernels run belong to this invocation, not the saved run.
+            for key in NOT_RESUMED_KEYS:
+                saved.pop(key, None)
+            self._check_against_checkpoint(explicit, preset)
+        self.settings = s = resolve_settings(explicit, preset, saved)
+        validate_settings(s)
+        self.ckpt_path = os.path.join(s["out_dir"], "ckpt.npz")
+
+        # Data and tokenizer.
+        text, name = load_text(s["data"])
+        self.data_fingerprint = fingerprint(text)
+        if self.checkpoint is not None:
+            try:
+                self.tokenizer = tokenizer_from_dict(self.checkpoint.tokenizer)
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                raise CheckpointError(f"{self.ckpt_path} holds no usable tokenizer: {error}") from None
+            if s["tokenizer"] == "char":
+                # A char vocabulary is the set of characters of the corpus: it must be identical.
+                fresh = build_tokenizer("char", text, s["bpe_vocab_size"])
+                if fresh.to_dict() != self.checkpoint.tokenizer:
+                    raise CheckpointError(
+                        f"{self.ckpt_path} was trained on a different character vocabulary "
+                        f"({self.tokenizer.vocab_size} characters) than {name} ({fresh.vocab_size} characters)")
+        else:
+            self.tokenizer = build_tokenizer(s["tokenizer"], text, s["bpe_vocab_size"])
+        try:
+            tokens = encode_corpus(text, self.tokenizer)
+        except (KeyError, ValueError) as error:
+            raise DataError(f"{name} cannot be encoded with the checkpoint's vocabulary: {error}") from None
+        self.dataset = TokenDataset(tokens, val_fraction=0.1, name=name)
+        self.dataset.check_block_size(s["block_size"])
+        self.data_name = name
+
+        # Model. Seed first: parameter initialisation draws from the library generator.
+        from models.gpt import GPT, GPTConfig
+
+        tl.manual_seed(s["seed"])
+        self.config = GPTConfig(
+            vocab_size=self.tokenizer.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"],
+            n_head=s["n_head"], n_embd=s["n_embd"], dropout=s["dropout"], bias=s["bias"],
+        )
+        if self.checkpoint is not None and self.checkpoint.config.get("vocab_size") != self.config.vocab_size:
+            raise CheckpointError(
+                f"{self.ckpt_path} has vocab_size {self.checkpoint.config.get('vocab_size')} "
+                f"but its tokenizer has {self.config.vocab_size} tokens")
+        self.model = GPT(self.config, dtype=np.dtype(s["dtype"]))
+        self.optimizer = self.model.configure_optimizers(
+            weight_decay=s["weight_decay"], learning_rate=s["lr"], betas=(s["beta1"], s["beta2"]))
+        self.data_rng = make_data_rng(s["seed"])
+        self.iteration = 0
+        self.best_val_loss = math.inf
+
+        if self.checkpoint is not None:
+            # The optimizer's state_dict also carries the hyperparameters of the saved run
+            # (lr, betas, weight decay); the settings of this invocation must win over them.
+            hyperparameters = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+            try:
+                self.model.load_state_dict(self.checkpoint.model_state)
+                self.optimizer.load_state_dict(self.checkpoint.optimizer_state)
+                self.data_rng.bit_generator.state = self.checkpoint.rng_state["data"]
+                tl.rng().bit_generator.state = self.checkpoint.rng_state["tensorlite"]
+            except (RuntimeError, ValueError, KeyError, TypeError) as error:
+                message = " ".join(str(error).split())
+                raise CheckpointError(f"{self.ckpt_path} does not fit the model: {message}") from None
+            self.iteration = self.checkpoint.iteration
+            self.best_val_loss = float(self.checkpoint.extra.get("best_val_loss", math.inf))
+            for group, values in zip(self.optimizer.param_groups, hyperparameters):
+                group.update(values)
+
+    def _check_against_checkpoint(self, explicit, preset):
+        """Flags or a preset that ask for a different model than the checkpoint holds -> error."""
+        saved = self.checkpoint.extra.get("settings") or {}
+        requested = {k: v for k, v in (PRESETS[preset] if preset else {}).items()}
+        requested.update(explicit)
+        differences = []
+        for key in MODEL_KEYS + TOKENIZER_KEYS:
+            if key not in requested:
+                continue
+            have = self.checkpoint.config.get(key, saved.get(key)) if key in MODEL_KEYS else saved.get(key)
+            if have is not None and have != requested[key]:
+                differences.append(f"--{key.replace('_', '-')} {requested[key]} (checkpoint has {have})")
+        if differences:
+            raise CheckpointError(
+                f"{self.ckpt_path} does not match the requested settings: " + ", ".join(differences)
+                + "; drop these flags to resume, or train into a new --out-dir")
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def save(self):
+        """Checkpoint the current state; refuses (returns False) if any parameter is not finite."""
+        if not all_finite(self.model):
+            return False
+        settings = dict(self.settings)
+        ckpt_io.save(
+            self.ckpt_path, self.model, self.optimizer, self.config, self.tokenizer,
+            rng_state={"data": self.data_rng.bit_generator.state, "tensorlite": tl.rng().bit_generator.state},
+            iteration=self.iteration,
+            extra={"best_val_loss": self.best_val_loss, "settings": settings,
+                   "data_fingerprint": self.data_fingerprint},
+        )
+        return True
+
+    # -- training ----------------------------------------------------------------------------
+
+    def train(self, console, metrics):
+        s = self.settings
+        model, optimizer, dataset = self.model, self.optimizer, self.dataset
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        sequences_per_iter = s["batch_size"] * s["grad_accum"]
+        tokens_per_iter = sequences_per_iter * s["block_size"]
+        model.train()
+
+        window_losses, window_time, window_iters = [], 0.0, 0
+        # Every checkpoint is written right after an evaluation at its iteration, so a
+        # resumed run need not repeat that one.
+        evaluated_at = self.iteration if self.checkpoint is not None else None
+        while True:
+            it = self.iteration
+            lr = tl.optim.get_lr(it, max_lr=s["lr"], min_lr=s["min_lr"],
+                                 warmup_iters=s["warmup_iters"], lr_decay_iters=s["lr_decay_iters"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            if (it % s["eval_interval"] == 0 or it >= s["max_iters"]) and it != evaluated_at:
+                self.evaluate(console, metrics, it, lr)
+            if it >= s["max_iters"]:
+                break
+
+            t0 = time.perf_counter()
+            loss_sum = 0.0
+            for micro_step in range(s["grad_accum"]):
+                x, y = dataset.get_batch("train", s["batch_size"], s["block_size"], self.data_rng)
+                _, loss = model(x, y)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(f"the training loss became {loss_value} at iteration {it}")
+                loss_sum += loss_value
+                # Average the gradient over the micro-batches (the loss of one big batch).
+                (loss / s["grad_accum"]).backward()
+            if s["grad_clip"] > 0:
+                grad_norm = tl.optim.clip_grad_norm_(params, s["grad_clip"])
+                if not math.isfinite(grad_norm):
+                    raise NonFiniteLossError(f"the gradient norm became {grad_norm} at iteration {it}")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+
+            self.iteration = it + 1
+            train_loss = loss_sum / s["grad_accum"]
+            window_losses.append(train_loss)
+            window_time += dt
+            window_iters += 1
+            console.progress(f"iter {self.iteration}/{s['max_iters']}  loss {train_loss:.4f}  {dt * 1000:.0f} ms")
+            if self.iteration % s["log_interval"] == 0 or self.iteration == s["max_iters"]:
+                ms_per_iter = 1000.0 * window_time / window_iters
+                tokens_per_s = tokens_per_iter * window_iters / window_time
+                mfu = model.estimate_mfu(sequences_per_iter * window_iters, window_time, peak_flops=self.peak_flops)
+                console.log(
+                    f"iter {self.iteration}: loss {train_loss:.4f}, lr {lr:.3e}, {ms_per_iter:.1f} ms/iter, "
+                    f"{tokens_per_s:,.0f} tokens/s, mfu {100 * mfu:.1f}%")
+                metrics.write(event="train", iter=self.iteration, loss=train_loss,
+                              mean_loss=float(np.mean(window_losses)), lr=lr,
+                              ms_per_iter=ms_per_iter, tokens_per_s=tokens_per_s, mfu=mfu)
+                window_losses, window_time, window_iters = [], 0.0, 0
+
+        console.clear_progress()
+        # The final state is always saved: it is where a later --resume continues.
+        if not self.save():
+            raise NonFiniteLossError(f"parameters are not finite at iteration {self.iteration}")
+        console.log(f"saved checkpoint at iteration {self.iteration} to {self.ckpt_path}")
+
+    def evaluate(self, console, metrics, it, lr):
+        losses = estimate_loss(self.model, self.dataset, self.settings, it)
+        if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
+            raise NonFiniteLossError(
+                f"the evaluation loss became train {losses['train']}, val {losses['val']} at iteration {it}")
+        console.log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        metrics.write(event="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
+        if losses["val"] < self.best_val_loss:
+            self.best_val_loss = losses["val"]
+            # nanoGPT's always_save_checkpoint=False: save only when validation improved.
+            # Iteration 0 is the untrained model; nothing worth keeping yet.
+            if it > 0 and it < self.settings["max_iters"] and self.save():
+                console.log(f"saved checkpoint at iteration {it} (best val loss {losses['val']:.4f})")
+
+    def sample(self, console, num_tokens):
+        """Print a sample from the trained model, started from a newline."""
+        try:
+            start = list(self.tokenizer.encode("\n"))
+        except (KeyError, ValueError):  # a corpus without newlines
+            start = [0]
+        idx = np.asarray([start], dtype=np.int64)  # (1, t)
+        self.model.eval()
+        with tl.no_grad():
+            out = self.model.generate(idx, num_tokens, temperature=0.8, top_k=None,
+                                      rng=make_sample_rng(self.settings["seed"]))
+        self.model.train()
+        text = self.tokenizer.decode(np.asarray(out)[0, len(start):].tolist())
+        console.log("sample:\n" + text)
+
+
+def _explicit_settings(args):
+    """The settings given on the command line (argparse left the others out)."""
+    return {k: v for k, v in vars(args).items() if k in DEFAULTS}
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
+def main(argv=None):
+    """Entry point of ``tensorlite-train``; returns the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # --help, or argparse's own usage error (code 2)
+        return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
+    try:
+        return _train_from_args(args)
+    except KeyboardInterrupt:
+        return _error("interrupted", EXIT_INTERRUPTED)
+
+
+def _error(message, code):
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    return code
+
+
+def _train_from_args(args):
+    explicit = _explicit_settings(args)
+    try:
+        # Everything is loaded and checked before the first byte is written.
+        if "kernels" in explicit:
+            tl.kernels.use(explicit["kernels"])
+        run = Run(explicit, args.preset, args.resume)
+    except (DataError, CheckpointError, UsageError) as error:
+        return _error(error, EXIT_USAGE)
+
+    s = run.settings
+    console = Console(show_progress=not args.no_progress)
+    console.log(tl.kernels.format_runtime_info())
+    n_params = run.model.get_num_params()
+    console.log(
+        f"model: {n_params / 1e6:.3f}M parameters ({n_params:,}), {s['n_layer']} layers, {s['n_head']} heads, "
+        f"{s['n_embd']} wide, block {s['block_size']}, vocab {run.config.vocab_size} ({s['tokenizer']}), {s['dtype']}")
+    console.log(
+        f"data: {run.data_name}: {len(run.dataset.train):,} train / {len(run.dataset.val):,} val tokens")
+    if run.checkpoint is not None:
+        console.log(f"resuming from {run.ckpt_path} at iteration {run.iteration} "
+                    f"(best val loss {run.best_val_loss:.4f})")
+        if run.checkpoint.extra.get("data_fingerprint") not in (None, run.data_fingerprint):
+            console.log("note: this data is not the text the checkpoint was trained on (same vocabulary)")
+    from models.gpt import measure_peak_flops
+
+    run.peak_flops = measure_peak_flops(dtype=s["dtype"])  # this machine's matmul FLOP/s, for MFU
+
+    try:
+        metrics = MetricsWriter(s["metrics"], append=run.checkpoint is not None)
+    except OSError as error:
+        return _error(f"cannot write to {s['metrics']}: {error.strerror or error}", EXIT_USAGE)
+    try:
+        run.train(console, metrics)
+        if s["sample_tokens"] > 0:
+            run.sample(console, s["sample_tokens"])
+    except NonFiniteLossError as error:
+        console.clear_progress()
+        kept = (f"the checkpoint {run.ckpt_path} was left untouched" if os.path.exists(run.ckpt_path)
+                else "no checkpoint was written")
+        return _error(f"{error}; training stopped and {kept}. Try a lower --lr or a --grad-clip.", EXIT_NONFINITE)
+    except KeyboardInterrupt:
+        console.clear_progress()
+        return _error(f"interrupted at iteration {run.iteration}; the last checkpoint is {run.ckpt_path}",
+                      EXIT_INTERRUPTED)
+    except OSError as error:
+        console.clear_progress()
+        return _error(f"cannot write the checkpoint {run.ckpt_path}: {error.strerror or error}", EXIT_IO)
+    finally:
+        metrics.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
