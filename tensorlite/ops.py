@@ -191,8 +191,11 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     def forward(self, x):
-        # Written with tanh so it cannot overflow for large |x|.
-        self.y = 0.5 * (1 + np.tanh(0.5 * x))
+        # exp of a non-positive number only: no overflow for large |x|, and no cancellation
+        # (1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) for x < 0).
+        with np.errstate(under="ignore"):  # e^-800 -> 0 is the right answer
+            exp_of_minus_abs = np.exp(-np.abs(x))
+        self.y = np.where(x >= 0, 1, exp_of_minus_abs) / (1 + exp_of_minus_abs)
         return self.y
 
     def backward(self, grad):
@@ -227,11 +230,16 @@ def _normalize_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if ndim == 0:
+        # Like PyTorch, a scalar accepts axis 0 or -1, and reducing it changes nothing.
+        if any(a not in (0, -1) for a in axes):
+            raise ValueError(f"axis {axes} is out of bounds for a 0-dimensional tensor")
+        return ()
     normalized = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -ndim <= a < ndim:
             raise ValueError(f"axis {a} is out of bounds for a tensor with {ndim} dimensions")
-        normalized.append(int(a) % max(ndim, 1))
+        normalized.append(int(a) % ndim)
     return tuple(sorted(normalized))
 
 
