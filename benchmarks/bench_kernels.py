@@ -1,0 +1,186 @@
+"""Benchmark every kernel: Numba set against its NumPy reference, on the GPT's shapes.
+
+The shapes are those of the small character-level GPT in models/ (batch 12, block 64,
+n_embd 128, 4 heads of 32, MLP 512, vocab 65), so 768 token rows per step.
+
+Each implementation runs under its own threading policy (tensorlite.kernels.use sets
+it): the NumPy reference with BLAS on all cores, the Numba set with BLAS on one thread
+and Numba's pool doing the parallel work. The two are timed in alternation, repeat
+after repeat, so that a noisy neighbour slows both rather than one; after each switch
+the benchmark pauses (--settle) until the other set's idle workers have stopped
+spinning, so that neither is timed while the other's thread pool still holds a core.
+
+    python benchmarks/bench_kernels.py [--repeats 15] [--json PATH] [--only NAME ...]
+
+Prints the runtime (BLAS kernel set and threads), then a markdown table of median
+(min-max) times and the speedup, and writes the same numbers as JSON.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from tensorlite import kernels  # noqa: E402
+from tensorlite.kernels import jitted, reference  # noqa: E402
+
+B, T, C, N_HEAD, VOCAB = 12, 64, 128, 4, 65
+ROWS = B * T  # 768 token rows
+HEAD = C // N_HEAD  # 32
+BH = B * N_HEAD  # 48 (batch x heads)
+N_PARAMS = 800_000
+
+
+def cases(dtype, rng):
+    """(name, shape note, make_args) for each benchmark; make_args() -> tuple."""
+    def randn(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    def probs(*shape):
+        return reference.softmax(randn(*shape))
+
+    def targets():
+        return rng.integers(0, VOCAB, ROWS)
+
+    logits = randn(ROWS, VOCAB)
+    logits_lse = reference.cross_entropy(logits, targets(), -100)[1]
+    adam_state = [randn(N_PARAMS), randn(N_PARAMS), randn(N_PARAMS), np.abs(randn(N_PARAMS))]
+    x_ln = randn(ROWS, C)
+    _, ln_mean, ln_rstd = reference.layer_norm(x_ln, randn(C), randn(C), 1e-5)
+    causal_y = reference.causal_softmax(randn(BH, T, T), HEAD ** -0.5)
+    return [
+        ("matmul", "(768,128)@(128,512)", lambda: (randn(ROWS, C), randn(C, 4 * C))),
+        ("matmul", "(768,512)@(512,128)", lambda: (randn(ROWS, 4 * C), randn(4 * C, C))),
+        ("matmul", "(768,128)@(384,128).T", lambda: (randn(ROWS, C), randn(3 * C, C).T)),
+        ("matmul", "(48,64,32)@(48,32,64)", lambda: (randn(BH, T, HEAD), randn(BH, HEAD, T))),
+        ("matmul", "(48,64,64)@(48,64,32)", lambda: (randn(BH, T, T), randn(BH, T, HEAD))),
+        ("matmul_backward", "(768,128)@(128,512)",
+         lambda: (randn(ROWS, 4 * C), randn(ROWS, C), randn(C, 4 * C))),
+        ("matmul_backward", "(768,512)@(512,128)",
+         lambda: (randn(ROWS, C), randn(ROWS, 4 * C), randn(4 * C, C))),
+        ("matmul_backward", "(48,64,32)@(48,32,64)",
+         lambda: (randn(BH, T, T), randn(BH, T, HEAD), randn(BH, HEAD, T))),
+        ("matmul_backward", "(48,64,64)@(48,64,32)",
+         lambda: (randn(BH, T, HEAD), randn(BH, T, T), randn(BH, T, HEAD))),
+        ("softmax", "(48,64,64)", lambda: (randn(BH, T, T),)),
+        ("softmax_backward", "(48,64,64)", lambda: (probs(BH, T, T), randn(BH, T, T))),
+        ("softmax", "(768,65)", lambda: (randn(ROWS, VOCAB),)),
+        ("softmax_backward", "(768,65)", lambda: (probs(ROWS, VOCAB), randn(ROWS, VOCAB))),
+        ("log_softmax", "(768,65)", lambda: (randn(ROWS, VOCAB),)),
+        ("causal_softmax", "(48,64,64)", lambda: (randn(BH, T, T), HEAD ** -0.5)),
+        ("causal_softmax_backward", "(48,64,64)",
+         lambda: (causal_y, randn(BH, T, T), HEAD ** -0.5)),
+        ("layer_norm", "(768,128)", lambda: (x_ln, randn(C), randn(C), 1e-5)),
+        ("layer_norm_backward", "(768,128)",
+         lambda: (randn(ROWS, C), x_ln, randn(C), ln_mean, ln_rstd)),
+        ("gelu", "(768,512)", lambda: (randn(ROWS, 4 * C),)),
+        ("gelu_backward", "(768,512)", lambda: (randn(ROWS, 4 * C), randn(ROWS, 4 * C))),
+        ("cross_entropy", "(768,65)", lambda: (logits, targets(), -100)),
+        ("cross_entropy_backward", "(768,65)",
+         lambda: (logits, targets(), logits_lse, -100, 1.0)),
+        ("embedding_backward", "(12,64)->(65,128)",
+         lambda: (rng.integers(0, VOCAB, (B, T)), randn(B, T, C), VOCAB)),
+        ("adamw_step", f"{N_PARAMS} params", lambda: tuple(adam_state) + (
+            1e-3, 0.9, 0.95, 1e-8, 0.1, 10)),
+    ]
+
+
+def time_call(fn, args, budget=0.02):
+    """Seconds per call: run fn(*args) enough times to fill ~budget seconds."""
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn(*args)
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget or number >= 1 << 16:
+            return elapsed / number, number
+        number *= max(2, int(budget / max(elapsed, 1e-7)))
+
+
+def measure(name, make_args, repeats, settle):
+    """Median/min/max seconds per call for both kernel sets, timed in alternation."""
+    args = make_args()
+    sets = {"numpy": reference, "numba": jitted}
+    numbers = {}
+    for set_name, module in sets.items():  # warm up (compile) and size the inner loop
+        kernels.use(set_name)
+        getattr(module, name)(*args)
+        numbers[set_name] = time_call(getattr(module, name), args)[1]
+    samples = {set_name: [] for set_name in sets}
+    for _ in range(repeats):
+        for set_name, module in sets.items():
+            kernels.use(set_name)
+            fn = getattr(module, name)
+            time.sleep(settle)  # let the other set's idle threads stop spinning
+            warm_until = time.perf_counter() + 0.01
+            while time.perf_counter() < warm_until:  # wake this set's threads
+                fn(*args)
+            start = time.perf_counter()
+            for _ in range(numbers[set_name]):
+                fn(*args)
+            samples[set_name].append((time.perf_counter() - start) / numbers[set_name])
+    kernels.use("numba")
+    return {set_name: {"median_s": statistics.median(s), "min_s": min(s), "max_s": max(s),
+                       "samples": len(s), "calls_per_sample": numbers[set_name]}
+            for set_name, s in samples.items()}
+
+
+def fmt_us(seconds):
+    return f"{seconds * 1e6:,.1f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15, help="timed samples per kernel set")
+    parser.add_argument("--settle", type=float, default=0.12,
+                        help="seconds to pause after switching kernel sets: idle OpenBLAS "
+                             "workers spin for ~0.1 s before sleeping")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--only", nargs="*", help="kernel names to run (default: all)")
+    parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                       "results", "kernels.json"))
+    args = parser.parse_args(argv)
+
+    kernels.use("numba")
+    jitted.matmul(np.ones((64, 64), np.float32), np.ones((64, 64), np.float32))  # load BLAS
+    info = kernels.runtime_info()
+    print("runtime:", kernels.format_runtime_info(info))
+    print("policy: numpy = reference with BLAS on all cores; "
+          "numba = jitted, BLAS 1 thread + Numba threads")
+    print()
+
+    rng = np.random.default_rng(0)
+    rows = []
+    header = ("| kernel | shape | numpy median us (min-max) | numba median us (min-max) "
+              "| speedup |")
+    print(header)
+    print("|" + "---|" * 5)
+    for name, shape, make_args in cases(np.dtype(args.dtype), rng):
+        if args.only and name not in args.only:
+            continue
+        result = measure(name, make_args, args.repeats, args.settle)
+        ref, fast = result["numpy"], result["numba"]
+        speedup = ref["median_s"] / fast["median_s"]
+        rows.append({"kernel": name, "shape": shape, "dtype": args.dtype, "numpy": ref,
+                     "numba": fast, "speedup": speedup})
+        print(f"| {name} | {shape} | {fmt_us(ref['median_s'])} ({fmt_us(ref['min_s'])}-"
+              f"{fmt_us(ref['max_s'])}) | {fmt_us(fast['median_s'])} ({fmt_us(fast['min_s'])}-"
+              f"{fmt_us(fast['max_s'])}) | {speedup:.2f}x |", flush=True)
+
+    kernels.use("numba")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"runtime": kernels.runtime_info(), "repeats": args.repeats,
+                   "results": rows}, f, indent=2)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

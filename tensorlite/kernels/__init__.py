@@ -1,0 +1,168 @@
+"""Kernel sets: the numerical inner loops behind tensorlite's operations.
+
+Two modules implement the same functions with the same signatures:
+
+* ``reference`` -- plain NumPy, the readable statement of the math;
+* ``jitted``    -- Numba-compiled, fused and parallel, the fast path.
+
+``current`` is the active module; the engine calls ``kernels.current.softmax(x)`` and so
+on. The environment variable ``TENSORLITE_KERNELS`` (``numba``, the default, or
+``numpy``) chooses the set at import; ``use(name)`` switches at run time.
+
+Threading policy: one thread pool at a time
+-------------------------------------------
+A process here can hold three thread pools: NumPy's OpenBLAS, SciPy's OpenBLAS (which
+the jitted matmul calls) and Numba's own pool for ``prange`` loops. Idle OpenBLAS
+workers spin for ~0.1 s after each call before they sleep; if a Numba parallel loop
+starts while they spin, two busy threads share each core and a layer ran 16x slower
+in our measurements. So exactly one pool does parallel work:
+
+* ``numba`` set: both OpenBLAS libraries run on 1 thread and Numba's ``prange``
+  supplies the parallelism, also for matrix products: the jitted matmul calls
+  single-threaded BLAS on independent batch items or row blocks from a parallel loop.
+  On 2 cores (benchmarks/bench_kernels.py) this ties 2-thread BLAS on the 2-D GPT
+  shapes and is ~1.4x faster on the batched attention shapes, where BLAS parallelises
+  each small product badly.
+* ``numpy`` set: nothing calls Numba, and both OpenBLAS libraries get their default
+  thread count (all cores, or ``OPENBLAS_NUM_THREADS`` when the user set it).
+
+Numba's threading layer is OpenMP with a short spin (``GOMP_SPINCOUNT=10000``, about
+0.25 ms; see ``jitted.py``). Measured on the 2-core machine, median time of one GPT
+training step (4 layers, n_embd 128, batch 12 x 64 tokens): OpenMP with that spin
+~31 ms; OpenMP sleeping at once (``OMP_WAIT_POLICY=passive``) ~36 ms; OpenMP's default
+long spin ~31-37 ms but with 8 ms stalls per launch whenever another process holds a
+core; workqueue (workers always sleep; each wake-up costs ~40 us on this VM) ~56 ms;
+the NumPy set ~80 ms. Environment variables NUMBA_THREADING_LAYER, OMP_WAIT_POLICY,
+GOMP_SPINCOUNT and NUMBA_NUM_THREADS override these defaults.
+"""
+
+import os
+import sys
+import warnings
+
+from . import _blas
+from . import reference
+
+KERNEL_SETS = ("numba", "numpy")
+
+current = reference  # the active kernel module; replaced by use() below
+_active = "numpy"
+_default_blas_threads = {}  # library path -> thread count before we changed it
+
+
+def _load(name):
+    """Return the module implementing kernel set `name`."""
+    if name == "numpy":
+        return reference
+    if name == "numba":
+        from . import jitted  # imports Numba (~0.2 s); kernels compile on first call
+        return jitted
+    raise ValueError(
+        f"unknown kernel set {name!r}: choose one of {', '.join(map(repr, KERNEL_SETS))} "
+        "(via tensorlite.kernels.use or the TENSORLITE_KERNELS environment variable)")
+
+
+def _set_blas_threads(lib, numba_mode):
+    if lib is None:
+        return
+    if lib.path not in _default_blas_threads:
+        _default_blas_threads[lib.path] = lib.get_num_threads()
+    lib.set_num_threads(1 if numba_mode else _default_blas_threads[lib.path])
+
+
+def apply_threading_policy():
+    """(Re)apply the one-pool policy for the active kernel set (see module docstring).
+
+    Called by use(); the jitted kernels call it again once SciPy's BLAS is loaded.
+    """
+    numba_mode = _active == "numba"
+    _set_blas_threads(_blas.numpy_blas(), numba_mode)
+    _set_blas_threads(_blas.scipy_blas(loaded_only=True), numba_mode)
+
+
+def use(name):
+    """Make kernel set `name` ('numba' or 'numpy') the active one, and apply its
+    threading policy. Returns the module now active."""
+    global current, _active
+    if not isinstance(name, str) or name.lower() not in KERNEL_SETS:
+        _load(name)  # raises the ValueError with the list of choices
+    name = name.lower()
+    current = _load(name)
+    _active = name
+    apply_threading_policy()
+    return current
+
+
+def active():
+    """Name of the active kernel set: 'numba' or 'numpy'."""
+    return _active
+
+
+def runtime_info():
+    """What the numbers in a benchmark depend on: kernel set, BLAS build and threads.
+
+    Returns a dict with the active kernel set, NumPy's and SciPy's OpenBLAS (library
+    file, corename -- the CPU kernel family OpenBLAS chose, e.g. Haswell = AVX2 or
+    SkylakeX/Zen = AVX-512 -- and thread count), Numba's thread count and threading
+    layer, and the OPENBLAS_CORETYPE environment variable if set.
+    """
+    import numpy
+    apply_threading_policy()  # also covers a BLAS library loaded since the last use()
+    info = {"kernels": _active, "numpy": numpy.__version__, "cpu_count": os.cpu_count(),
+            "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
+    numpy_lib = _blas.numpy_blas()
+    scipy_lib = _blas.scipy_blas(loaded_only=True)
+    info["numpy_blas"] = numpy_lib.info() if numpy_lib else None
+    info["scipy_blas"] = scipy_lib.info() if scipy_lib else None
+    info["numba"] = None
+    if _active == "numba" or "numba" in sys.modules:
+        import numba
+        from numba.np.ufunc import parallel
+        if parallel._is_initialized:  # asking a pool that is not running would start it
+            layer, threads = numba.threading_layer(), numba.get_num_threads()
+        else:
+            layer, threads = "not started", numba.config.NUMBA_NUM_THREADS
+        info["numba"] = {"version": numba.__version__, "threads": threads,
+                         "threading_layer": layer,
+                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                         "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
+    return info
+
+
+def format_runtime_info(info=None):
+    """One line summarising runtime_info(), for benchmark headers."""
+    info = runtime_info() if info is None else info
+    parts = [f"kernels={info['kernels']}", f"cpus={info['cpu_count']}"]
+    for key in ("numpy_blas", "scipy_blas"):
+        lib = info[key]
+        if lib:
+            parts.append(f"{key}={lib['corename']}/{lib['threads']}t")
+        else:
+            parts.append(f"{key}=not loaded")
+    if info["numba"]:
+        numba_info = info["numba"]
+        parts.append(f"numba={numba_info['version']} {numba_info['threads']}t "
+                     f"layer={numba_info['threading_layer']}")
+        if numba_info["gomp_spincount"] or numba_info["omp_wait_policy"]:
+            parts.append(f"GOMP_SPINCOUNT={numba_info['gomp_spincount']} "
+                         f"OMP_WAIT_POLICY={numba_info['omp_wait_policy']}")
+    coretype = info["openblas_coretype_env"]
+    parts.append(f"OPENBLAS_CORETYPE={coretype if coretype else '(unset)'}")
+    return " ".join(parts)
+
+
+def _from_environment():
+    name = os.environ.get("TENSORLITE_KERNELS", "numba").strip().lower() or "numba"
+    if name not in KERNEL_SETS:
+        raise ValueError(f"TENSORLITE_KERNELS={name!r} is not a kernel set: "
+                         f"choose one of {', '.join(map(repr, KERNEL_SETS))}")
+    if name == "numba":
+        try:
+            return use("numba")
+        except ImportError as error:  # Numba missing: the NumPy set always works
+            warnings.warn(f"Numba kernels unavailable ({error}); using the NumPy kernels")
+            name = "numpy"
+    return use(name)
+
+
+_from_environment()

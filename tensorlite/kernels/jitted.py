@@ -1,0 +1,942 @@
+"""Numba kernels: the same functions as ``reference.py``, fused and parallel.
+
+Every public function here has the name, signature and result of its counterpart in
+``reference.py`` (read that first: it is the statement of the math). The sections below
+follow the same order; each starts with ``# reference: reference.<name>`` and says what
+is done differently for speed. The recurring tricks:
+
+* fusion: one pass over a row does the max, the exponentials, the sum and the scaling,
+  instead of NumPy's four temporary arrays;
+* ``prange`` over rows (or over a flat buffer) spreads the work over Numba's threads;
+* ``fast_exp``: NumPy's ``exp`` is a library call that stops LLVM from vectorising the
+  loop around it, so float32 uses a short polynomial (below) that compiles to SIMD code;
+  ``_max`` does the same for running maxima;
+* matrix products are left to BLAS, called on independent pieces (batch items, row
+  blocks, the two products of a backward pass) from one parallel loop with BLAS
+  itself on one thread -- see ``tensorlite.kernels`` for this threading policy.
+
+Each kernel compiles on its first call (``cache=True`` keeps the machine code on disk,
+so later processes load it in milliseconds); importing this module compiles nothing.
+The thin Python wrappers make inputs contiguous when they must, pick the float type's
+constants, and fall back to ``reference`` for what the kernels do not handle (integer
+dtypes, empty arrays).
+"""
+
+import math
+import os
+from functools import lru_cache
+
+import numpy as np
+import numba
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from . import reference
+
+# Threading layer: OpenMP first, with a short spin. Measured on a 2-core VM (see the
+# module docstring of tensorlite.kernels): waking a sleeping worker costs ~40 us, more
+# than many kernels take, so workqueue (whose workers always sleep) made a GPT training
+# step ~1.8x slower than OpenMP; OpenMP's default spin of ~300,000 rounds (~8 ms here)
+# stalled launches by up to 8 ms whenever another process held the second core.
+# GOMP_SPINCOUNT=10000 (~0.25 ms) keeps the worker awake across the short NumPy steps
+# between kernels and bounds that stall. These are defaults, set before the OpenMP
+# runtime loads: NUMBA_THREADING_LAYER, OMP_WAIT_POLICY and GOMP_SPINCOUNT in the
+# environment win.
+GOMP_SPINCOUNT = "10000"
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
+
+# Allow LLVM to reorder sums (so reductions vectorise) and to fuse multiply-adds,
+# but not to assume values are finite: -inf logits and masks must stay exact.
+FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+_OPTS = dict(cache=True, nogil=True, fastmath=FASTMATH)
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ----------------------------------------------------------------------------
+# Scalar helpers used inside kernels
+
+def _as(ref, value):
+    """`value` converted to the float type of `ref` (an array or a float scalar).
+
+    Inside a kernel a bare literal such as 0.5 is float64 and would promote float32
+    arithmetic to float64 (half-width SIMD); writing _as(x, 0.5) keeps it float32.
+    """
+    return np.asarray(ref).dtype.type(value)
+
+
+@overload(_as)
+def _as_impl(ref, value):
+    kind = ref.dtype if isinstance(ref, types.Array) else ref
+    if kind == types.float32:
+        return lambda ref, value: np.float32(value)
+    return lambda ref, value: np.float64(value)
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (no conversion)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _max(typingctx, a, b):
+    """max(a, b) for two floats of one type, as LLVM's maxnum.
+
+    A loop `m = max(m, x[j])` written with Python's max (a compare and a select) is
+    not vectorised by LLVM; maxnum is, because the call carries the no-NaN flag. That
+    flag only licenses LLVM to pick either operand when one is NaN: a NaN in a row
+    still reaches the output through the row's sum of exponentials. Infinities are
+    handled exactly (the -inf of masked logits).
+    """
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        float_type = args[0].type
+        name = "llvm.maxnum.f32" if float_type == ir.FloatType() else "llvm.maxnum.f64"
+        maxnum = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(float_type, [float_type, float_type]), name)
+        return builder.call(maxnum, args, fastmath=("nnan", "nsz"))
+
+    return a(a, b), codegen
+
+
+def _exp_float32(x):
+    """exp(x) for float32 x, vectorisable: exp(x) = 2^k * exp(r).
+
+    k = round(x / ln 2) and r = x - k ln 2, |r| <= ln(2)/2, where a degree-7 polynomial
+    (Cephes' expf coefficients) gives exp(r) to about 1e-7 relative error. ln 2 is split
+    in two (Cody-Waite) so k*ln2 is subtracted without rounding error. 2^k is built
+    directly in the float's exponent bits. Inputs below -87.3 give 0 (the result would
+    be subnormal), inputs above 88.3 give inf; every caller here passes x <= 0.
+    """
+    too_small = x < np.float32(-87.3)
+    too_big = x > np.float32(88.3)
+    xc = np.float32(-87.3) if too_small else x
+    xc = np.float32(88.3) if too_big else xc
+    k = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = xc - k * np.float32(0.693359375)
+    r = r - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    two_to_k = _int32_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
+    y = p * two_to_k
+    y = np.float32(0.0) if too_small else y
+    return np.float32(np.inf) if too_big else y
+
+
+def fast_exp(x):
+    """exp(x); inside kernels float32 uses the SIMD-friendly polynomial above."""
+    return np.exp(x)
+
+
+@overload(fast_exp)
+def _fast_exp_impl(x):
+    if x == types.float32:
+        return _exp_float32
+    return lambda x: np.exp(x)  # float64: the exact library exp
+
+
+@njit(parallel=True, **_OPTS)
+def exp_array(x, out):
+    """out[i] = fast_exp(x[i]) over 1-D arrays (used to test fast_exp's accuracy)."""
+    for i in prange(x.shape[0]):
+        out[i] = fast_exp(x[i])
+
+
+# ----------------------------------------------------------------------------
+# Python-side helpers
+
+def _is_float(*arrays):
+    return all(isinstance(a, np.ndarray) and a.dtype in _FLOATS for a in arrays)
+
+
+def _rows(x, dtype=None):
+    """x as a C-contiguous 2-D (rows, last axis) array; copies only if it must."""
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _flat(x, dtype=None):
+    """x as a C-contiguous 1-D array; copies only if it must."""
+    return np.ascontiguousarray(x, dtype=dtype).reshape(-1)
+
+
+# ----------------------------------------------------------------------------
+# matmul
+# reference: reference.matmul, reference.matmul_backward
+#
+# BLAS (SciPy's OpenBLAS, the one Numba links against) does the arithmetic. What is
+# tuned is how the work is handed to it: a product is cut into independent gemm calls
+# -- one per batch item, or row/column blocks of a 2-D product, or the two products of
+# a backward pass -- and a prange loop runs them on Numba's threads with BLAS on one
+# thread each. Operands are passed with their own strides (a transposed view is just
+# a 't' flag for BLAS), so nothing is copied.
+
+_gemm_type = types.intc(types.char, types.char, types.char,           # kind, transa, transb
+                        types.intp, types.intp, types.intp,           # m, n, k
+                        types.intp, types.intp, types.intp,           # alpha*, a*, lda
+                        types.intp, types.intp, types.intp,           # b*, ldb, beta*
+                        types.intp, types.intp)                       # c*, ldc
+# Numba's own wrapper around the BLAS ?gemm (column-major, Fortran convention).
+_xxgemm = types.ExternalFunction("numba_xxgemm", _gemm_type)
+
+# One row of a task table describes one row-major product C = op(A) @ op(B). Pointers
+# are stored as byte offsets from the base addresses of operand set _T_SET (one set per
+# product of a call; matmul_backward has two), so a table depends only on shapes and
+# strides and can be cached.
+_T_SET, _T_TRANS_A, _T_TRANS_B, _T_M, _T_N, _T_K = 0, 1, 2, 3, 4, 5
+_T_A, _T_LDA, _T_B, _T_LDB, _T_C, _T_LDC = 6, 7, 8, 9, 10, 11
+_TASK_WIDTH = 12
+_NO_TRANS, _TRANS = ord("n"), ord("t")
+_BLAS_KIND = {np.dtype(np.float32): np.int8(ord("s")), np.dtype(np.float64): np.int8(ord("d"))}
+_ONE = {dt: np.ones(1, dt) for dt in _FLOATS}
+_ZERO = {dt: np.zeros(1, dt) for dt in _FLOATS}
+_ONE_PTR = {dt: a.ctypes.data for dt, a in _ONE.items()}
+_ZERO_PTR = {dt: a.ctypes.data for dt, a in _ZERO.items()}
+
+
+@njit(**_OPTS)
+def _run_gemm_task(tasks, t, bases, kind, alpha, beta):
+    base = bases[tasks[t, _T_SET]]  # (a, b, c) base addresses
+    # Row-major C = A @ B is column-major C^T = B^T @ A^T: pass B first, swap m and n.
+    _xxgemm(kind, np.int8(tasks[t, _T_TRANS_B]), np.int8(tasks[t, _T_TRANS_A]),
+            tasks[t, _T_N], tasks[t, _T_M], tasks[t, _T_K], alpha,
+            base[1] + tasks[t, _T_B], tasks[t, _T_LDB], base[0] + tasks[t, _T_A],
+            tasks[t, _T_LDA], beta, base[2] + tasks[t, _T_C], tasks[t, _T_LDC])
+
+
+@njit(parallel=True, **_OPTS)
+def _gemm_tasks_parallel(tasks, bases, kind, alpha, beta):
+    for t in prange(tasks.shape[0]):
+        _run_gemm_task(tasks, t, bases, kind, alpha, beta)
+
+
+@njit(**_OPTS)
+def _gemm_tasks_serial(tasks, bases, kind, alpha, beta):
+    for t in range(tasks.shape[0]):
+        _run_gemm_task(tasks, t, bases, kind, alpha, beta)
+
+
+def _blas_operand(x):
+    """How BLAS reads the matrices in the last two axes of x.
+
+    Returns (x, trans, ld): trans is 't' when the matrices are stored column by column
+    (a transposed view), ld the stride between rows (or columns) in elements. Layouts
+    BLAS cannot describe (steps inside a row, negative strides) are copied to C order.
+    """
+    rows, cols = x.shape[-2:]
+    row_stride, col_stride = x.strides[-2:]
+    size = x.itemsize
+    if row_stride % size == 0 and col_stride % size == 0 and row_stride >= 0 and col_stride >= 0:
+        row_stride //= size
+        col_stride //= size
+        if (col_stride == 1 or cols == 1) and (rows == 1 or row_stride >= max(cols, 1)):
+            return x, _NO_TRANS, (row_stride if rows > 1 else max(cols, 1))
+        if (row_stride == 1 or rows == 1) and (cols == 1 or col_stride >= max(rows, 1)):
+            return x, _TRANS, (col_stride if cols > 1 else max(rows, 1))
+    x = np.ascontiguousarray(x)
+    return x, _NO_TRANS, max(cols, 1)
+
+
+def _batch_offsets(batch, shape, strides):
+    """Byte offset of each (flattened) broadcast batch item inside an operand."""
+    shape = (1,) * (len(batch) - len(shape)) + tuple(shape)
+    strides = (0,) * (len(batch) - len(strides)) + tuple(strides)
+    offsets = np.zeros(1, dtype=np.int64)
+    for extent, size, stride in zip(batch, shape, strides):
+        step = stride if size > 1 else 0  # a size-1 axis broadcasts
+        offsets = (offsets[:, None] + step * np.arange(extent, dtype=np.int64)).reshape(-1)
+    return offsets
+
+
+@lru_cache(maxsize=1024)
+def _gemm_plan(operand_set, batch, a_batch, a_strides, b_batch, b_strides, m, n, k, trans_a,
+               lda, trans_b, ldb, a_row_step, b_col_step, itemsize, pieces):
+    """Task table for C = A @ B over a broadcast batch, C C-contiguous.
+
+    Each batch item is cut into `pieces` blocks of rows (or of columns when C is wide),
+    so that the number of tasks divides evenly among the threads.
+    """
+    a_offsets = _batch_offsets(batch, a_batch, a_strides)
+    b_offsets = _batch_offsets(batch, b_batch, b_strides)
+    c_offsets = np.arange(len(a_offsets), dtype=np.int64) * (m * n * itemsize)
+    split_rows = m >= n
+    extent = m if split_rows else n
+    pieces = max(1, min(pieces, extent))
+    bounds = [round(i * extent / pieces) for i in range(pieces + 1)]
+    tasks = np.empty((len(a_offsets) * pieces, _TASK_WIDTH), dtype=np.int64)
+    tasks[:, _T_SET] = operand_set
+    tasks[:, _T_TRANS_A] = trans_a
+    tasks[:, _T_TRANS_B] = trans_b
+    tasks[:, _T_M] = m
+    tasks[:, _T_N] = n
+    tasks[:, _T_K] = k
+    tasks[:, _T_LDA] = lda
+    tasks[:, _T_LDB] = ldb
+    tasks[:, _T_LDC] = n
+    for piece in range(pieces):
+        start, stop = bounds[piece], bounds[piece + 1]
+        chunk = tasks[piece::pieces]
+        if split_rows:
+            chunk[:, _T_M] = stop - start
+            chunk[:, _T_A] = a_offsets + start * a_row_step
+            chunk[:, _T_B] = b_offsets
+            chunk[:, _T_C] = c_offsets + start * n * itemsize
+        else:
+            chunk[:, _T_N] = stop - start
+            chunk[:, _T_A] = a_offsets
+            chunk[:, _T_B] = b_offsets + start * b_col_step
+            chunk[:, _T_C] = c_offsets + start * itemsize
+    tasks.flags.writeable = False
+    return tasks
+
+
+def _gemm(a, b, out, pieces, operand_set=0):
+    """(task table, base addresses, operands) computing out = a @ b (out C-contiguous).
+
+    The returned operands (copies, if a layout needed one) must stay alive until the
+    tasks have run."""
+    a, trans_a, lda = _blas_operand(a)
+    b, trans_b, ldb = _blas_operand(b)
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    tasks = _gemm_plan(operand_set, out.shape[:-2], a.shape[:-2], a.strides[:-2],
+                       b.shape[:-2], b.strides[:-2], m, n, k, trans_a, lda, trans_b, ldb,
+                       a.strides[-2], b.strides[-1], out.itemsize, pieces)
+    return tasks, (a.ctypes.data, b.ctypes.data, out.ctypes.data), (a, b)
+
+
+_concatenated_cache = {}
+
+
+def _concatenated(first, second):
+    """One task table running two products in the same parallel launch (cached: the
+    tables come from _gemm_plan's cache, so the same pair recurs every step)."""
+    key = (id(first), id(second))
+    hit = _concatenated_cache.get(key)
+    if hit is not None and hit[0] is first and hit[1] is second:
+        return hit[2]
+    tasks = np.concatenate([first, second])
+    tasks.flags.writeable = False
+    if len(_concatenated_cache) > 256:
+        _concatenated_cache.clear()
+    _concatenated_cache[key] = (first, second, tasks)  # holding them keeps the ids valid
+    return tasks
+
+
+# Below this many multiply-adds a product is not worth a parallel launch; it goes to
+# np.matmul, which (numba kernel set) runs single-threaded BLAS too.
+SMALL_MATMUL = 32 * 32 * 32
+_blas_ready = False
+
+
+def _prepare_blas():
+    """First matmul: load SciPy's BLAS and look up ?gemm from the main thread, then
+    apply the threading policy to that library too."""
+    global _blas_ready
+    import scipy.linalg.cython_blas  # noqa: F401  (Numba's numba_xxgemm calls into it)
+    for dtype in _FLOATS:
+        one = np.ones((1, 1), dtype)
+        out = np.empty((1, 1), dtype)
+        tasks, bases, keep = _gemm(one, one, out, 1)
+        _gemm_tasks_serial(tasks, np.array([bases], np.int64), _BLAS_KIND[dtype],
+                           _ONE_PTR[dtype], _ZERO_PTR[dtype])
+        del keep
+    from . import apply_threading_policy
+    apply_threading_policy()
+    _blas_ready = True
+
+
+def _run_gemms(tasks, bases, dtype, parallel):
+    if not _blas_ready:
+        _prepare_blas()
+    kernel = _gemm_tasks_parallel if parallel else _gemm_tasks_serial
+    kernel(tasks, np.array(bases, np.int64), _BLAS_KIND[dtype], _ONE_PTR[dtype],
+           _ZERO_PTR[dtype])
+
+
+def _matmul_supported(a, b):
+    return (_is_float(a, b) and a.dtype == b.dtype and a.ndim >= 2 and b.ndim >= 2
+            and a.shape[-1] == b.shape[-2] and a.shape[-1] > 0)
+
+
+def _batch_shape(a, b):
+    a_batch, b_batch = a.shape[:-2], b.shape[:-2]
+    return a_batch if a_batch == b_batch else np.broadcast_shapes(a_batch, b_batch)
+
+
+def _pieces(n_items, threads):
+    """Blocks per product so that n_items * blocks spreads evenly over the threads."""
+    return threads // math.gcd(n_items, threads)
+
+
+def matmul(a, b):
+    """a @ b (np.matmul semantics) -- see reference.matmul."""
+    if not _matmul_supported(a, b):
+        return np.matmul(a, b)
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = _batch_shape(a, b)
+    n_items = math.prod(batch)
+    if n_items * m * n * k < SMALL_MATMUL or n_items * m * n == 0:
+        return np.matmul(a, b)
+    out = np.empty(batch + (m, n), dtype=a.dtype)
+    threads = numba.get_num_threads()
+    tasks, bases, keep = _gemm(a, b, out, _pieces(n_items, threads))
+    _run_gemms(tasks, [bases], out.dtype, parallel=threads > 1)
+    return out
+
+
+def matmul_backward(grad, a, b):
+    """(grad @ b^T, a^T @ grad) in the broadcast batch shape -- see
+    reference.matmul_backward. Both products run in one parallel launch."""
+    if not (_matmul_supported(a, b) and _is_float(grad) and grad.dtype == a.dtype):
+        return reference.matmul_backward(grad, a, b)
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = grad.shape[:-2]
+    n_items = math.prod(batch)
+    if n_items * m * n * k < SMALL_MATMUL or n_items * m * n * k == 0:
+        return reference.matmul_backward(grad, a, b)
+    grad_a = np.empty(batch + (m, k), dtype=a.dtype)
+    grad_b = np.empty(batch + (k, n), dtype=a.dtype)
+    threads = numba.get_num_threads()
+    pieces = _pieces(2 * n_items, threads)
+    tasks_a, bases_a, keep_a = _gemm(grad, np.swapaxes(b, -1, -2), grad_a, pieces, 0)
+    tasks_b, bases_b, keep_b = _gemm(np.swapaxes(a, -1, -2), grad, grad_b, pieces, 1)
+    _run_gemms(_concatenated(tasks_a, tasks_b), [bases_a, bases_b], a.dtype,
+               parallel=threads > 1)
+    return grad_a, grad_b
+
+
+# ----------------------------------------------------------------------------
+# softmax
+# reference: reference.softmax, reference.softmax_backward
+#
+# One pass per row for the max, one for exp and the sum (stored into the output),
+# one to scale; rows are spread over threads.
+
+@njit(parallel=True, **_OPTS)
+def _softmax_forward(x, out):
+    n_rows, n_cols = x.shape
+    for i in prange(n_rows):
+        row = x[i]
+        y = out[i]
+        row_max = row[0]
+        for j in range(1, n_cols):
+            row_max = _max(row_max, row[j])
+        total = _as(row, 0.0)
+        for j in range(n_cols):
+            e = fast_exp(row[j] - row_max)
+            y[j] = e
+            total += e
+        inv_total = _as(row, 1.0) / total
+        for j in range(n_cols):
+            y[j] *= inv_total
+
+
+def softmax(x):
+    """softmax over the last axis -- see reference.softmax."""
+    if not _is_float(x) or x.ndim == 0 or x.size == 0:
+        return reference.softmax(x)
+    x2 = _rows(x)
+    out = np.empty_like(x2)
+    _softmax_forward(x2, out)
+    return out.reshape(x.shape)
+
+
+@njit(parallel=True, **_OPTS)
+def _softmax_backward(y, grad_y, out):
+    n_rows, n_cols = y.shape
+    for i in prange(n_rows):
+        y_row = y[i]
+        g_row = grad_y[i]
+        dot = _as(y_row, 0.0)
+        for j in range(n_cols):
+            dot += g_row[j] * y_row[j]
+        o = out[i]
+        for j in range(n_cols):
+            o[j] = y_row[j] * (g_row[j] - dot)
+
+
+def softmax_backward(y, grad_y):
+    """y * (grad_y - sum(grad_y * y)) -- see reference.softmax_backward."""
+    if not _is_float(y, grad_y) or y.ndim == 0 or y.size == 0:
+        return reference.softmax_backward(y, grad_y)
+    y2 = _rows(y)
+    out = np.empty_like(y2)
+    _softmax_backward(y2, _rows(grad_y, y.dtype), out)
+    return out.reshape(y.shape)
+
+
+# ----------------------------------------------------------------------------
+# log-softmax
+# reference: reference.log_softmax, reference.log_softmax_backward
+
+@njit(parallel=True, **_OPTS)
+def _log_softmax_forward(x, out):
+    n_rows, n_cols = x.shape
+    for i in prange(n_rows):
+        row = x[i]
+        row_max = row[0]
+        for j in range(1, n_cols):
+            row_max = _max(row_max, row[j])
+        total = _as(row, 0.0)
+        for j in range(n_cols):
+            total += fast_exp(row[j] - row_max)
+        shift = row_max + np.log(total)  # logsumexp of the row
+        o = out[i]
+        for j in range(n_cols):
+            o[j] = row[j] - shift
+
+
+def log_softmax(x):
+    """x - logsumexp(x) over the last axis -- see reference.log_softmax."""
+    if not _is_float(x) or x.ndim == 0 or x.size == 0:
+        return reference.log_softmax(x)
+    x2 = _rows(x)
+    out = np.empty_like(x2)
+    _log_softmax_forward(x2, out)
+    return out.reshape(x.shape)
+
+
+@njit(parallel=True, **_OPTS)
+def _log_softmax_backward(y, grad_y, out):
+    n_rows, n_cols = y.shape
+    for i in prange(n_rows):
+        y_row = y[i]
+        g_row = grad_y[i]
+        total = _as(y_row, 0.0)
+        for j in range(n_cols):
+            total += g_row[j]
+        o = out[i]
+        for j in range(n_cols):
+            o[j] = g_row[j] - fast_exp(y_row[j]) * total
+
+
+def log_softmax_backward(y, grad_y):
+    """grad_y - exp(y) * sum(grad_y) -- see reference.log_softmax_backward."""
+    if not _is_float(y, grad_y) or y.ndim == 0 or y.size == 0:
+        return reference.log_softmax_backward(y, grad_y)
+    y2 = _rows(y)
+    out = np.empty_like(y2)
+    _log_softmax_backward(y2, _rows(grad_y, y.dtype), out)
+    return out.reshape(y.shape)
+
+
+# ----------------------------------------------------------------------------
+# causal softmax
+# reference: reference.causal_softmax, reference.causal_softmax_backward
+#
+# The mask is never built: query row i sees keys j < visible = i + Tk - Tq + 1, and a
+# select on j < visible replaces the masked entries by -inf before the max and by 0
+# after the exponential. Every row loops over all Tk keys rather than just its visible
+# ones: the same trip count in every row lets LLVM run the whole loop in SIMD
+# registers, which is faster than half the work done one element at a time.
+
+@njit(parallel=True, **_OPTS)
+def _causal_softmax_forward(scores, scale, out):
+    n_batch, n_query, n_key = scores.shape
+    offset = n_key - n_query
+    minus_inf = _as(scores, -np.inf)
+    zero = _as(scores, 0.0)
+    for r in prange(n_batch * n_query):
+        b = r // n_query
+        i = r - b * n_query
+        row = scores[b, i]
+        y = out[b, i]
+        visible = i + offset + 1
+        row_max = minus_inf
+        for j in range(n_key):
+            row_max = _max(row_max, row[j] * scale if j < visible else minus_inf)
+        total = zero
+        for j in range(n_key):
+            e = fast_exp(row[j] * scale - row_max)
+            e = e if j < visible else zero
+            y[j] = e
+            total += e
+        inv_total = _as(row, 1.0) / total
+        for j in range(n_key):
+            y[j] *= inv_total
+
+
+def _check_causal(shape):
+    if len(shape) < 2 or shape[-2] > shape[-1]:
+        raise ValueError(f"causal softmax needs scores (..., Tq, Tk) with Tq <= Tk, got {shape}")
+
+
+def causal_softmax(scores, scale):
+    """Fused mask + scale + softmax -- see reference.causal_softmax."""
+    _check_causal(scores.shape)
+    if not _is_float(scores) or scores.size == 0:
+        return reference.causal_softmax(scores, scale)
+    x = np.ascontiguousarray(scores).reshape((-1,) + scores.shape[-2:])
+    out = np.empty_like(x)
+    _causal_softmax_forward(x, scores.dtype.type(scale), out)
+    return out.reshape(scores.shape)
+
+
+@njit(parallel=True, **_OPTS)
+def _causal_softmax_backward(y, grad_y, scale, out):
+    n_batch, n_query, n_key = y.shape
+    offset = n_key - n_query
+    zero = _as(y, 0.0)
+    for r in prange(n_batch * n_query):
+        b = r // n_query
+        i = r - b * n_query
+        y_row = y[b, i]
+        g_row = grad_y[b, i]
+        o = out[b, i]
+        visible = i + offset + 1
+        dot = zero
+        for j in range(n_key):
+            dot += g_row[j] * y_row[j] if j < visible else zero
+        for j in range(n_key):
+            o[j] = scale * y_row[j] * (g_row[j] - dot) if j < visible else zero
+
+
+def causal_softmax_backward(y, grad_y, scale):
+    """scale * softmax_backward(y, grad_y), masked entries 0 -- see
+    reference.causal_softmax_backward."""
+    _check_causal(y.shape)
+    if not _is_float(y, grad_y) or y.size == 0:
+        return reference.causal_softmax_backward(y, grad_y, scale)
+    shape3 = (-1,) + y.shape[-2:]
+    y3 = np.ascontiguousarray(y).reshape(shape3)
+    g3 = np.ascontiguousarray(grad_y, dtype=y.dtype).reshape(shape3)
+    out = np.empty_like(y3)
+    _causal_softmax_backward(y3, g3, y.dtype.type(scale), out)
+    return out.reshape(y.shape)
+
+
+# ----------------------------------------------------------------------------
+# layer norm
+# reference: reference.layer_norm, reference.layer_norm_backward
+#
+# Forward: per row, mean and variance (two passes over a row that sits in L1) and the
+# normalised, scaled, shifted output. Backward: rows are cut into one chunk per thread;
+# each chunk writes its rows of grad_x and sums its own partial grad_weight/grad_bias,
+# and the few partial sums are added at the end (no two threads write the same place).
+
+@njit(parallel=True, **_OPTS)
+def _layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
+    n_rows, n_cols = x.shape
+    inv_n = _as(x, 1.0) / _as(x, n_cols)
+    for i in prange(n_rows):
+        row = x[i]
+        total = _as(row, 0.0)
+        for j in range(n_cols):
+            total += row[j]
+        mu = total * inv_n
+        sq = _as(row, 0.0)
+        for j in range(n_cols):
+            d = row[j] - mu
+            sq += d * d
+        rs = _as(row, 1.0) / np.sqrt(sq * inv_n + eps)
+        y = out[i]
+        for j in range(n_cols):
+            y[j] = (row[j] - mu) * rs * weight[j] + bias[j]
+        mean[i] = mu
+        rstd[i] = rs
+
+
+def layer_norm(x, weight, bias, eps):
+    """(y, mean, rstd) of layer normalisation over the last axis -- see
+    reference.layer_norm."""
+    if not _is_float(x) or x.ndim != 2 or x.size == 0:
+        return reference.layer_norm(x, weight, bias, eps)
+    x = np.ascontiguousarray(x)
+    n_rows, n_cols = x.shape
+    weight = np.ones(n_cols, x.dtype) if weight is None else _flat(weight, x.dtype)
+    bias = np.zeros(n_cols, x.dtype) if bias is None else _flat(bias, x.dtype)
+    out = np.empty_like(x)
+    mean = np.empty(n_rows, x.dtype)
+    rstd = np.empty(n_rows, x.dtype)
+    _layer_norm_forward(x, weight, bias, x.dtype.type(eps), out, mean, rstd)
+    return out, mean, rstd
+
+
+@njit(parallel=True, **_OPTS)
+def _layer_norm_backward(grad_y, x, weight, mean, rstd, grad_x, partial_w, partial_b):
+    n_rows, n_cols = x.shape
+    n_chunks = partial_w.shape[0]
+    rows_per_chunk = (n_rows + n_chunks - 1) // n_chunks
+    inv_n = _as(x, 1.0) / _as(x, n_cols)
+    for chunk in prange(n_chunks):
+        dw = partial_w[chunk]
+        db = partial_b[chunk]
+        for i in range(chunk * rows_per_chunk, min(n_rows, (chunk + 1) * rows_per_chunk)):
+            mu = mean[i]
+            rs = rstd[i]
+            gy = grad_y[i]
+            xr = x[i]
+            g_sum = _as(x, 0.0)
+            gx_sum = _as(x, 0.0)
+            for j in range(n_cols):
+                g = gy[j] * weight[j]
+                g_sum += g
+                gx_sum += g * ((xr[j] - mu) * rs)
+            g_mean = g_sum * inv_n
+            gx_mean = gx_sum * inv_n
+            gxr = grad_x[i]
+            for j in range(n_cols):
+                xhat = (xr[j] - mu) * rs
+                gxr[j] = rs * (gy[j] * weight[j] - g_mean - xhat * gx_mean)
+                dw[j] += gy[j] * xhat
+                db[j] += gy[j]
+
+
+def layer_norm_backward(grad_y, x, weight, mean, rstd):
+    """(grad_x, grad_weight, grad_bias) -- see reference.layer_norm_backward."""
+    if not _is_float(x, grad_y) or x.ndim != 2 or x.size == 0:
+        return reference.layer_norm_backward(grad_y, x, weight, mean, rstd)
+    dtype = x.dtype
+    x = np.ascontiguousarray(x)
+    n_rows, n_cols = x.shape
+    weight = np.ones(n_cols, dtype) if weight is None else _flat(weight, dtype)
+    n_chunks = max(1, min(numba.get_num_threads(), n_rows))
+    partial_w = np.zeros((n_chunks, n_cols), dtype)
+    partial_b = np.zeros((n_chunks, n_cols), dtype)
+    grad_x = np.empty_like(x)
+    _layer_norm_backward(np.ascontiguousarray(grad_y, dtype=dtype), x, weight,
+                         _flat(mean, dtype), _flat(rstd, dtype), grad_x, partial_w, partial_b)
+    return grad_x, partial_w.sum(axis=0), partial_b.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------
+# GELU
+# reference: reference.gelu, reference.gelu_backward
+#
+# One flat parallel loop. With u = sqrt(2/pi)(x + 0.044715 x^3), the identity
+# 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)) = s turns the reference's formula into
+#   y      = x * s
+#   dy/dx  = s + 2 x s (1 - s) * sqrt(2/pi)(1 + 3 * 0.044715 x^2)
+# (since 1 - tanh^2 u = 4 s (1 - s)): one exponential and one division per element,
+# no tanh call, so the float32 loop vectorises through fast_exp.
+
+@njit(inline="always", **_OPTS)
+def _gelu_sigmoid(v):
+    """s = 0.5 (1 + tanh(sqrt(2/pi)(v + 0.044715 v^3))) as 1 / (1 + exp(-2u))."""
+    u = _as(v, reference.GELU_SCALE) * (v + _as(v, reference.GELU_CUBIC) * v * v * v)
+    return _as(v, 1.0) / (_as(v, 1.0) + fast_exp(_as(v, -2.0) * u))
+
+
+@njit(parallel=True, **_OPTS)
+def _gelu_forward(x, out):
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = v * _gelu_sigmoid(v)
+
+
+def gelu(x):
+    """Tanh-approximation GELU -- see reference.gelu."""
+    if not _is_float(x) or x.size == 0:
+        return reference.gelu(x)
+    flat = _flat(x)
+    out = np.empty_like(flat)
+    _gelu_forward(flat, out)
+    return out.reshape(x.shape)
+
+
+@njit(parallel=True, **_OPTS)
+def _gelu_backward(x, grad_y, out):
+    c = _as(x, 2.0 * reference.GELU_SCALE)
+    cubic3 = _as(x, 3.0 * reference.GELU_CUBIC)
+    one = _as(x, 1.0)
+    for i in prange(x.shape[0]):
+        v = x[i]
+        s = _gelu_sigmoid(v)
+        out[i] = grad_y[i] * (s + v * s * (one - s) * c * (one + cubic3 * v * v))
+
+
+def gelu_backward(x, grad_y):
+    """dL/dx of the tanh GELU -- see reference.gelu_backward."""
+    if not _is_float(x, grad_y) or x.size == 0:
+        return reference.gelu_backward(x, grad_y)
+    flat = _flat(x)
+    out = np.empty_like(flat)
+    _gelu_backward(flat, _flat(grad_y, x.dtype), out)
+    return out.reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------
+# cross-entropy
+# reference: reference.cross_entropy, reference.cross_entropy_backward
+#
+# Forward: per row, logsumexp and the row's loss in one pass, no (N, C) temporaries.
+# Backward: softmax rebuilt from the saved logsumexp, minus the one-hot, times the
+# scale, written once.
+
+@njit(parallel=True, **_OPTS)
+def _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss):
+    n_rows, n_cols = logits.shape
+    for i in prange(n_rows):
+        row = logits[i]
+        row_max = row[0]
+        for j in range(1, n_cols):
+            row_max = _max(row_max, row[j])
+        # A row of all -inf (or with +inf) has no finite max to shift by.
+        shift = row_max if np.isfinite(row_max) else _as(row, 0.0)
+        total = _as(row, 0.0)
+        for j in range(n_cols):
+            total += fast_exp(row[j] - shift)
+        lse = shift + np.log(total)
+        logsumexp[i] = lse
+        target = targets[i]
+        row_loss[i] = lse - row[target] if target != ignore_index else 0.0
+
+
+def _check_targets(targets, n_classes, ignore_index):
+    counted = targets != ignore_index
+    bad = counted & ((targets < 0) | (targets >= n_classes))
+    if bad.any():
+        raise IndexError(f"target {targets[bad][0]} is out of range for {n_classes} classes")
+    return counted
+
+
+def cross_entropy(logits, targets, ignore_index):
+    """(mean loss as a float, logsumexp per row) -- see reference.cross_entropy."""
+    if not _is_float(logits) or logits.ndim != 2 or logits.size == 0:
+        return reference.cross_entropy(logits, targets, ignore_index)
+    logits = np.ascontiguousarray(logits)
+    targets = _flat(targets, np.int64)
+    counted = _check_targets(targets, logits.shape[1], ignore_index)
+    n_rows = logits.shape[0]
+    logsumexp = np.empty(n_rows, logits.dtype)
+    row_loss = np.empty(n_rows, np.float64)
+    _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss)
+    count = int(np.count_nonzero(counted))
+    loss = float(row_loss.sum() / count) if count > 0 else float("nan")
+    return loss, logsumexp
+
+
+@njit(parallel=True, **_OPTS)
+def _cross_entropy_backward(logits, targets, logsumexp, ignore_index, scale, out):
+    n_rows, n_cols = logits.shape
+    for i in prange(n_rows):
+        row = logits[i]
+        o = out[i]
+        target = targets[i]
+        if target == ignore_index:
+            for j in range(n_cols):
+                o[j] = _as(row, 0.0)
+        else:
+            lse = logsumexp[i]
+            for j in range(n_cols):
+                o[j] = fast_exp(row[j] - lse) * scale
+            o[target] -= scale
+
+
+def cross_entropy_backward(logits, targets, logsumexp, ignore_index, grad_loss):
+    """(softmax - onehot) * grad_loss / count, ignored rows 0 -- see
+    reference.cross_entropy_backward."""
+    if not _is_float(logits) or logits.ndim != 2 or logits.size == 0:
+        return reference.cross_entropy_backward(logits, targets, logsumexp, ignore_index,
+                                                grad_loss)
+    dtype = logits.dtype
+    logits = np.ascontiguousarray(logits)
+    targets = _flat(targets, np.int64)
+    counted = _check_targets(targets, logits.shape[1], ignore_index)
+    count = int(np.count_nonzero(counted))
+    scale = dtype.type(float(grad_loss) / count if count > 0 else 0.0)
+    out = np.empty_like(logits)
+    _cross_entropy_backward(logits, targets, _flat(logsumexp, dtype), ignore_index, scale, out)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# embedding backward
+# reference: reference.embedding_backward
+#
+# np.add.at is a slow generic scatter; here it is a plain loop adding each grad row to
+# its table row (vectorised along D). It stays serial: rows with the same index would
+# race, and the whole job is a few microseconds.
+
+@njit(**_OPTS)
+def _embedding_backward(indices, grad, out):
+    n_rows, dim = grad.shape
+    n_embeddings = out.shape[0]
+    for i in range(n_rows):
+        index = indices[i]
+        if index < 0:
+            index += n_embeddings  # negative indices count from the end, as in NumPy
+        target = out[index]
+        source = grad[i]
+        for j in range(dim):
+            target[j] += source[j]
+
+
+def embedding_backward(indices, grad, num_embeddings):
+    """Scatter-add of grad rows into a (num_embeddings, D) table -- see
+    reference.embedding_backward."""
+    if not _is_float(grad) or grad.size == 0:
+        return reference.embedding_backward(indices, grad, num_embeddings)
+    flat_indices = _flat(indices)
+    if flat_indices.dtype.kind not in "iu":
+        raise IndexError("embedding indices must be integers")
+    if flat_indices.size and (flat_indices.max() >= num_embeddings
+                              or flat_indices.min() < -num_embeddings):
+        raise IndexError(f"embedding index out of range for {num_embeddings} rows")
+    dim = grad.shape[-1]
+    out = np.zeros((num_embeddings, dim), dtype=grad.dtype)
+    _embedding_backward(flat_indices, np.ascontiguousarray(grad).reshape(-1, dim), out)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# AdamW
+# reference: reference.adamw_step
+#
+# One flat parallel loop reads each of param, grad, exp_avg, exp_avg_sq once and
+# writes three of them once, instead of NumPy's dozen passes and temporaries.
+
+@njit(parallel=True, **_OPTS)
+def _adamw_step(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, decay, step_size,
+                inv_sqrt_bias_correction2):
+    one_minus_beta1 = _as(param, 1.0) - beta1
+    one_minus_beta2 = _as(param, 1.0) - beta2
+    for i in prange(param.shape[0]):
+        g = grad[i]
+        m = beta1 * exp_avg[i] + one_minus_beta1 * g
+        v = beta2 * exp_avg_sq[i] + one_minus_beta2 * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        denom = np.sqrt(v) * inv_sqrt_bias_correction2 + eps
+        param[i] = param[i] * decay - step_size * m / denom
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
+    """One in-place AdamW update of flat buffers -- see reference.adamw_step."""
+    arrays = (param, grad, exp_avg, exp_avg_sq)
+    if not (_is_float(*arrays) and all(a.dtype == param.dtype and a.ndim == 1
+                                       and a.shape == param.shape
+                                       and a.flags.c_contiguous for a in arrays)
+            and all(a.flags.writeable for a in (param, exp_avg, exp_avg_sq))):
+        return reference.adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
+                                    weight_decay, step)
+    as_dtype = param.dtype.type
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    _adamw_step(param, grad, exp_avg, exp_avg_sq, as_dtype(beta1), as_dtype(beta2),
+                as_dtype(eps), as_dtype(1.0 - lr * weight_decay),
+                as_dtype(lr / bias_correction1), as_dtype(1.0 / math.sqrt(bias_correction2)))
+    return None
