@@ -233,28 +233,34 @@ def linear(x, weight, bias=None) -> Tensor:
 
 class ScaledDotProductAttention(Function):
     """softmax(q @ k^T * scale [+ causal mask]) @ v as one node. With `is_causal`, the queries
-    are the LAST Tq positions of the Tk keys, so one new query attends to a whole KV cache."""
+    are the LAST Tq positions of the Tk keys, so one new query attends to a whole KV cache.
+
+    Like FlashAttention, it does not keep the (Tq, Tk) attention matrix for backward, which
+    would be the largest activation of a GPT: backward recomputes it from q and k with the
+    same kernels (so the same numbers), one extra q @ k^T for memory linear in T."""
 
     def forward(self, q, k, v, is_causal=True, scale=None):
         self.q, self.k, self.v = q, k, v
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         self.is_causal = is_causal
-        scores = kernels.current.matmul(q, k.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
-        if is_causal:
-            self.attention = kernels.current.causal_softmax(scores, self.scale)
-        else:
-            self.attention = kernels.current.softmax(scores * np.asarray(self.scale, scores.dtype))
-        return kernels.current.matmul(self.attention, v)  # (B, nh, Tq, hs)
+        return kernels.current.matmul(self._attention(), v)  # (B, nh, Tq, hs)
+
+    def _attention(self):
+        scores = kernels.current.matmul(self.q, self.k.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
+        if self.is_causal:
+            return kernels.current.causal_softmax(scores, self.scale)
+        return kernels.current.softmax(scores * np.asarray(self.scale, scores.dtype))
 
     def backward(self, grad):
         matmul = kernels.current.matmul
-        grad_v = matmul(self.attention.swapaxes(-1, -2), grad)  # (B, nh, Tk, hs)
+        attention = self._attention()  # (B, nh, Tq, Tk), recomputed
+        grad_v = matmul(attention.swapaxes(-1, -2), grad)  # (B, nh, Tk, hs)
         grad_attention = matmul(grad, self.v.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
         if self.is_causal:
             grad_scores = kernels.current.causal_softmax_backward(
-                self.attention, grad_attention, self.scale)
+                attention, grad_attention, self.scale)
         else:
-            grad_scores = kernels.current.softmax_backward(self.attention, grad_attention)
+            grad_scores = kernels.current.softmax_backward(attention, grad_attention)
             grad_scores *= np.asarray(self.scale, grad_scores.dtype)
         grad_q = matmul(grad_scores, self.k)  # (B, nh, Tq, hs)
         grad_k = matmul(grad_scores.swapaxes(-1, -2), self.q)  # (B, nh, Tk, hs)

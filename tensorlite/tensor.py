@@ -3,9 +3,13 @@
 How it works, in three sentences. Every operation is a `Function` subclass with a `forward` on
 NumPy arrays and a `backward` that maps the gradient of the output to gradients of the inputs
 (a vector-Jacobian product, VJP). `Function.apply` runs `forward` and, when gradients are wanted,
-records the function object on the output tensor as `_ctx`, so the outputs remember how they were
-made. `Tensor.backward` sorts that graph topologically and walks it from the output to the leaves,
-calling each `backward` once and summing the gradients that reach a tensor along different paths.
+records the function object on the output tensor as `_ctx`, and on the function its `parents`:
+for each input, the op that produced it, or the input itself if it is a leaf. `Tensor.backward`
+sorts that graph of ops and leaves topologically and walks it from the output to the leaves,
+calling each `backward` once and summing the gradients that reach a node along different paths.
+
+The graph holds ops and leaves, never intermediate tensors: an intermediate array stays in memory
+only while the user holds its tensor or an op saved it for its backward (as in PyTorch).
 
 Broadcasting is handled in exactly one place, `unbroadcast`: an op's backward may return a gradient
 in the broadcast shape of its output, and the engine sums it back to the input's shape (and checks
@@ -139,7 +143,10 @@ class Function:
         requires_grad = _State.grad_enabled and any(t.requires_grad for t in tensors)
         out = Tensor._make(data, requires_grad)
         if requires_grad:
-            op.inputs = tensors
+            # Where each input's gradient goes: the op that made it, the leaf itself, or nowhere.
+            op.parents = tuple((t._ctx if t._ctx is not None else t) if t.requires_grad else None
+                               for t in tensors)
+            op.input_shapes = tuple(t.data.shape for t in tensors)
             op.needs_input_grad = tuple(t.requires_grad for t in tensors)
             out._ctx = op
         return out
@@ -152,7 +159,7 @@ class Function:
         """Drop everything saved for backward; a second backward through here is an error."""
         self.__dict__.clear()
         self.released = True
-        self.inputs = ()
+        self.parents = ()
 
     released = False
 
@@ -337,15 +344,17 @@ class Tensor:
                 raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
                                  f"shape {self.shape}")
 
-        grads = {id(self): grad}  # gradients summed so far, keyed by tensor identity
-        for node in _topological_order(self):
+        # Walk ops and leaves, output first; each node's gradient is complete when reached.
+        root = self._ctx if self._ctx is not None else self
+        grads = {id(root): grad}  # gradients summed so far, keyed by node identity
+        for node in _topological_order(root):
             node_grad = grads.pop(id(node), None)
             if node_grad is None:
                 continue
-            op = node._ctx
-            if op is None:  # a leaf: accumulate into .grad
+            if isinstance(node, Tensor):  # a leaf: accumulate into .grad
                 _accumulate_leaf(node, node_grad)
                 continue
+            op = node
             if op.released:
                 raise RuntimeError(
                     f"backward: trying to backward through the graph a second time (op "
@@ -357,14 +366,14 @@ class Tensor:
                 _State.profiler.record(op.name, "backward", time.perf_counter() - started)
             if _State.anomaly_enabled:
                 _check_finite(op, "backward", input_grads, [node_grad])
-            for tensor, input_grad in zip(op.inputs, input_grads):
-                if input_grad is None or not tensor.requires_grad:
+            for parent, shape, input_grad in zip(op.parents, op.input_shapes, input_grads):
+                if parent is None or input_grad is None:
                     continue
-                input_grad = unbroadcast(input_grad, tensor.data.shape)
-                if input_grad.shape != tensor.data.shape:
+                input_grad = unbroadcast(input_grad, shape)
+                if input_grad.shape != shape:
                     raise RuntimeError(f"{op.name}.backward returned a gradient of shape "
-                                       f"{input_grad.shape} for an input of shape {tensor.shape}")
-                key = id(tensor)
+                                       f"{input_grad.shape} for an input of shape {shape}")
+                key = id(parent)
                 # `+` (not `+=`): an op may hand the same array to several inputs.
                 grads[key] = grads[key] + input_grad if key in grads else input_grad
             if not retain_graph:
@@ -374,24 +383,25 @@ class Tensor:
         return to_dot(self)
 
 
-def _topological_order(root: Tensor) -> list:
-    """Tensors of the graph behind `root`, each after every tensor that uses it (so `root` is
-    first). Iterative depth-first search: a 100,000-op chain does not hit the recursion limit."""
+def _topological_order(root) -> list:
+    """The ops and leaf tensors of the graph behind `root`, each after every op that uses it (so
+    `root` is first). Iterative depth-first search: a 100,000-op chain does not hit the
+    recursion limit."""
     post_order = []
     visited = set()
     stack = [(root, False)]
     while stack:
-        node, children_done = stack.pop()
-        if children_done:
+        node, parents_done = stack.pop()
+        if parents_done:
             post_order.append(node)
             continue
         if id(node) in visited:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._ctx is not None:
-            for parent in node._ctx.inputs:
-                if parent.requires_grad and id(parent) not in visited:
+        if isinstance(node, Function):
+            for parent in node.parents:
+                if parent is not None and id(parent) not in visited:
                     stack.append((parent, False))
     post_order.reverse()
     return post_order
@@ -431,29 +441,31 @@ def grad(f, argnums=0):
 
 
 def to_dot(root: Tensor) -> str:
-    """The graph behind `root` as Graphviz DOT text: ops as ellipses, tensors as boxes labelled
-    with their shape and dtype. Render with `dot -Tsvg graph.dot > graph.svg`."""
-    lines = ["digraph tensorlite {", "  rankdir=BT;", '  node [fontname="Helvetica"];']
+    """The graph behind `root` as Graphviz DOT text: ops as ellipses, leaf tensors as boxes
+    (blue: requires grad), each edge labelled with the shape that flows along it. Render with
+    `dot -Tsvg graph.dot > graph.svg`. (After a backward without retain_graph the graph is freed.)"""
+    lines = ["digraph tensorlite {", "  rankdir=BT;", '  node [fontname="Helvetica"];',
+             f'  out [shape=box, label="output {tuple(root.shape)} {root.dtype}"];']
+    if root._ctx is None:
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+    lines.append(f'  n{id(root._ctx)} -> out [label="{tuple(root.shape)}"];')
     seen = set()
-
-    def tensor_node(t):
-        label = f"{t.name + ' ' if t.name else ''}{tuple(t.shape)} {t.dtype}"
-        style = ', style=filled, fillcolor="lightblue"' if t._ctx is None and t.requires_grad else ""
-        lines.append(f'  t{id(t)} [shape=box, label="{label}"{style}];')
-
-    stack = [root]
+    stack = [root._ctx]
     while stack:
-        t = stack.pop()
-        if id(t) in seen:
+        node = stack.pop()
+        if id(node) in seen:
             continue
-        seen.add(id(t))
-        tensor_node(t)
-        op = t._ctx
-        if op is not None:
-            lines.append(f'  op{id(op)} [shape=ellipse, label="{op.name}"];')
-            lines.append(f"  op{id(op)} -> t{id(t)};")
-            for parent in op.inputs:
-                lines.append(f"  t{id(parent)} -> op{id(op)};")
+        seen.add(id(node))
+        if isinstance(node, Tensor):
+            label = f"{node.name + ' ' if node.name else ''}{tuple(node.shape)} {node.dtype}"
+            lines.append(f'  n{id(node)} [shape=box, style=filled, fillcolor="lightblue", '
+                         f'label="{label}"];')
+            continue
+        lines.append(f'  n{id(node)} [shape=ellipse, label="{node.name}"];')
+        for parent, shape in zip(node.parents, node.input_shapes):
+            if parent is not None:
+                lines.append(f'  n{id(parent)} -> n{id(node)} [label="{shape}"];')
                 stack.append(parent)
     lines.append("}")
     return "\n".join(lines) + "\n"
