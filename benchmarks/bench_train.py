@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorlite as tl  # noqa: E402  (first: it decides the OpenBLAS kernel set)
 import numpy as np  # noqa: E402
 
-from models.gpt import GPT, GPTConfig  # noqa: E402
+from models.gpt import GPT, GPTConfig, measure_peak_flops  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -55,26 +55,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def measure_gemm_peak(repeats: int = 15) -> float:
-    """Median float32 GEMM throughput (FLOP/s) of NumPy's BLAS, 1024^3, on all cores (the
-    kernel policy may have set BLAS to one thread; it is restored afterwards)."""
-    blas = tl.kernels._blas.numpy_blas()
-    threads_before = blas.get_num_threads()
-    blas.set_num_threads(os.cpu_count())
-    try:
-        a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-        b = a.T.copy()
-        a @ b
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-    finally:
-        blas.set_num_threads(threads_before)
-    return 2 * 1024 ** 3 / statistics.median(times)
 
 
 def model_flops_per_step(config: GPTConfig, batch_size: int) -> float:
@@ -302,9 +282,10 @@ def main(argv=None) -> int:
         print(profiler.table(scale=steps))
         return 0
 
-    peak = measure_gemm_peak()
+    peak = measure_peak_flops(n=1024, repeats=15)
     results["gemm_peak_gflops"] = peak / 1e9
-    print(f"# float32 GEMM peak (1024^3, NumPy BLAS, {os.cpu_count()} threads): {peak / 1e9:.0f} GFLOP/s\n")
+    print(f"# float32 GEMM peak (best of 15, 1024^3, NumPy BLAS, {os.cpu_count()} threads): "
+          f"{peak / 1e9:.0f} GFLOP/s\n")
 
     for name in names:
         config, batch_size, default_steps = model_config(name)

@@ -36,6 +36,7 @@ the NumPy set ~80 ms. Environment variables NUMBA_THREADING_LAYER, OMP_WAIT_POLI
 GOMP_SPINCOUNT and NUMBA_NUM_THREADS override these defaults.
 """
 
+import contextlib
 import os
 import sys
 import warnings
@@ -91,6 +92,22 @@ def use(name):
     _active = name
     apply_threading_policy()
     return current
+
+
+@contextlib.contextmanager
+def blas_threads(threads):
+    """Run NumPy's OpenBLAS on `threads` threads inside the block (e.g. to measure the
+    machine's GEMM peak on every core while the Numba policy keeps BLAS on one)."""
+    lib = _blas.numpy_blas()
+    if lib is None:
+        yield
+        return
+    before = lib.get_num_threads()
+    lib.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        lib.set_num_threads(before)
 
 
 def active():
