@@ -261,14 +261,13 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         """idx: int array (B, T) of token ids (a Tensor is accepted too); T <= block_size.
 
-        With ``targets`` (int array (B, T); -1 marks positions to ignore): returns
-        (logits (B, T, V), mean cross-entropy loss as a scalar Tensor).
-        Without ``targets`` (inference): returns (logits of the LAST position only, (B, 1, V),
-        None), as nanoGPT does -- generation needs nothing else, and it saves the head's
-        (B, T, C) x (C, V) matmul.
+        Returns (logits (B, T, V), loss). With ``targets`` (int array (B, T); -1 marks
+        positions to ignore) the loss is the mean cross-entropy as a scalar Tensor, else None.
+        (nanoGPT returns only the last position's logits without targets; here every position
+        comes back, as API.md promises. ``generate`` asks for the last position alone.)
         """
         idx = _as_token_array(idx)
-        logits = self._logits(idx, pos_offset=0, use_cache=False, last_only=targets is None)
+        logits = self._logits(idx, pos_offset=0, use_cache=False, last_only=False)
         loss = None
         if targets is not None:
             targets = _as_token_array(targets)

@@ -239,7 +239,7 @@ class ScaledDotProductAttention(Function):
     would be the largest activation of a GPT: backward recomputes it from q and k with the
     same kernels (so the same numbers), one extra q @ k^T for memory linear in T."""
 
-    def forward(self, q, k, v, is_causal=True, scale=None):
+    def forward(self, q, k, v, is_causal=False, scale=None):
         self.q, self.k, self.v = q, k, v
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         self.is_causal = is_causal
@@ -267,9 +267,10 @@ class ScaledDotProductAttention(Function):
         return grad_q, grad_k, grad_v
 
 
-def scaled_dot_product_attention(q, k, v, is_causal=True, scale=None) -> Tensor:
-    """Attention of queries (..., Tq, hs) over keys and values (..., Tk, hs), Tq <= Tk when
-    causal. The scale defaults to 1/sqrt(hs)."""
+def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None) -> Tensor:
+    """Attention of queries (..., Tq, hs) over keys and values (..., Tk, hs); with
+    `is_causal=True` (not the default, as in PyTorch) query i is position Tk - Tq + i and sees
+    keys up to it, which needs Tq <= Tk. The scale defaults to 1/sqrt(hs)."""
     if q.shape[:-2] != k.shape[:-2] or k.shape != v.shape or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"scaled_dot_product_attention: shapes q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)} do not fit together")

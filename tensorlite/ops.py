@@ -92,7 +92,10 @@ class Pow(Function):
         return self.out
 
     def backward(self, grad):
-        grad_base = grad * self.exponent * self.base ** (self.exponent - 1)
+        # d(b^e)/db = e b^(e-1); written with where so that b^0 at b = 0 gets 0, not 0 * inf.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad_base = np.where(self.exponent == 0, 0,
+                                 grad * self.exponent * self.base ** (self.exponent - 1))
         grad_exponent = None
         if self.needs_input_grad[1]:
             # d(b^e)/de = b^e log b, defined for b > 0.
@@ -306,7 +309,8 @@ class Var(Function):
 
     def backward(self, grad):
         grad = _expand_reduced(grad, self.axes, self.keepdims)
-        return (grad * (2.0 / self.divisor) * self.centered,)
+        with np.errstate(divide="ignore", invalid="ignore"):  # divisor 0: nan, as forward
+            return (grad * (np.float64(2.0) / self.divisor) * self.centered,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,8 +347,8 @@ class Permute(Function):
         if sorted(d % max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
             raise ValueError(f"permute: {tuple(dims)} is not a permutation of the "
                              f"{x.ndim} axes of a tensor of shape {x.shape}")
-        self.dims = dims
-        return x.transpose(dims)
+        self.dims = tuple(d % x.ndim for d in dims)  # argsort needs non-negative axes
+        return x.transpose(self.dims)
 
     def backward(self, grad):
         return (grad.transpose(np.argsort(self.dims)),)

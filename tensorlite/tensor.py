@@ -117,7 +117,7 @@ class Function:
                 self.y = np.tanh(x)
                 return self.y
             def backward(self, grad):
-                return (grad * (1 - self.y**2),)
+                return (grad * (1 - self.y * self.y),)
     """
 
     # Ops whose forward legitimately produces inf from finite inputs (masked_fill with -inf)
@@ -159,7 +159,7 @@ class Function:
         """Drop everything saved for backward; a second backward through here is an error."""
         self.__dict__.clear()
         self.released = True
-        self.parents = ()
+        self.parents = self.input_shapes = ()
 
     released = False
 
@@ -241,7 +241,7 @@ class Tensor:
     op that produced it (`_ctx`). Most methods and all operators are attached from the registry
     at the bottom of `tensorlite/ops.py`."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "__weakref__", "__dict__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "__weakref__")
     # Make `ndarray + Tensor` call Tensor.__radd__ instead of NumPy broadcasting over a Tensor.
     __array_priority__ = 1000
 
@@ -433,7 +433,8 @@ def grad(f, argnums=0):
             out = f(*tensors)
         if not isinstance(out, Tensor) or out.data.size != 1:
             raise ValueError("grad: f must return a one-element Tensor")
-        out.backward()
+        if out.requires_grad:  # else f does not depend on the arguments: zero gradients
+            out.backward()
         grads = tuple(tensors[i].grad if tensors[i].grad is not None
                       else np.zeros_like(tensors[i].data) for i in positions)
         return grads[0] if isinstance(argnums, int) else grads

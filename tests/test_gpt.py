@@ -82,11 +82,11 @@ def test_shapes_with_and_without_targets():
     idx, targets = random_batch(model.config, B=2, T=5)
     logits, loss = model(idx, targets)
     assert logits.shape == (2, 5, 11) and loss.shape == () and loss.dtype == np.float64
-    last_logits, no_loss = model(idx)
-    assert no_loss is None and last_logits.shape == (2, 1, 11)  # last position only, as nanoGPT
-    np.testing.assert_allclose(last_logits.data[:, 0], logits.data[:, -1], rtol=1e-12)
+    all_logits, no_loss = model(idx)
+    assert no_loss is None and all_logits.shape == logits.shape  # (B, T, V), as API.md says
+    np.testing.assert_allclose(all_logits.data, logits.data, rtol=1e-12)
     # a Tensor of token ids works too
-    np.testing.assert_array_equal(model(tl.Tensor(idx))[0].data, last_logits.data)
+    np.testing.assert_array_equal(model(tl.Tensor(idx))[0].data, all_logits.data)
 
 
 def test_loss_equals_numpy_cross_entropy_and_ignores_minus_one():
@@ -329,7 +329,7 @@ def test_cached_greedy_generation_matches_step_by_step_forward(kernel_set):
     out = model.generate(prompt, 5, temperature=0)
     assert lengths == [1, 1, 1, 1, 1]  # every step fed only its newest token
     for t in range(1, 6):
-        logits = model(out[:, :t])[0].data[:, 0]  # full recompute, no cache
+        logits = model(out[:, :t])[0].data[:, -1]  # full recompute, no cache
         np.testing.assert_array_equal(out[:, t], np.argmax(logits, axis=-1))
 
 

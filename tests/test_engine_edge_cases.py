@@ -1,0 +1,48 @@
+"""Edge cases of the engine that a first version got wrong; each test pins the fix."""
+
+import numpy as np
+
+import tensorlite as tl
+from tensorlite.testing import gradcheck
+
+
+def test_permute_with_negative_dims_has_the_right_gradient():
+    x = np.random.default_rng(0).standard_normal((2, 2))  # square: a wrong VJP keeps its shape
+    assert gradcheck(lambda t: t.permute(-1, 0), [x])
+    assert gradcheck(lambda t: t.permute(0, -1, -2), [np.ones((2, 3, 4)) * np.arange(4)])
+
+
+def test_var_of_one_element_is_nan_in_forward_and_backward_not_an_error():
+    x = tl.Tensor(np.array([3.0]), requires_grad=True)
+    y = x.var()  # unbiased (correction=1) over one element: 0 / 0
+    assert np.isnan(y.item())
+    y.backward()
+    assert np.isnan(x.grad).all()
+
+
+def test_power_zero_has_zero_gradient_at_zero():
+    x = tl.Tensor(np.array([0.0, 2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])
+
+
+def test_to_dot_still_works_after_the_graph_was_freed():
+    x = tl.Tensor(np.ones(3), requires_grad=True)
+    y = (x * 2).sum()
+    before = tl.to_dot(y)
+    assert "Mul" in before and "Sum" in before and "(3,)" in before
+    y.backward()
+    assert "Sum" in tl.to_dot(y)  # the op is still named, its freed inputs are gone
+
+
+def test_grad_of_a_function_that_ignores_its_argument_is_zero():
+    gradient = tl.grad(lambda x: tl.Tensor(np.array(1.0)))(np.ones(3))
+    np.testing.assert_array_equal(gradient, np.zeros(3))
+
+
+def test_attention_is_not_causal_unless_asked_as_in_pytorch():
+    rng = np.random.default_rng(1)
+    q, k, v = (tl.Tensor(rng.standard_normal((1, 1, 3, 2))) for _ in range(3))
+    default = tl.functional.scaled_dot_product_attention(q, k, v)
+    full = tl.functional.scaled_dot_product_attention(q, k, v, is_causal=False)
+    np.testing.assert_array_equal(default.data, full.data)
