@@ -15,8 +15,9 @@ Examples::
     tensorlite-train --preset shakespeare-cpu --data input.txt --out-dir out-shakespeare
     tensorlite-train --out-dir out-shakespeare --resume --max-iters 3000
 
-Resuming is exact: the checkpoint holds the model, the optimizer moments and step
-counts, the iteration, the best validation loss, and the states of both random
+Resuming is exact (with the same kernel set and thread count: parallel kernels sum
+in an order that depends on the number of threads): the checkpoint holds the model,
+the optimizer moments and step counts, the iteration, the best validation loss, and the states of both random
 generators (the one that picks training batches and the library generator behind
 dropout). Evaluation draws its batches from its own generator, seeded from the run's
 seed and the iteration, so evaluating never disturbs training. Hence running
@@ -467,12 +468,12 @@ class Run:
         # Every checkpoint is written right after an evaluation at its iteration, so a
         # resumed run need not repeat that one.
         evaluated_at = self.iteration if self.checkpoint is not None else None
+        schedule = tl.optim.CosineWarmupSchedule(max_lr=s["lr"], min_lr=s["min_lr"],
+                                                 warmup_iters=s["warmup_iters"],
+                                                 lr_decay_iters=s["lr_decay_iters"])
         while True:
             it = self.iteration
-            lr = tl.optim.get_lr(it, max_lr=s["lr"], min_lr=s["min_lr"],
-                                 warmup_iters=s["warmup_iters"], lr_decay_iters=s["lr_decay_iters"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = schedule.apply(optimizer, it)
 
             if (it % s["eval_interval"] == 0 or it >= s["max_iters"]) and it != evaluated_at:
                 self.evaluate(console, metrics, it, lr)
