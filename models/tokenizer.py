@@ -25,7 +25,18 @@ import numpy as np
 # Character level
 
 
-class CharTokenizer:
+class _JSONTokenizer:
+    """`save(path)` and `load(path)` for a tokenizer that has `to_dict` and `from_dict`."""
+
+    def save(self, path):
+        _save_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path):
+        return cls.from_dict(_load_json(path))
+
+
+class CharTokenizer(_JSONTokenizer):
     """Character-level tokenizer: id i is the i-th character of sorted(set(text)).
 
         tok = CharTokenizer(text)
@@ -82,13 +93,6 @@ class CharTokenizer:
         if d.get("type") != "char":
             raise ValueError(f"not a char tokenizer dict (type={d.get('type')!r})")
         return cls("".join(d["chars"]))
-
-    def save(self, path):
-        _save_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path):
-        return cls.from_dict(_load_json(path))
 
     def __repr__(self):
         return f"CharTokenizer(vocab_size={self.vocab_size})"
@@ -170,7 +174,7 @@ def _merge_and_count(ids, pair, new_id):
     return new_ids, changes
 
 
-class BPETokenizer:
+class BPETokenizer(_JSONTokenizer):
     """Byte-level byte-pair-encoding tokenizer.
 
         tok = BPETokenizer().train(text, vocab_size=512)
@@ -360,13 +364,6 @@ class BPETokenizer:
             raise ValueError(f"not a BPE tokenizer dict (type={d.get('type')!r})")
         return cls(merges=d["merges"], pattern=d.get("pattern", GPT2_SPLIT_PATTERN),
                    max_chunk_chars=d.get("max_chunk_chars", MAX_CHUNK_CHARS))
-
-    def save(self, path):
-        _save_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path):
-        return cls.from_dict(_load_json(path))
 
     def __repr__(self):
         return f"BPETokenizer(vocab_size={self.vocab_size})"
