@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tensorlite.serialization import decode, encode
+
 __all__ = ["CheckpointError", "Checkpoint", "save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "tensorlite-checkpoint"
@@ -52,66 +54,6 @@ class Checkpoint:
     iteration: int
     extra: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------
-# Nested state (dicts, lists, tuples, arrays, scalars) <-> JSON plus a table of arrays.
-#
-# JSON cannot hold arrays, tuples, non-string dict keys or NumPy scalars, so those are
-# written as small tagged objects: {"__array__": key}, {"__scalar__": key} (a 0-d array,
-# which keeps the exact dtype, e.g. a float32 step size), {"__tuple__": [...]} and
-# {"__items__": [[key, value], ...]} for a dict whose keys are not all plain strings.
-# Python floats survive JSON exactly (repr round-trips), so no precision is lost.
-
-_TAGS = ("__array__", "__scalar__", "__tuple__", "__items__")
-
-
-def _encode(obj, prefix, arrays):
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise TypeError(f"cannot store an object array at {prefix!r} without pickle")
-        arrays[prefix] = obj
-        return {"__array__": prefix}
-    if isinstance(obj, np.generic):
-        arrays[prefix] = np.asarray(obj)
-        return {"__scalar__": prefix}
-    if isinstance(obj, dict):
-        plain_keys = all(isinstance(k, str) and k not in _TAGS for k in obj)
-        if plain_keys:
-            return {k: _encode(v, f"{prefix}/{k}", arrays) for k, v in obj.items()}
-        return {
-            "__items__": [
-                [_encode(k, f"{prefix}/key{i}", arrays), _encode(v, f"{prefix}/{i}", arrays)]
-                for i, (k, v) in enumerate(obj.items())
-            ]
-        }
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_encode(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot store a value of type {type(obj).__name__} at {prefix!r} in a checkpoint")
-
-
-def _decode(obj, arrays):
-    if isinstance(obj, list):
-        return [_decode(v, arrays) for v in obj]
-    if isinstance(obj, dict):
-        if "__array__" in obj:
-            return arrays[obj["__array__"]]
-        if "__scalar__" in obj:
-            return arrays[obj["__scalar__"]][()]
-        if "__tuple__" in obj:
-            return tuple(_decode(v, arrays) for v in obj["__tuple__"])
-        if "__items__" in obj:
-            return {_hashable(_decode(k, arrays)): _decode(v, arrays) for k, v in obj["__items__"]}
-        return {k: _decode(v, arrays) for k, v in obj.items()}
-    return obj
-
-
-def _hashable(key):
-    return tuple(key) if isinstance(key, list) else key
 
 
 # ----------------------------------------------------------------------------------------
@@ -156,10 +98,10 @@ def save(path, model, optimizer, config, tokenizer, rng_state, iteration, extra=
         "iteration": int(iteration),
         "config": _to_plain(config),
         "tokenizer": _to_plain(tokenizer),
-        "rng_state": _encode(rng_state, "rng", arrays),
+        "rng_state": encode(rng_state, "rng", arrays),
         "model_keys": list(model_state.keys()),
-        "optimizer": _encode(_state_dict_of(optimizer), "optim", arrays),
-        "extra": _encode(dict(extra or {}), "extra", arrays),
+        "optimizer": encode(_state_dict_of(optimizer), "optim", arrays),
+        "extra": encode(dict(extra or {}), "extra", arrays),
     }
     meta_bytes = json.dumps(meta, sort_keys=False).encode("utf-8")
     arrays[META_KEY] = np.frombuffer(meta_bytes, dtype=np.uint8)
@@ -248,12 +190,12 @@ def load(path):
         model_state = {name: arrays[f"model/{name}"] for name in meta["model_keys"]}
         return Checkpoint(
             model_state=model_state,
-            optimizer_state=_decode(meta["optimizer"], arrays),
+            optimizer_state=decode(meta["optimizer"], arrays),
             config=meta["config"],
             tokenizer=meta["tokenizer"],
-            rng_state=_decode(meta["rng_state"], arrays),
+            rng_state=decode(meta["rng_state"], arrays),
             iteration=int(meta["iteration"]),
-            extra=_decode(meta["extra"], arrays),
+            extra=decode(meta["extra"], arrays),
             meta=meta,
         )
     except (KeyError, TypeError) as error:

@@ -38,8 +38,8 @@ state_dict layout (saveable as .npz + JSON, no pickle)
 
 Parameters are numbered 0, 1, 2, ... in the order they appear across the
 groups. Only NumPy arrays and Python numbers/lists/strings occur, so
-`flatten_state_dict` splits it into a dict of arrays (for np.savez) and a
-JSON-able tree, and `unflatten_state_dict` puts it back together.
+`tensorlite.serialization.split_arrays` splits it into a dict of arrays (for
+np.savez) and a JSON-able tree, and `join_arrays` puts it back together.
 `load_state_dict` accepts the parameter indices as ints or as strings
 (JSON turns dict keys into strings).
 """
@@ -521,46 +521,6 @@ class AdamW(Optimizer):
         buf.steps[i] = int(state.get("step", 0))
         buf.exp_avg[s] = np.asarray(state["exp_avg"]).reshape(-1) if state else 0
         buf.exp_avg_sq[s] = np.asarray(state["exp_avg_sq"]).reshape(-1) if state else 0
-
-
-# ----------------------------------------------------------------------------
-# Saving a state_dict without pickle
-
-
-def flatten_state_dict(state_dict, prefix=""):
-    """Split a nested dict into (arrays, tree) for np.savez + json.dump.
-
-    Every np.ndarray leaf is moved into `arrays` under its path ("state/0/exp_avg")
-    and replaced in `tree` by {"__array__": path}; numbers, strings, lists and
-    None stay in the tree. Works for optimizer and module state dicts alike.
-    """
-    arrays = {}
-
-    def walk(node, path):
-        if isinstance(node, np.ndarray):
-            arrays[path] = node
-            return {"__array__": path}
-        if isinstance(node, dict):
-            return {str(k): walk(v, f"{path}/{k}" if path else str(k)) for k, v in node.items()}
-        if isinstance(node, (list, tuple)):
-            return [walk(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(node)]
-        if isinstance(node, np.generic):
-            return node.item()
-        return node
-
-    tree = walk(state_dict, prefix)
-    return arrays, tree
-
-
-def unflatten_state_dict(arrays, tree):
-    """Inverse of `flatten_state_dict`: rebuild the nested dict from (arrays, tree)."""
-    if isinstance(tree, dict):
-        if set(tree) == {"__array__"}:
-            return np.asarray(arrays[tree["__array__"]])
-        return {k: unflatten_state_dict(arrays, v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [unflatten_state_dict(arrays, v) for v in tree]
-    return tree
 
 
 # ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import tensorlite as tl
-from tensorlite import optim
+from tensorlite import optim, serialization
 
 
 # ----------------------------------------------------------------------------
@@ -342,13 +342,13 @@ def test_zero_grad():
 
 def save_and_load_without_pickle(state_dict):
     """Round-trip through np.savez + json exactly as a checkpoint would."""
-    arrays, tree = optim.flatten_state_dict(state_dict)
+    arrays, tree = serialization.split_arrays(state_dict)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     buffer.seek(0)
     with np.load(buffer, allow_pickle=False) as npz:
         loaded_arrays = {k: npz[k] for k in npz.files}
-    return optim.unflatten_state_dict(loaded_arrays, json.loads(json.dumps(tree)))
+    return serialization.join_arrays(loaded_arrays, json.loads(json.dumps(tree)))
 
 
 OPTIMIZERS = {
@@ -390,7 +390,7 @@ def test_state_dict_round_trip_continues_bit_identically(name, dtype):
         np.testing.assert_array_equal(p.data, c.data)
     again = restored.state_dict()
     original = opt.state_dict()
-    assert json.dumps(optim.flatten_state_dict(again)[1]) == json.dumps(optim.flatten_state_dict(original)[1])
+    assert json.dumps(serialization.split_arrays(again)[1]) == json.dumps(serialization.split_arrays(original)[1])
     for i in original["state"]:
         for key, value in original["state"][i].items():
             np.testing.assert_array_equal(again["state"][i][key], value)
@@ -441,14 +441,15 @@ def test_load_state_dict_errors_leave_the_optimizer_untouched():
     assert other.state_dict()["state"][3]["step"] == 1
 
 
-def test_flatten_state_dict_layout():
+def test_state_dict_splits_into_arrays_and_plain_json():
     p = tl.nn.Parameter(np.ones((2, 2), dtype=np.float32))
     opt = optim.SGD([p], lr=0.1, momentum=0.9)
     p.grad = np.ones((2, 2), dtype=np.float32)
     opt.step()
-    arrays, tree = optim.flatten_state_dict(opt.state_dict())
-    assert sorted(arrays) == ["state/0/momentum_buffer"]
-    assert tree["state"]["0"] == {"momentum_buffer": {"__array__": "state/0/momentum_buffer"}}
+    arrays, tree = serialization.split_arrays(opt.state_dict(), "optim")
+    assert sorted(arrays) == ["optim/state/0/momentum_buffer"]
+    assert tree["state"]["__items__"][0][1] == {
+        "momentum_buffer": {"__array__": "optim/state/0/momentum_buffer"}}
     json.dumps(tree)  # plain JSON
 
 
