@@ -16,6 +16,7 @@ impossible sampling setting).
 
 import argparse
 import math
+import os
 import sys
 
 import numpy as np
@@ -122,11 +123,17 @@ def main(argv=None):
 
     idx = np.asarray([prompt_ids], dtype=np.int64)  # (1, T)
     rng = np.random.default_rng(args.seed)
-    out = model.generate(idx, args.num_tokens, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, rng=rng)
-    text = tokenizer.decode(np.asarray(out)[0].tolist())
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    try:
+        out = model.generate(idx, args.num_tokens, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, rng=rng)
+        text = tokenizer.decode(np.asarray(out)[0].tolist())
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
     return EXIT_OK
 
 

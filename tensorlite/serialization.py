@@ -18,6 +18,7 @@ _TAGS = ("__array__", "__scalar__", "__tuple__", "__items__")
 
 
 def encode(obj, prefix, arrays):
+    """The JSON-able tree for `obj`; its arrays go into `arrays`, keyed by path under `prefix`."""
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise TypeError(f"cannot store an object array at {prefix!r} without pickle")
@@ -46,6 +47,7 @@ def encode(obj, prefix, arrays):
 
 
 def decode(obj, arrays):
+    """Rebuild what `encode` turned into the tree `obj`, taking arrays from `arrays`."""
     if isinstance(obj, list):
         return [decode(v, arrays) for v in obj]
     if isinstance(obj, dict):
