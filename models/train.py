@@ -11,7 +11,7 @@ The loop is nanoGPT's ``train.py``, step for step:
 
 Examples::
 
-    tensorlite-train --preset tiny                          # about a minute on two cores
+    tensorlite-train --preset tiny                          # about half a minute on two cores
     tensorlite-train --preset shakespeare-cpu --data input.txt --out-dir out-shakespeare
     tensorlite-train --out-dir out-shakespeare --resume --max-iters 3000
 
