@@ -167,7 +167,7 @@ class Function:
 def _as_tensors(inputs):
     """Tensors pass through; numbers and arrays become constants. A Python number takes the
     dtype of the first floating tensor input, so `x * 2.0` stays float32."""
-    if all(type(x) is Tensor or isinstance(x, Tensor) for x in inputs):
+    if all(isinstance(x, Tensor) for x in inputs):
         return inputs
     reference_dtype = next((x.dtype for x in inputs if isinstance(x, Tensor) and x.dtype.kind == "f"),
                            np.float32)
@@ -175,7 +175,7 @@ def _as_tensors(inputs):
     for x in inputs:
         if isinstance(x, Tensor):
             converted.append(x)
-        elif isinstance(x, (int, float, bool)) and not isinstance(x, np.ndarray):
+        elif isinstance(x, (int, float, bool)):
             converted.append(Tensor._make(np.asarray(x, dtype=reference_dtype), False))
         else:
             converted.append(Tensor(x))
