@@ -364,12 +364,12 @@ def tensors(shape=None, dtype=np.float64, elements=None, min_value=-10.0, max_va
 
 
 def well_separated(shape, gap=0.25, offset=None):
-    """Float64 arrays whose elements all differ by at least ``gap``.
+    """Float64 arrays whose elements all differ by more than ``7/8 * gap``.
 
     Useful for ops with ties or near-ties (max, sort, layer norm of a constant
     row): a finite-difference step smaller than ``gap / 2`` can never change
     which element is the largest. Values are a random permutation of
-    ``offset + gap * k`` plus a jitter below ``gap / 4``.
+    ``offset + gap * k`` plus a jitter below ``gap / 8``.
     """
     _require_hypothesis()
     shape_strategy = shape if isinstance(shape, st.SearchStrategy) else st.just(tuple(shape))
@@ -380,7 +380,7 @@ def well_separated(shape, gap=0.25, offset=None):
         size = int(np.prod(drawn_shape, dtype=np.int64))
         order = draw(st.permutations(range(size)))
         jitter = draw(hnp.arrays(np.float64, (size,),
-                                 elements=st.floats(0, gap / 4, exclude_max=True)))
+                                 elements=st.floats(0, gap / 8, exclude_max=True)))
         start = draw(st.floats(-5, 5)) if offset is None else offset
         values = start + gap * np.asarray(order, dtype=np.float64) + jitter
         return values.reshape(drawn_shape)
