@@ -57,13 +57,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def model_flops_per_step(config: GPTConfig, batch_size: int) -> float:
-    """nanoGPT's estimate: 6 N per token for the weights (fwd + bwd) plus 12 L T C for attention."""
-    n_params = sum(p.size for p in GPT(config).parameters()) - config.block_size * config.n_embd
-    per_token = 6 * n_params + 12 * config.n_layer * config.block_size * config.n_embd
-    return per_token * batch_size * config.block_size
-
-
 def batches(config: GPTConfig, batch_size: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     while True:
@@ -138,10 +131,9 @@ def torch_available() -> bool:
         return False
 
 
-def set_torch_threads(threads: int):
+def set_torch_threads(threads: int) -> None:
     import torch
     torch.set_num_threads(threads)
-    return torch.__version__
 
 
 def model_config(name: str) -> tuple:
@@ -269,8 +261,10 @@ def main(argv=None) -> int:
         "date": datetime.date.today().isoformat(),
         "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "runtime": tl.kernels.format_runtime_info(),
-        "torch": set_torch_threads(args.threads) if use_torch else None,
+        "torch": __import__("torch").__version__ if use_torch else None,
     }
+    if use_torch:
+        set_torch_threads(args.threads)
     print(f"# bench_train {header['date']} on {header['machine']}")
     print(f"# {header['runtime']}")
     print(f"# torch: {header['torch'] + f' ({args.threads} threads)' if use_torch else 'not importable, column skipped'}")
@@ -290,8 +284,9 @@ def main(argv=None) -> int:
     for name in names:
         config, batch_size, default_steps = model_config(name)
         steps = args.steps or default_steps
-        flops = model_flops_per_step(config, batch_size)
         runners = [TensorliteRunner(config, batch_size)]
+        # nanoGPT's estimate, 6 N + 12 L T C per token (fwd + bwd), for a batch of block_size rows
+        flops = runners[0].model.flops_per_token() * batch_size * config.block_size
         if use_torch:
             runners.append(TorchRunner(config, batch_size))
         times = time_interleaved(runners, steps, args.warmup, block=5 if steps >= 10 else 1)
@@ -354,7 +349,7 @@ def markdown_table(results: dict, use_torch: bool) -> str:
         ratio = f"{e['ratio']:.2f}" if use_torch else "n/a"
         first = (f"{t['first_step_cold_s']:.1f} / {t['first_step_warm_s']:.1f}"
                  if "first_step_cold_s" in t else "n/a")
-        rss = f"{t.get('peak_rss_mb', float('nan')):.0f}"
+        rss = f"{t['peak_rss_mb']:.0f}" if "peak_rss_mb" in t else "n/a"
         if use_torch and "peak_rss_mb" in e.get("torch", {}):
             rss += f" / {e['torch']['peak_rss_mb']:.0f}"
         lines.append(f"| {name} | {t['median_ms']:.1f} ({t['min_ms']:.1f}-{t['max_ms']:.1f}) | "
