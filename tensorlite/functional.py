@@ -21,25 +21,23 @@ __all__ = [
 ]
 
 
-def _along_last_axis(function, x, axis):
+def _along_last_axis(function, axis, *arrays):
     """Apply a last-axis kernel along any axis by moving that axis last and back."""
-    if axis in (-1, x.ndim - 1):
-        return function(x)
-    return np.moveaxis(function(np.moveaxis(x, axis, -1)), -1, axis)
+    if axis in (-1, arrays[0].ndim - 1):
+        return function(*arrays)
+    moved = [np.moveaxis(a, axis, -1) for a in arrays]
+    return np.moveaxis(function(*moved), -1, axis)
 
 
 class Softmax(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
-        self.y = _along_last_axis(kernels.current.softmax, x, axis)
+        self.y = _along_last_axis(kernels.current.softmax, axis, x)
         return self.y
 
     def backward(self, grad):
         # dx = y * (dy - sum(dy * y)) along the axis; one pass per row in the kernel.
-        if self.axis in (-1, self.y.ndim - 1):
-            return (kernels.current.softmax_backward(self.y, grad),)
-        y_last, grad_last = np.moveaxis(self.y, self.axis, -1), np.moveaxis(grad, self.axis, -1)
-        return (np.moveaxis(kernels.current.softmax_backward(y_last, grad_last), -1, self.axis),)
+        return (_along_last_axis(kernels.current.softmax_backward, self.axis, self.y, grad),)
 
 
 def softmax(x, axis=-1) -> Tensor:
@@ -50,16 +48,12 @@ def softmax(x, axis=-1) -> Tensor:
 class LogSoftmax(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
-        self.y = _along_last_axis(kernels.current.log_softmax, x, axis)
+        self.y = _along_last_axis(kernels.current.log_softmax, axis, x)
         return self.y
 
     def backward(self, grad):
         # dx = dy - softmax(x) * sum(dy)
-        if self.axis in (-1, self.y.ndim - 1):
-            return (kernels.current.log_softmax_backward(self.y, grad),)
-        y_last, grad_last = np.moveaxis(self.y, self.axis, -1), np.moveaxis(grad, self.axis, -1)
-        return (np.moveaxis(kernels.current.log_softmax_backward(y_last, grad_last), -1,
-                            self.axis),)
+        return (_along_last_axis(kernels.current.log_softmax_backward, self.axis, self.y, grad),)
 
 
 def log_softmax(x, axis=-1) -> Tensor:
