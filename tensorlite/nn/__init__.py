@@ -34,10 +34,10 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from . import functional as F
+from tensorlite import functional as F
 # rng(): the library-wide generator that every layer initialisation draws from, so
 # tl.manual_seed(seed) makes model initialisation reproducible.
-from .tensor import Tensor, rng as _rng
+from tensorlite.tensor import Tensor, rng as _rng
 
 __all__ = [
     "Parameter", "Module", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU",

@@ -49,8 +49,8 @@ import numbers
 
 import numpy as np
 
-from . import kernels
-from .tensor import Tensor
+from tensorlite import kernels
+from tensorlite.tensor import Tensor
 
 
 # ----------------------------------------------------------------------------
