@@ -184,8 +184,11 @@ class GPTConfig:
             raise ValueError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 f"each head gets n_embd // n_head dimensions")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float, np.floating))
+                or not 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"GPTConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise ValueError(f"GPTConfig.bias must be true or false, got {self.bias!r}")
 
     def to_dict(self):
         """Plain dict of the fields (for checkpoints)."""
@@ -267,6 +270,10 @@ class GPT(nn.Module):
         comes back, as API.md promises. ``generate`` asks for the last position alone.)
         """
         idx = _as_token_array(idx)
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(
+                f"GPT: idx must be token ids of shape (B, T) with T >= 1, got shape {idx.shape}"
+                + ("; for one sequence pass idx[None, :]" if idx.ndim == 1 else ""))
         logits = self._logits(idx, pos_offset=0, use_cache=False, last_only=False)
         loss = None
         if targets is not None:
@@ -371,9 +378,11 @@ class GPT(nn.Module):
         if squeeze:
             idx = idx[None, :]
         if idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+            raise ValueError(f"generate: idx must have shape (B, T) with T >= 1, got {idx.shape}")
+        if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer))
+                or max_new_tokens < 0):
+            raise ValueError(f"generate: max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        check_sampling_settings(temperature, top_k, top_p)
         if not isinstance(rng, np.random.Generator):
             rng = tl.rng() if rng is None else np.random.default_rng(rng)
         block_size = self.config.block_size
@@ -435,23 +444,25 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None)
     Exactly one uniform number per row is drawn from ``rng`` (unless greedy), so two runs with
     equally seeded generators make the same choices.
     """
+    check_sampling_settings(temperature, top_k, top_p)
     logits = np.asarray(logits, dtype=np.float64)
+    if np.isnan(logits).any() or np.isposinf(logits).any() or np.isneginf(logits).all(axis=-1).any():
+        # A model with NaN or infinite weights would otherwise "sample" token 0 or the last one.
+        raise ValueError("sample_next_token: the logits contain NaN or +inf, or a row is all -inf")
     if temperature == 0:
         return np.argmax(logits, axis=-1).astype(np.int64)
     rng = np.random.default_rng() if rng is None else rng
-    logits = logits / temperature
+    # Subtract the maximum before dividing: every scaled logit is then <= 0, so no temperature,
+    # however small, can overflow them to inf (the largest becomes exactly 0).
+    logits = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     B, V = logits.shape
     if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
         k = min(int(top_k), V)
         kth_largest = np.partition(logits, V - k, axis=-1)[:, V - k:V - k + 1]  # (B, 1)
         logits = np.where(logits < kth_largest, -np.inf, logits)
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         order = np.argsort(-probs, axis=-1, kind="stable")           # most likely first
         sorted_probs = np.take_along_axis(probs, order, axis=-1)
         mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass of the tokens ahead
@@ -467,6 +478,110 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None)
     # if rounding put u at the very top of the cdf, fall back to the last token that has mass
     last_kept = V - 1 - np.argmax(probs[:, ::-1] > 0, axis=-1)
     return np.minimum(choice, last_kept).astype(np.int64)
+
+
+def check_sampling_settings(temperature, top_k=None, top_p=None):
+    """Raise ValueError naming the argument for a sampling setting that cannot work.
+
+    temperature is 0 (greedy) or a normal positive float: below float64's smallest normal
+    number (about 2.2e-308) the division loses its precision, so such values are refused.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)):
+        raise ValueError(f"temperature must be a number, got {temperature!r}")
+    tiny = np.finfo(np.float64).tiny
+    if not math.isfinite(temperature) or temperature < 0 or 0 < temperature < tiny:
+        raise ValueError(f"temperature must be 0 (greedy) or a finite number >= {tiny:.3g}, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.integer, np.floating))
+                              or not 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# sizes: parameter shapes and memory, computed from a config without building the model
+# ----------------------------------------------------------------------------------------------
+
+def _block_shapes(C, bias):
+    """name -> shape of the parameters of one Block, n_embd C."""
+    shapes = {
+        "ln_1.weight": (C,), "ln_1.bias": (C,),
+        "attn.c_attn.weight": (3 * C, C), "attn.c_attn.bias": (3 * C,),
+        "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
+        "ln_2.weight": (C,), "ln_2.bias": (C,),
+        "mlp.c_fc.weight": (4 * C, C), "mlp.c_fc.bias": (4 * C,),
+        "mlp.c_proj.weight": (C, 4 * C), "mlp.c_proj.bias": (C,),
+    }
+    return {k: v for k, v in shapes.items() if bias or not k.endswith(".bias")}
+
+
+def state_shapes(config):
+    """name -> shape of every entry of ``GPT(config).state_dict()``, without building the model.
+
+    Lists ``n_layer`` blocks: check the memory a config needs (``estimate_memory``) first.
+    """
+    C = config.n_embd
+    shapes = {"transformer.wte.weight": (config.vocab_size, C), "transformer.wpe.weight": (config.block_size, C)}
+    block = _block_shapes(C, config.bias)
+    for i in range(config.n_layer):
+        shapes.update({f"transformer.h.{i}.{name}": shape for name, shape in block.items()})
+    shapes["transformer.ln_f.weight"] = (C,)
+    if config.bias:
+        shapes["transformer.ln_f.bias"] = (C,)
+    shapes["lm_head.weight"] = (config.vocab_size, C)  # the same Parameter as wte (tied)
+    return shapes
+
+
+def count_params(config):
+    """Number of distinct parameters of ``GPT(config)`` (the tied embedding counted once)."""
+    C = config.n_embd
+    per_block = sum(math.prod(shape) for shape in _block_shapes(C, config.bias).values())
+    return ((config.vocab_size + config.block_size) * C + config.n_layer * per_block
+            + C * (2 if config.bias else 1))
+
+
+def estimate_memory(config, batch_size, dtype=np.float32, training=True, seq_len=None):
+    """Rough number of bytes a GPT needs: weights, and for training gradients, AdamW's two
+    moments and the activations kept for backward; for generation the key/value cache.
+
+    Activations per token and layer: about 20 C values (LayerNorms, q/k/v, attention output,
+    the 4C-wide MLP input and output, residuals) plus a row of attention weights per head
+    (nh * T); the logits and their gradient add about 3 V per token. An estimate to refuse
+    impossible runs before allocating, not a promise: Python ints, so it never overflows.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    B, T = int(batch_size), int(config.block_size if seq_len is None else seq_len)
+    C, V, L, nh = config.n_embd, config.vocab_size, config.n_layer, config.n_head
+    P = count_params(config)
+    per_token_layer = 20 * C + 2 * nh * T
+    if training:
+        weights = 4 * P  # parameters, gradients, exp_avg, exp_avg_sq
+        activations = B * T * (L * per_token_layer + 3 * V + 4 * C)
+    else:
+        weights = P
+        activations = B * T * (2 * L * C + per_token_layer + 3 * V)  # KV cache + one layer's work
+    return (weights + activations) * itemsize
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (``MemAvailable`` in /proc/meminfo), or
+    None where that is unknown (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def format_bytes(n):
+    """1536 -> '1.5 KiB'; for messages about memory."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 @functools.lru_cache(maxsize=None)
