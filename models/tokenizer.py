@@ -10,6 +10,8 @@ BPETokenizer    byte-level byte-pair encoding (GPT-2 style): every string is
 Both have encode(text) -> list[int], encode_array(text) -> np.ndarray (int64),
 decode(ids) -> str, a vocab_size property, to_dict()/from_dict() (plain JSON
 values, so a checkpoint can embed them) and save(path)/load(path) as JSON.
+BPETokenizer also has encode_bytes(data) and decode_bytes(ids), an exact round trip for
+any bytes, including bytes that are not valid UTF-8.
 `tokenizer_from_dict(d)` and `load_tokenizer(path)` rebuild either kind.
 """
 
@@ -92,7 +94,14 @@ class CharTokenizer(_JSONTokenizer):
     def from_dict(cls, d):
         if d.get("type") != "char":
             raise ValueError(f"not a char tokenizer dict (type={d.get('type')!r})")
-        return cls("".join(d["chars"]))
+        chars = d.get("chars")
+        # Exactly what to_dict writes: distinct single characters in sorted order. Anything
+        # else would silently give a different vocabulary than the one the model learned.
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise ValueError("char tokenizer: 'chars' must be a list of single characters")
+        if chars != sorted(set(chars)):
+            raise ValueError("char tokenizer: 'chars' must be distinct and sorted")
+        return cls("".join(chars))
 
     def __repr__(self):
         return f"CharTokenizer(vocab_size={self.vocab_size})"
@@ -327,15 +336,30 @@ class BPETokenizer(_JSONTokenizer):
 
     def encode(self, text):
         """Encode any string to a list of ids."""
+        return self._encode_text(text, "strict")
+
+    def encode_bytes(self, data):
+        """Encode any bytes, valid UTF-8 or not, to a list of ids; ``decode_bytes`` gives them back.
+
+        The bytes are pre-split like text: each byte that is not part of valid UTF-8 stands
+        for itself as a lone surrogate character (Python's "surrogateescape"), so valid UTF-8
+        gives the same ids as ``encode(data.decode())`` and nothing is ever lost.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"encode_bytes expects bytes, got {type(data).__name__}")
+        return self._encode_text(bytes(data).decode("utf-8", "surrogateescape"), "surrogateescape")
+
+    def _encode_text(self, text, errors):
         cache = self._cache
         if len(cache) > 200_000:  # keep memory bounded on endless new text
             cache.clear()
         ids = []
         for chunk in self.split(text):
-            chunk_ids = cache.get(chunk)
+            key = (chunk, errors)
+            chunk_ids = cache.get(key)
             if chunk_ids is None:
-                chunk_ids = self._encode_chunk(chunk.encode("utf-8"))
-                cache[chunk] = chunk_ids
+                chunk_ids = self._encode_chunk(chunk.encode("utf-8", errors))
+                cache[key] = chunk_ids
             ids.extend(chunk_ids)
         return ids
 
@@ -344,13 +368,17 @@ class BPETokenizer(_JSONTokenizer):
         return np.array(self.encode(text), dtype=np.int64)
 
     def decode(self, ids):
-        """Decode ids to a string (byte sequences that are not valid UTF-8 become U+FFFD)."""
+        """Decode ids to a string (byte sequences that are not valid UTF-8 become U+FFFD;
+        ``decode_bytes`` gives the exact bytes)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids):
+        """Decode ids to the exact bytes they stand for (the inverse of ``encode_bytes``)."""
         vocab = self.vocab
         try:
-            data = b"".join([vocab[i] for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist()])
+            return b"".join([vocab[i] for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist()])
         except KeyError as e:
             raise ValueError(f"id {e.args[0]} is outside the vocabulary (0..{self.vocab_size - 1})") from None
-        return data.decode("utf-8", errors="replace")
 
     # -- saving -----------------------------------------------------------------
 
@@ -362,8 +390,20 @@ class BPETokenizer(_JSONTokenizer):
     def from_dict(cls, d):
         if d.get("type") != "bpe":
             raise ValueError(f"not a BPE tokenizer dict (type={d.get('type')!r})")
-        return cls(merges=d["merges"], pattern=d.get("pattern", GPT2_SPLIT_PATTERN),
-                   max_chunk_chars=d.get("max_chunk_chars", MAX_CHUNK_CHARS))
+        merges = d.get("merges")
+        if not isinstance(merges, list) or not all(
+                isinstance(m, list) and len(m) == 2 and all(type(i) is int for i in m) for m in merges):
+            raise ValueError("BPE tokenizer: 'merges' must be a list of [id, id] pairs of integers")
+        pattern = d.get("pattern", GPT2_SPLIT_PATTERN)
+        max_chunk_chars = d.get("max_chunk_chars", MAX_CHUNK_CHARS)
+        if not isinstance(pattern, str):
+            raise ValueError(f"BPE tokenizer: 'pattern' must be a string, got {pattern!r}")
+        if type(max_chunk_chars) is not int or max_chunk_chars < 1:
+            raise ValueError(f"BPE tokenizer: 'max_chunk_chars' must be a positive integer, got {max_chunk_chars!r}")
+        try:
+            return cls(merges=merges, pattern=pattern, max_chunk_chars=max_chunk_chars)
+        except re.error as error:
+            raise ValueError(f"BPE tokenizer: 'pattern' is not a regular expression ({error})") from None
 
     def __repr__(self):
         return f"BPETokenizer(vocab_size={self.vocab_size})"

@@ -202,3 +202,43 @@ def test_tokenizer_from_dict_rejects_unknown_types(bpe):
         CharTokenizer.from_dict(bpe.to_dict())
     with pytest.raises(ValueError, match="unknown ids"):
         BPETokenizer(merges=[[1, 999]])
+
+
+# ----------------------------------------------------------------------------
+# Bytes API and strict loading
+
+
+@given(st.binary(max_size=200))
+def test_bpe_bytes_round_trip_is_lossless_for_any_bytes(bpe, data):
+    ids = bpe.encode_bytes(data)
+    assert all(0 <= i < bpe.vocab_size for i in ids)
+    assert bpe.decode_bytes(ids) == data
+
+
+@given(st.text(max_size=100))
+def test_bpe_encode_bytes_of_valid_utf8_equals_encode(bpe, text):
+    assert bpe.encode_bytes(text.encode("utf-8")) == bpe.encode(text)
+
+
+def test_bpe_invalid_utf8_keeps_every_byte(bpe):
+    data = b"Speak \xff\xfe half \xe6\x97 a character, then " + "日本".encode() + b"\x80"
+    ids = bpe.encode_bytes(data)
+    assert bpe.decode_bytes(ids) == data
+    assert "\ufffd" in bpe.decode(ids)  # the str API stays lossy, as documented
+    with pytest.raises(TypeError, match="expects bytes"):
+        bpe.encode_bytes("a str")
+
+
+@pytest.mark.parametrize("d, message", [
+    ({"type": "char", "chars": ["ab", "c"]}, "single characters"),
+    ({"type": "char", "chars": "abc"}, "single characters"),
+    ({"type": "char", "chars": ["b", "a"]}, "distinct and sorted"),
+    ({"type": "char", "chars": ["a", "a"]}, "distinct and sorted"),
+    ({"type": "bpe", "merges": [[97, "x"]]}, "pairs of integers"),
+    ({"type": "bpe", "merges": [[97.0, 98]]}, "pairs of integers"),
+    ({"type": "bpe", "merges": [], "max_chunk_chars": 0}, "max_chunk_chars"),
+    ({"type": "bpe", "merges": [], "pattern": "("}, "not a regular expression"),
+])
+def test_tokenizer_from_dict_rejects_edited_dicts(d, message):
+    with pytest.raises(ValueError, match=message):
+        tokenizer_from_dict(d)
