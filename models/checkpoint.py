@@ -18,10 +18,21 @@ Saving is atomic: the archive is written to a temporary file in the target's
 directory, flushed and fsync'ed, then moved over the target with ``os.replace``
 (an atomic rename on POSIX and Windows), and finally the directory itself is
 fsync'ed so the rename survives a power cut. A crash at any point leaves either the
-old checkpoint or the new one, never a torn file.
+old checkpoint or the new one, never a torn file. A crash can leave the temporary file
+behind (``.<name>.<random>.tmp``); ``remove_stale_temp_files`` clears those at the start of
+the next run.
+
+Nothing in a checkpoint is trusted: ``load`` checks the type of every metadata field, and
+``check_gpt`` / ``check_training_state`` check the arrays against the config (shapes, dtypes,
+finite values), the tokenizer against the vocabulary and the model's size against the
+available memory, all before a model is built. Each problem is one ``CheckpointError`` line
+naming the field.
 """
 
+import glob
 import json
+import math
+import numbers
 import os
 import tempfile
 import zipfile
@@ -31,7 +42,8 @@ import numpy as np
 
 from tensorlite.serialization import decode, encode
 
-__all__ = ["CheckpointError", "Checkpoint", "save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["CheckpointError", "Checkpoint", "save", "load", "remove_stale_temp_files", "check_gpt",
+           "check_training_state", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "tensorlite-checkpoint"
 FORMAT_VERSION = 1
@@ -108,7 +120,7 @@ def save(path, model, optimizer, config, tokenizer, rng_state, iteration, extra=
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp_path = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
     try:
         # mkstemp creates the file 0600; give the checkpoint the permissions of a normal file.
         umask = os.umask(0)
@@ -128,6 +140,27 @@ def save(path, model, optimizer, config, tokenizer, rng_state, iteration, extra=
             pass
         raise
     _fsync_directory(directory)
+
+
+def _temp_prefix(path):
+    return "." + os.path.basename(path) + "."
+
+
+def remove_stale_temp_files(path):
+    """Delete the temporary files that saves of ``path`` killed midway left behind; return their paths.
+
+    Call it when no other process is saving to ``path`` (at the start of a run).
+    """
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    pattern = os.path.join(glob.escape(directory), glob.escape(_temp_prefix(os.fspath(path))) + "*.tmp")
+    removed = []
+    for stale in sorted(glob.glob(pattern)):
+        try:
+            os.unlink(stale)
+            removed.append(stale)
+        except OSError:
+            pass
+    return removed
 
 
 def _fsync_directory(directory):
@@ -155,8 +188,11 @@ def load(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a directory: {path}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint path is not a regular file: {path}")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint file is empty: {path}")
+    _check_unpacked_size(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError) as error:
@@ -186,18 +222,148 @@ def load(path):
         raise CheckpointError(
             f"unsupported checkpoint format version {meta.get('version')!r} (this version reads {FORMAT_VERSION}): {path}"
         )
+    for key in ("iteration", "config", "tokenizer", "model_keys", "optimizer", "rng_state", "extra"):
+        if key not in meta:
+            raise CheckpointError(f"checkpoint is incomplete (missing entry {key!r}): {path}")
+    iteration = meta["iteration"]
+    if type(iteration) is not int or iteration < 0:
+        raise _field_error(path, "iteration", "must be an integer >= 0", iteration)
+    for key in ("config", "tokenizer"):
+        if not isinstance(meta[key], dict):
+            raise _field_error(path, key, "must be a JSON object", meta[key])
+    keys = meta["model_keys"]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
+        raise _field_error(path, "model_keys", "must be a list of distinct names", keys)
     try:
-        model_state = {name: arrays[f"model/{name}"] for name in meta["model_keys"]}
-        return Checkpoint(
-            model_state=model_state,
-            optimizer_state=decode(meta["optimizer"], arrays),
-            config=meta["config"],
-            tokenizer=meta["tokenizer"],
-            rng_state=decode(meta["rng_state"], arrays),
-            iteration=int(meta["iteration"]),
-            extra=decode(meta["extra"], arrays),
-            meta=meta,
-        )
-    except (KeyError, TypeError) as error:
+        model_state = {name: arrays[f"model/{name}"] for name in keys}
+        parts = {key: decode(meta[key], arrays) for key in ("optimizer", "rng_state", "extra")}
+    except (KeyError, TypeError, IndexError, AttributeError) as error:
         raise CheckpointError(f"checkpoint is incomplete (missing entry {error}): {path}") from None
+    if not isinstance(parts["extra"], dict):
+        raise _field_error(path, "extra", "must be a JSON object", parts["extra"])
+    return Checkpoint(model_state=model_state, optimizer_state=parts["optimizer"], config=meta["config"],
+                      tokenizer=meta["tokenizer"], rng_state=parts["rng_state"], iteration=iteration,
+                      extra=parts["extra"], meta=meta)
+
+
+def _field_error(path, name, requirement, value):
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return CheckpointError(f"invalid checkpoint {path}: {name} {requirement}, got {shown}")
+
+
+def _check_unpacked_size(path):
+    """Refuse an archive whose members would not fit in memory, before reading any of them."""
+    from models.gpt import available_memory, format_bytes
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return  # not a readable zip: np.load below reports what it is
+    available = available_memory()
+    if available is not None and total > available:
+        raise CheckpointError(f"checkpoint {path} holds {format_bytes(total)} of arrays, more than the "
+                              f"{format_bytes(available)} of available memory")
+
+
+# ----------------------------------------------------------------------------------------
+# checks of a loaded checkpoint against the GPT it describes
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_gpt(checkpoint, path):
+    """Check everything needed to rebuild the GPT, before building it; return (config, tokenizer, dtype).
+
+    The config's fields, the memory the model needs for inference, the tokenizer (it must
+    cover every id the model can produce), and every array of the state dict: present, of the
+    shape the config implies, one floating dtype for all, finite.
+    """
+    from models.gpt import GPTConfig, available_memory, estimate_memory, format_bytes, state_shapes
+    from models.tokenizer import tokenizer_from_dict
+
+    try:
+        config = GPTConfig.from_dict(checkpoint.config)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"invalid checkpoint {path}: config: {' '.join(str(error).split())}") from None
+    names = {"transformer.wte.weight", "lm_head.weight"}
+    dtypes = {np.asarray(checkpoint.model_state[name]).dtype for name in names & set(checkpoint.model_state)}
+    dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
+    if dtype not in (np.float32, np.float64):
+        raise _field_error(path, "model/transformer.wte.weight", "must be float32 or float64", str(dtype))
+    needed, available = estimate_memory(config, batch_size=1, dtype=dtype, training=False), available_memory()
+    if available is not None and needed > available:
+        raise CheckpointError(
+            f"invalid checkpoint {path}: config (n_layer {config.n_layer}, n_embd {config.n_embd}, block_size "
+            f"{config.block_size}, vocab_size {config.vocab_size}) needs about {format_bytes(needed)}, more than "
+            f"the {format_bytes(available)} of available memory")
+    try:
+        tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise CheckpointError(f"invalid checkpoint {path}: tokenizer: {' '.join(str(error).split())}") from None
+    if tokenizer.vocab_size < config.vocab_size:
+        raise CheckpointError(f"invalid checkpoint {path}: tokenizer has {tokenizer.vocab_size} tokens, fewer "
+                              f"than config.vocab_size {config.vocab_size}: sampled ids could not be decoded")
+    expected = state_shapes(config)
+    state = checkpoint.model_state
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if missing or unexpected:
+        problem = f"lacks model/{missing[0]}" if missing else f"has an unexpected array model/{unexpected[0]}"
+        raise CheckpointError(f"invalid checkpoint {path}: {problem} "
+                              f"({len(missing)} missing, {len(unexpected)} unexpected for this config)")
+    for name, shape in expected.items():
+        value = state[name]
+        if value.shape != shape:
+            raise CheckpointError(f"invalid checkpoint {path}: model/{name} has shape {value.shape}, "
+                                  f"config implies {shape}")
+        if value.dtype != dtype:
+            raise _field_error(path, f"model/{name}", f"must have the model's dtype {dtype}", str(value.dtype))
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"invalid checkpoint {path}: model/{name} holds NaN or infinite values")
+    return config, tokenizer, dtype
+
+
+def check_training_state(checkpoint, path, dtype):
+    """Check what resuming needs beyond the model: optimizer moments and steps, generator
+    states, best validation loss and saved settings (their values are checked by the trainer)."""
+    optimizer = checkpoint.optimizer_state
+    if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict)
+            or not isinstance(optimizer.get("param_groups"), list)):
+        raise _field_error(path, "optimizer", "must hold 'state' and 'param_groups'", type(optimizer).__name__)
+    for index, param_state in optimizer["state"].items():
+        where = f"optimizer.state.{index}"
+        if not isinstance(param_state, dict):
+            raise _field_error(path, where, "must be a JSON object", param_state)
+        if "step" in param_state and (not _is_int(param_state["step"]) or param_state["step"] < 0):
+            raise _field_error(path, f"{where}.step", "must be an integer >= 0", param_state["step"])
+        for name, value in param_state.items():
+            if isinstance(value, np.ndarray):
+                if value.dtype != dtype:
+                    raise _field_error(path, f"{where}.{name}", f"must have the model's dtype {dtype}", str(value.dtype))
+                if not np.isfinite(value).all():
+                    raise CheckpointError(f"invalid checkpoint {path}: {where}.{name} holds NaN or infinite values")
+                if name == "exp_avg_sq" and (value < 0).any():
+                    raise CheckpointError(f"invalid checkpoint {path}: {where}.{name} holds negative values")
+    rng_state = checkpoint.rng_state
+    if not isinstance(rng_state, dict):
+        raise _field_error(path, "rng_state", "must hold 'data' and 'tensorlite'", rng_state)
+    for name in ("data", "tensorlite"):
+        try:
+            np.random.default_rng().bit_generator.state = rng_state[name]
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise _field_error(path, f"rng_state.{name}", "must be a NumPy bit generator state",
+                               rng_state.get(name)) from None
+    extra = checkpoint.extra
+    best = extra.get("best_val_loss", math.inf)
+    if isinstance(best, bool) or not isinstance(best, numbers.Real) or math.isnan(best) or best < 0:
+        raise _field_error(path, "extra.best_val_loss", "must be a number >= 0", best)
+    if not isinstance(extra.get("settings", {}), dict):
+        raise _field_error(path, "extra.settings", "must be a JSON object", extra.get("settings"))
+    if not isinstance(extra.get("data_fingerprint", ""), (str, type(None))):
+        raise _field_error(path, "extra.data_fingerprint", "must be a string", extra.get("data_fingerprint"))
 

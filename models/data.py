@@ -18,8 +18,11 @@ line a user can act on; the command-line tools print it and exit with code 2.
 """
 
 import os
+import stat
 
 import numpy as np
+
+from models.gpt import available_memory, format_bytes
 
 __all__ = [
     "DataError",
@@ -32,7 +35,14 @@ __all__ = [
 
 
 class DataError(ValueError):
-    """The training text cannot be used (missing, empty, binary or too short)."""
+    """The training text cannot be used (missing, not a regular file, too big, empty, binary or
+    too short)."""
+
+
+# Memory used per byte of a text file while it is read, decoded and tokenized: the bytes, the
+# str (up to 4 bytes a character), the char tokenizer's UTF-32 codes and int64 ids, and the
+# stored token array. A file whose size times this exceeds the available memory is refused.
+MEMORY_PER_TEXT_BYTE = 32
 
 
 DEFAULT_CORPUS_NAME = "pydoc_data.topics (Python's built-in help text)"
@@ -45,18 +55,45 @@ def default_corpus_text():
     return "\n".join(topics.topics[key] for key in sorted(topics.topics))
 
 
-def read_text_file(path):
-    """Read a UTF-8 text file, raising ``DataError`` for anything that is not usable text."""
+def read_text_file(path, max_bytes=None):
+    """Read a UTF-8 text file, raising ``DataError`` for anything that is not usable text.
+
+    Only regular files are read: a FIFO would block until some writer appears and a device
+    such as /dev/zero never ends. ``max_bytes`` (default: the available memory divided by
+    ``MEMORY_PER_TEXT_BYTE``) bounds the size, checked before reading.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"data file not found: {path}")
     if os.path.isdir(path):
         raise DataError(f"data path is a directory, not a text file: {path}")
+    if max_bytes is None:
+        available = available_memory()
+        max_bytes = None if available is None else available // MEMORY_PER_TEXT_BYTE
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the file type is checked next.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
         raise DataError(f"cannot read data file {path}: {error.strerror or error}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"data path is not a regular file (a FIFO, device or socket cannot be read "
+                            f"as a corpus): {path}")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise DataError(f"data file is {format_bytes(info.st_size)}, more than the {format_bytes(max_bytes)} "
+                            f"that fit in the available memory once tokenized: {path}")
+        with os.fdopen(fd, "rb") as f:
+            fd = None  # now owned (and closed) by f
+            # Read at most one byte beyond the size limit: a file growing as we read stays bounded.
+            raw = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except OSError as error:
+        raise DataError(f"cannot read data file {path}: {error.strerror or error}") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise DataError(f"data file grew beyond {format_bytes(max_bytes)} while being read: {path}")
     if len(raw) == 0:
         raise DataError(f"data file is empty: {path}")
     # A NUL byte never occurs in text; it is the quickest sign of a binary file
