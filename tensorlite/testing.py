@@ -1,6 +1,6 @@
 """Tools for testing the gradients of tensorlite ops, including your own.
 
-Two pieces live here:
+Three pieces live here:
 
 * :func:`gradcheck` compares the gradient that autograd computes (the
   "analytic" gradient, produced by each op's backward) with a gradient
@@ -8,6 +8,10 @@ Two pieces live here:
   op's backward is wrong, the two disagree and ``gradcheck`` raises a
   :class:`GradcheckError` that says which input, which element, and by how
   much.
+
+* :func:`gradgradcheck` does the same one order up: it checks the second
+  derivatives (a backward pass through a recorded backward pass) against
+  finite differences of the first derivatives.
 
 * :mod:`tensorlite.testing.strategies` holds Hypothesis strategies that draw
   arrays, mutually broadcastable shapes, reduction axes and extreme logits,
@@ -47,7 +51,7 @@ except ImportError:  # gradcheck still works; only the strategies need hypothesi
     hnp = None
 
 
-__all__ = ["gradcheck", "GradcheckError", "strategies"]
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "strategies"]
 
 
 class GradcheckError(AssertionError):
@@ -83,30 +87,40 @@ def _as_float64_array(value):
     return np.array(data, dtype=np.float64, copy=True)
 
 
-def _outputs_as_tuple(out):
+def _outputs_as_tuple(out, check="gradcheck"):
     """fn may return one Tensor or a tuple/list of Tensors; always give a tuple."""
     outputs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
     for position, output in enumerate(outputs):
         if not isinstance(output, tl.Tensor):
             raise TypeError(
-                f"gradcheck: fn must return a Tensor or a tuple of Tensors, "
+                f"{check}: fn must return a Tensor or a tuple of Tensors, "
                 f"but output {position} is {type(output).__name__}")
     return outputs
 
 
-def _make_cotangents(outputs, cotangent, rng):
+def _differentiable_positions(inputs, check):
+    """(inputs as a tuple, the positions of the float inputs that are checked)."""
+    if not isinstance(inputs, (tuple, list)):
+        inputs = (inputs,)
+    checked = [i for i, value in enumerate(inputs) if _is_differentiable(value)]
+    if not checked:
+        raise ValueError(f"{check}: no floating-point input to check")
+    return tuple(inputs), checked
+
+
+def _make_cotangents(outputs, cotangent, rng, check="gradcheck"):
     """One cotangent array per output, float64, of the output's shape."""
     if cotangent is None:
         return tuple(rng.standard_normal(output.shape) for output in outputs)
     given = tuple(cotangent) if isinstance(cotangent, (tuple, list)) else (cotangent,)
     if len(given) != len(outputs):
-        raise ValueError(f"gradcheck: {len(given)} cotangents for {len(outputs)} outputs")
+        raise ValueError(f"{check}: {len(given)} cotangents for {len(outputs)} outputs")
     cotangents = []
     for position, (output, cot) in enumerate(zip(outputs, given)):
         cot = np.asarray(cot.data if isinstance(cot, tl.Tensor) else cot, dtype=np.float64)
         cot = np.broadcast_to(cot, output.shape).copy() if cot.ndim == 0 else cot
         if cot.shape != output.shape:
-            raise ValueError(f"gradcheck: cotangent {position} has shape {cot.shape}, "
+            raise ValueError(f"{check}: cotangent {position} has shape {cot.shape}, "
                              f"output {position} has shape {output.shape}")
         cotangents.append(cot)
     return tuple(cotangents)
@@ -145,16 +159,17 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, cotangent=None, seed=0
             disagrees with the numeric one. The message names the input index,
             the worst element's index, both values and the tolerance.
     """
-    if mode not in ("full", "projection"):
-        raise ValueError(f"gradcheck: mode must be 'full' or 'projection', got {mode!r}")
-    if not isinstance(inputs, (tuple, list)):
-        inputs = (inputs,)
-    rng = np.random.default_rng(seed)
+    return _check_gradients(fn, inputs, eps, atol, rtol, cotangent, seed, mode, n_projections,
+                            check="gradcheck", describe=lambda i: f"input {i}")
 
-    # Which inputs we differentiate, and their float64 values.
-    checked = [i for i, value in enumerate(inputs) if _is_differentiable(value)]
-    if not checked:
-        raise ValueError("gradcheck: no floating-point input to check")
+
+def _check_gradients(fn, inputs, eps, atol, rtol, cotangent, seed, mode, n_projections,
+                     check, describe):
+    """gradcheck's body; `check` names the check and `describe(i)` input i in messages."""
+    if mode not in ("full", "projection"):
+        raise ValueError(f"{check}: mode must be 'full' or 'projection', got {mode!r}")
+    inputs, checked = _differentiable_positions(inputs, check)
+    rng = np.random.default_rng(seed)
     base_values = {i: _as_float64_array(inputs[i]) for i in checked}
 
     def call_fn(values, requires_grad):
@@ -162,16 +177,16 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, cotangent=None, seed=0
         args = list(inputs)
         for i in checked:
             args[i] = tl.Tensor(values[i], requires_grad=requires_grad, dtype=np.float64)
-        return args, _outputs_as_tuple(fn(*args))
+        return args, _outputs_as_tuple(fn(*args), check)
 
     # ---- analytic gradient: one backward per output, accumulating into the leaves
     leaves, outputs = call_fn(base_values, requires_grad=True)
     for position, output in enumerate(outputs):
         if output.dtype != np.float64:
             raise GradcheckError(
-                f"gradcheck: output {position} has dtype {output.dtype} for float64 inputs; "
+                f"{check}: output {position} has dtype {output.dtype} for float64 inputs; "
                 f"finite differences need float64 outputs (an op is losing precision)")
-    cotangents = _make_cotangents(outputs, cotangent, rng)
+    cotangents = _make_cotangents(outputs, cotangent, rng, check)
     with_graph = [k for k, output in enumerate(outputs) if output.requires_grad]
     for n, k in enumerate(with_graph):
         last = n == len(with_graph) - 1
@@ -186,7 +201,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, cotangent=None, seed=0
         grad = np.asarray(grad.data if isinstance(grad, tl.Tensor) else grad)
         if grad.shape != base_values[i].shape:
             raise GradcheckError(
-                f"gradcheck: analytic gradient of input {i} has shape {grad.shape}, "
+                f"{check}: analytic gradient of {describe(i)} has shape {grad.shape}, "
                 f"but the input has shape {base_values[i].shape}")
         analytic[i] = grad.astype(np.float64)
 
@@ -212,13 +227,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, cotangent=None, seed=0
     first, second = evaluate(base_values), evaluate(base_values)
     if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(first, second)):
         raise GradcheckError(
-            "gradcheck: fn gives different results for the same inputs; seed any "
+            f"{check}: fn gives different results for the same inputs; seed any "
             "randomness inside fn (e.g. dropout) so that finite differences make sense")
 
     if mode == "full":
         for i in checked:
             numeric = _numeric_gradient(evaluate, central_difference, base_values, i, eps)
-            _compare_elementwise(i, analytic[i], numeric, atol, rtol)
+            _compare_elementwise(f"{check} failed for {describe(i)}", analytic[i], numeric,
+                                 atol, rtol)
     else:
         for i in checked:
             for direction_index in range(n_projections):
@@ -230,12 +246,75 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, cotangent=None, seed=0
                 allowed = atol + rtol * abs(numeric)
                 if not error <= allowed:  # also catches NaN
                     raise GradcheckError(
-                        f"gradcheck failed for input {i} (shape {base_values[i].shape}) "
+                        f"{check} failed for {describe(i)} (shape {base_values[i].shape}) "
                         f"along random direction {direction_index}: "
                         f"numeric directional derivative={numeric!r}, analytic={projected!r}, "
                         f"|difference|={error:.3e} > tolerance atol + rtol*|numeric| = "
                         f"{atol:g} + {rtol:g}*{abs(numeric):.3e} = {allowed:.3e}")
     return True
+
+
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0,
+                  mode="full", n_projections=3):
+    """Check the second derivatives of ``fn`` against finite differences of its first ones.
+
+    Like ``torch.autograd.gradgradcheck``: the first-order vector-Jacobian product
+
+        vjp(x, v) = v^T J_fn(x)    (``tl.autograd.grad(fn(x), x, v, create_graph=True)``)
+
+    is itself a differentiable function of the inputs ``x`` and of the cotangent ``v``, and
+    :func:`gradcheck` checks *it*: its gradient, computed by a backward pass through the
+    recorded first backward pass (double backward), against central finite differences of
+    ``vjp``, with a second random cotangent. The derivative with respect to ``x`` checks the
+    second derivatives of ``fn``; the one with respect to ``v`` checks that the recorded first
+    backward pass is the right linear function of its incoming gradient.
+
+    Args:
+        fn, inputs, eps, atol, rtol, mode, n_projections: as for :func:`gradcheck`.
+        grad_outputs: the cotangent ``v`` of the first-order product (an array, or one per
+            output of ``fn``). By default a standard normal array drawn with ``seed``.
+        seed: seeds ``v`` and the second cotangent.
+
+    Returns:
+        True.
+
+    Raises:
+        GradcheckError: when a second derivative disagrees with the finite differences of
+            the first; the message names the input (``input i``, or ``grad_outputs[k]`` for
+            the cotangent), the worst element and both values.
+    """
+    inputs, checked = _differentiable_positions(inputs, "gradgradcheck")
+    n_inputs = len(inputs)
+    probe = [tl.Tensor(_as_float64_array(v), dtype=np.float64) if i in checked else v
+             for i, v in enumerate(inputs)]
+    with tl.no_grad():
+        outputs = _outputs_as_tuple(fn(*probe), "gradgradcheck")
+    first_cotangents = _make_cotangents(outputs, grad_outputs, np.random.default_rng(seed),
+                                        "gradgradcheck")
+
+    def first_order_vjp(*args):
+        """v^T J_fn(x) with the backward pass recorded, one Tensor per checked input."""
+        xs, vs = list(args[:n_inputs]), args[n_inputs:]
+        with tl.enable_grad():
+            for i in checked:
+                if not xs[i].requires_grad:  # the finite-difference side passes constants
+                    xs[i] = tl.Tensor(xs[i].data, requires_grad=True)
+            outs = _outputs_as_tuple(fn(*xs), "gradgradcheck")
+            pairs = [(o, v) for o, v in zip(outs, vs) if o.requires_grad]
+            grads = [None] * len(checked)
+            if pairs:
+                grads = tl.autograd.grad([o for o, _ in pairs], [xs[i] for i in checked],
+                                         [v for _, v in pairs], create_graph=True,
+                                         allow_unused=True)
+        return tuple(tl.Tensor(np.zeros(xs[i].shape), dtype=np.float64) if g is None else g
+                     for i, g in zip(checked, grads))
+
+    def describe(i):
+        return f"input {i}" if i < n_inputs else f"grad_outputs[{i - n_inputs}]"
+
+    return _check_gradients(first_order_vjp, list(inputs) + list(first_cotangents), eps, atol,
+                            rtol, None, seed + 1, mode, n_projections,
+                            check="gradgradcheck", describe=describe)
 
 
 def _numeric_gradient(evaluate, central_difference, values, i, eps):
@@ -268,7 +347,7 @@ def _directional_derivative(evaluate, central_difference, values, i, direction, 
     return central_difference(plus, minus)
 
 
-def _compare_elementwise(i, analytic, numeric, atol, rtol):
+def _compare_elementwise(failure, analytic, numeric, atol, rtol):
     error = np.abs(analytic - numeric)
     allowed = atol + rtol * np.abs(numeric)
     # NaN in either gradient must fail, so test "not <=" rather than ">".
@@ -279,7 +358,7 @@ def _compare_elementwise(i, analytic, numeric, atol, rtol):
     excess = np.where(np.isnan(error), np.inf, error - allowed)
     worst = np.unravel_index(int(np.argmax(excess)), analytic.shape)
     raise GradcheckError(
-        f"gradcheck failed for input {i} (shape {analytic.shape}): "
+        f"{failure} (shape {analytic.shape}): "
         f"{int(failing.sum())} of {analytic.size} gradient elements disagree; "
         f"worst at index {tuple(int(k) for k in worst)}: "
         f"numeric={float(numeric[worst])!r}, analytic={float(analytic[worst])!r}, "
