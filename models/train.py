@@ -25,13 +25,25 @@ seed and the iteration, so evaluating never disturbs training. Hence running
 200 iterations in one go (with the same learning-rate schedule, i.e. the same
 --lr-decay-iters).
 
-Exit codes: 0 success; 1 the checkpoint could not be written (disk full, ...); 2 bad input (a one-line message on stderr: unusable data
-file, impossible model sizes, a checkpoint that is damaged or does not match);
-3 the loss became NaN or infinite (training stops, the last good checkpoint is
-kept); 130 interrupted with Ctrl-C.
+Files in --out-dir: ``ckpt.npz`` is the latest state (written at every evaluation and at the
+end; ``--resume`` continues from it), ``best.npz`` the state with the lowest validation loss
+so far (what ``tensorlite-sample`` loads by default), ``metrics.jsonl`` one JSON object per
+log line. A previous run is never destroyed: without ``--resume`` an out dir that holds any
+of these is refused unless ``--overwrite`` is given.
+
+Before anything is allocated or written, every setting, the data file (a regular file small
+enough for memory), the checkpoint (every field, see models/checkpoint.py) and the memory
+the model, optimizer and activations need are checked.
+
+Exit codes: 0 success; 1 the checkpoint could not be written (disk full, ...); 2 bad input (a
+one-line message on stderr: unusable data file, impossible model sizes, not enough memory, a
+checkpoint that is damaged or does not match, an out dir holding a previous run); 3 the loss
+became NaN or infinite (training stops, the last good checkpoint is kept); 130 interrupted
+with Ctrl-C. A metrics file that cannot be written (disk full) costs a warning, not the run.
 """
 
 import argparse
+import errno
 import hashlib
 import json
 import math
@@ -111,6 +123,16 @@ PRESETS = {
     ),
 }
 
+# The type of every setting (checked for flags and for the settings saved in a checkpoint).
+INT_SETTINGS = ("bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
+                "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval", "eval_iters", "log_interval",
+                "seed", "sample_tokens")
+FLOAT_SETTINGS = ("dropout", "lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip")
+CHOICE_SETTINGS = {"tokenizer": ("char", "bpe"), "dtype": ("float32", "float64"), "bias": (True, False)}
+PATH_SETTINGS = ("data", "out_dir", "metrics")  # a string, or None where DEFAULTS has None
+
+CKPT_NAME, BEST_NAME, METRICS_NAME = "ckpt.npz", "best.npz", "metrics.jsonl"
+
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by the checkpoint
 TOKENIZER_KEYS = ("tokenizer", "bpe_vocab_size", "dtype")  # also fixed by the checkpoint
 NOT_RESUMED_KEYS = ("out_dir", "metrics", "kernels")  # taken from the resuming command line
@@ -170,6 +192,8 @@ def build_parser():
     g.add_argument("--seed", type=int, default=S, help="random seed (1337)")
     g.add_argument("--out-dir", default=S, metavar="DIR", help="where ckpt.npz and metrics.jsonl go (out)")
     g.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.npz")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an out dir that holds a previous run (its files are replaced)")
     g.add_argument("--metrics", default=S, metavar="PATH", help="JSON-lines metrics file (<out-dir>/metrics.jsonl)")
     g.add_argument("--sample-tokens", type=int, default=S, metavar="N", help="print N sampled tokens at the end (0)")
     g.add_argument("--kernels", choices=("numba", "numpy"), default=S, help="kernel set (default: $TENSORLITE_KERNELS or numba)")
@@ -189,42 +213,61 @@ def resolve_settings(explicit, preset=None, saved=None):
         # The decay ends with the run (a short run with a long warmup only warms up).
         settings["lr_decay_iters"] = max(settings["max_iters"], settings["warmup_iters"])
     if settings["metrics"] is None:
-        settings["metrics"] = os.path.join(settings["out_dir"], "metrics.jsonl")
+        settings["metrics"] = os.path.join(settings["out_dir"], METRICS_NAME)
     return settings
 
 
-def validate_settings(s):
-    """Raise UsageError (one line) for any value the run cannot use."""
+def flag(key):
+    """The command-line flag of a setting: lr_decay_iters -> --lr-decay-iters."""
+    return "--" + key.replace("_", "-")
 
-    def flag(key):
-        return "--" + key.replace("_", "-")
 
+def check_setting_types(s, name=flag):
+    """UsageError naming the setting (``name(key)``) whose value has the wrong type."""
+    for key in INT_SETTINGS:
+        if isinstance(s[key], bool) or not isinstance(s[key], int):
+            raise UsageError(f"{name(key)} must be an integer, got {s[key]!r}")
+    for key in FLOAT_SETTINGS:
+        if isinstance(s[key], bool) or not isinstance(s[key], (int, float)):
+            raise UsageError(f"{name(key)} must be a number, got {s[key]!r}")
+    for key, choices in CHOICE_SETTINGS.items():
+        if s[key] not in choices or type(s[key]) is not type(choices[0]):
+            raise UsageError(f"{name(key)} must be one of {', '.join(map(str, choices))}, got {s[key]!r}")
+    for key in PATH_SETTINGS:
+        if not (isinstance(s[key], str) or (s[key] is None and DEFAULTS[key] is None)):
+            raise UsageError(f"{name(key)} must be a path, got {s[key]!r}")
+
+
+def validate_settings(s, name=flag):
+    """Raise UsageError (one line, naming the setting as ``name(key)``) for any value the run
+    cannot use."""
+    check_setting_types(s, name)
     for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
                 "eval_interval", "eval_iters", "log_interval"):
         if s[key] <= 0:
-            raise UsageError(f"{flag(key)} must be a positive integer, got {s[key]}")
+            raise UsageError(f"{name(key)} must be a positive integer, got {s[key]}")
     for key in ("max_iters", "warmup_iters", "lr_decay_iters", "sample_tokens"):
         if s[key] < 0:
-            raise UsageError(f"{flag(key)} must be zero or positive, got {s[key]}")
+            raise UsageError(f"{name(key)} must be zero or positive, got {s[key]}")
     if s["tokenizer"] == "bpe" and s["bpe_vocab_size"] < 256:
-        raise UsageError(f"--bpe-vocab-size must be at least 256 (the byte tokens), got {s['bpe_vocab_size']}")
+        raise UsageError(f"{name('bpe_vocab_size')} must be at least 256 (the byte tokens), got {s['bpe_vocab_size']}")
     if s["n_embd"] % s["n_head"] != 0:
-        raise UsageError(f"--n-embd ({s['n_embd']}) must be divisible by --n-head ({s['n_head']})")
+        raise UsageError(f"{name('n_embd')} ({s['n_embd']}) must be divisible by {name('n_head')} ({s['n_head']})")
     for key in ("lr", "min_lr", "weight_decay", "grad_clip"):
         if not math.isfinite(s[key]) or s[key] < 0:
-            raise UsageError(f"{flag(key)} must be a finite number >= 0, got {s[key]}")
+            raise UsageError(f"{name(key)} must be a finite number >= 0, got {s[key]}")
     if s["lr"] == 0:
-        raise UsageError("--lr must be greater than 0")
+        raise UsageError(f"{name('lr')} must be greater than 0")
     for key in ("beta1", "beta2"):
         if not 0.0 <= s[key] < 1.0:
-            raise UsageError(f"{flag(key)} must be in [0, 1), got {s[key]}")
+            raise UsageError(f"{name(key)} must be in [0, 1), got {s[key]}")
     if not 0.0 <= s["dropout"] < 1.0:
-        raise UsageError(f"--dropout must be in [0, 1), got {s['dropout']}")
+        raise UsageError(f"{name('dropout')} must be in [0, 1), got {s['dropout']}")
     if s["lr_decay_iters"] < s["warmup_iters"]:
         raise UsageError(
-            f"--lr-decay-iters ({s['lr_decay_iters']}) must be >= --warmup-iters ({s['warmup_iters']})")
-    if s["seed"] < 0:
-        raise UsageError(f"--seed must be zero or positive, got {s['seed']}")
+            f"{name('lr_decay_iters')} ({s['lr_decay_iters']}) must be >= {name('warmup_iters')} ({s['warmup_iters']})")
+    if not 0 <= s["seed"] < 2 ** 63:
+        raise UsageError(f"{name('seed')} must be in [0, 2**63), got {s['seed']}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -317,19 +360,118 @@ class Console:
 
 
 class MetricsWriter:
-    """One JSON object per line; flushed at once so a crashed run keeps its history."""
+    """One JSON object per line, each written with one system call so a crashed run keeps its
+    history.
 
-    def __init__(self, path, append):
+    The metrics are a record, not the run: if the file cannot be written (a full disk), the
+    writer warns once, cuts the file back to its last whole line and stops writing.
+    """
+
+    def __init__(self, path, append, warn):
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        self.file = open(path, "a" if append else "w", encoding="utf-8")
+        self.path, self.warn = path, warn
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        self.fd = os.open(path, flags, 0o666)
+        self.failed = False
 
     def write(self, **record):
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.failed:
+            return
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            written = os.write(self.fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as error:
+            self.failed = True
+            try:
+                os.ftruncate(self.fd, start)  # no half line at the end of the file
+            except OSError:
+                pass
+            self.warn(f"cannot write metrics to {self.path}: {error.strerror or error}; "
+                      f"training goes on without metrics")
 
     def close(self):
-        self.file.close()
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (exit code 1); the previous file is intact."""
+
+
+# ----------------------------------------------------------------------------------------
+# Checks made before a run allocates or writes anything
+
+
+def load_checkpoint_for_resume(path):
+    """Load ``path`` and check every part of it that resuming uses (CheckpointError otherwise)."""
+    checkpoint = ckpt_io.load(path)
+    _, _, dtype = ckpt_io.check_gpt(checkpoint, path)
+    ckpt_io.check_training_state(checkpoint, path, dtype)
+    return checkpoint
+
+
+def saved_settings(checkpoint, path):
+    """The settings stored in a checkpoint, type- and range-checked, with the architecture and
+    tokenizer kind taken from the checkpoint itself and the per-invocation keys left out."""
+    saved = dict(checkpoint.extra.get("settings") or {})
+    saved.update({k: v for k, v in checkpoint.config.items() if k in MODEL_KEYS + ("dropout",)})
+    saved["tokenizer"] = checkpoint.tokenizer["type"]
+    saved["dtype"] = str(checkpoint.model_state["transformer.wte.weight"].dtype)
+    for key in NOT_RESUMED_KEYS:
+        saved.pop(key, None)
+    try:
+        validate_settings(resolve_settings({}, None, saved), name=lambda key: f"settings.{key}")
+    except UsageError as error:
+        raise CheckpointError(f"invalid checkpoint {path}: {error}") from None
+    return saved
+
+
+def check_out_dir(settings, resume, overwrite):
+    """A new run must not destroy a previous one: refuse an out dir holding a run's files."""
+    out_dir = settings["out_dir"]
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out-dir {out_dir} exists and is not a directory")
+    if resume or overwrite:
+        return
+    previous = [path for path in (os.path.join(out_dir, CKPT_NAME), os.path.join(out_dir, BEST_NAME),
+                                  settings["metrics"]) if os.path.exists(path)]
+    if previous:
+        raise UsageError(f"{out_dir} holds a previous run ({', '.join(previous)}); continue it with --resume, "
+                         f"replace it with --overwrite, or choose another --out-dir")
+
+
+def check_training_memory(config, settings):
+    """Refuse a run whose model, optimizer and activations would not fit in memory."""
+    from models.gpt import available_memory, estimate_memory, format_bytes
+
+    needed = estimate_memory(config, settings["batch_size"], dtype=settings["dtype"], training=True)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UsageError(
+            f"training this model needs about {format_bytes(needed)} (n_layer {config.n_layer}, n_embd "
+            f"{config.n_embd}, block_size {config.block_size}, batch_size {settings['batch_size']}), more than "
+            f"the {format_bytes(available)} of available memory; choose smaller sizes")
+
+
+def schedule_warnings(settings, saved, explicit):
+    """The documented resume caveat: a run resumed past its decay horizon, or with a changed
+    horizon, does not follow the schedule of one uninterrupted run."""
+    decay, max_iters = settings["lr_decay_iters"], settings["max_iters"]
+    if "lr_decay_iters" in explicit and saved.get("lr_decay_iters") not in (None, decay):
+        return [f"--lr-decay-iters {decay} changes the schedule of the resumed run (it had "
+                f"{saved['lr_decay_iters']}): the learning rate jumps, and the result differs from one "
+                f"uninterrupted run"]
+    if "lr_decay_iters" not in explicit and max_iters > decay:
+        return [f"--max-iters {max_iters} goes past the resumed run's --lr-decay-iters {decay}: the learning "
+                f"rate stays at --min-lr {settings['min_lr']:g} after iteration {decay}; give --lr-decay-iters "
+                f"to decay over the longer run"]
+    return []
 
 
 # ----------------------------------------------------------------------------------------
@@ -337,58 +479,34 @@ class MetricsWriter:
 
 
 class Run:
-    """Everything a training run needs, prepared and checked before anything is written."""
+    """Everything a training run needs, prepared and checked before anything is written.
 
-    def __init__(self, explicit, preset, resume):
+    ``Run(explicit, preset, resume, overwrite)`` validates and builds (settings, data,
+    tokenizer, model, optimizer, restored state); ``start`` prepares the out dir and opens
+    the metrics; ``train`` runs the loop; ``save`` writes a checkpoint.
+    """
+
+    def __init__(self, explicit, preset, resume, overwrite=False):
+        out_dir = explicit.get("out_dir", DEFAULTS["out_dir"])
+        self.ckpt_path = os.path.join(out_dir, CKPT_NAME)  # latest state, for --resume
+        self.best_path = os.path.join(out_dir, BEST_NAME)  # lowest validation loss
+        self.overwrite = overwrite and not resume
         self.checkpoint = None
-        self.ckpt_path = None
+        self.warnings = []
         saved = None
         if resume:
-            out_dir = explicit.get("out_dir", DEFAULTS["out_dir"])
-            self.ckpt_path = os.path.join(out_dir, "ckpt.npz")
-            self.checkpoint = ckpt_io.load(self.ckpt_path)
-            saved = dict(self.checkpoint.extra.get("settings") or {})
-            # The architecture and the tokenizer kind are whatever the checkpoint holds.
-            saved.update({k: v for k, v in self.checkpoint.config.items() if k in MODEL_KEYS + ("dropout",)})
-            if isinstance(self.checkpoint.tokenizer, dict) and self.checkpoint.tokenizer.get("type") in ("char", "bpe"):
-                saved["tokenizer"] = self.checkpoint.tokenizer["type"]
-            # Where output goes and which kernels run belong to this invocation, not the saved run.
-            for key in NOT_RESUMED_KEYS:
-                saved.pop(key, None)
+            self.checkpoint = load_checkpoint_for_resume(self.ckpt_path)
+            saved = saved_settings(self.checkpoint, self.ckpt_path)
             self._check_against_checkpoint(explicit, preset)
         self.settings = s = resolve_settings(explicit, preset, saved)
         validate_settings(s)
-        self.ckpt_path = os.path.join(s["out_dir"], "ckpt.npz")
+        check_out_dir(s, resume, overwrite)
+        if resume:
+            self.warnings += schedule_warnings(s, saved, explicit)
 
-        # Data and tokenizer.
-        text, name = load_text(s["data"])
-        self.data_fingerprint = fingerprint(text)
-        if self.checkpoint is not None:
-            try:
-                self.tokenizer = tokenizer_from_dict(self.checkpoint.tokenizer)
-            except (ValueError, KeyError, TypeError, AttributeError) as error:
-                raise CheckpointError(f"{self.ckpt_path} holds no usable tokenizer: {error}") from None
-            if s["tokenizer"] == "char":
-                # A char vocabulary is the set of characters of the corpus: it must be identical.
-                fresh = build_tokenizer("char", text, s["bpe_vocab_size"])
-                if fresh.to_dict() != self.checkpoint.tokenizer:
-                    raise CheckpointError(
-                        f"{self.ckpt_path} was trained on a different character vocabulary "
-                        f"({self.tokenizer.vocab_size} characters) than {name} ({fresh.vocab_size} characters)")
-        else:
-            self.tokenizer = build_tokenizer(s["tokenizer"], text, s["bpe_vocab_size"])
-        try:
-            tokens = encode_corpus(text, self.tokenizer)
-        except (KeyError, ValueError) as error:
-            raise DataError(f"{name} cannot be encoded with the checkpoint's vocabulary: {error}") from None
-        self.dataset = TokenDataset(tokens, val_fraction=0.1, name=name)
-        self.dataset.check_block_size(s["block_size"])
-        self.data_name = name
-
-        # Model. Seed first: parameter initialisation draws from the library generator.
+        self._load_data_and_tokenizer()
         from models.gpt import GPT, GPTConfig
 
-        tl.manual_seed(s["seed"])
         self.config = GPTConfig(
             vocab_size=self.tokenizer.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"],
             n_head=s["n_head"], n_embd=s["n_embd"], dropout=s["dropout"], bias=s["bias"],
@@ -397,29 +515,62 @@ class Run:
             raise CheckpointError(
                 f"{self.ckpt_path} has vocab_size {self.checkpoint.config.get('vocab_size')} "
                 f"but its tokenizer has {self.config.vocab_size} tokens")
+        check_training_memory(self.config, s)
+        self._encode_data()
+
+        # Model. Seed first: parameter initialisation draws from the library generator.
+        tl.manual_seed(s["seed"])
         self.model = GPT(self.config, dtype=np.dtype(s["dtype"]))
         self.optimizer = self.model.configure_optimizers(
             weight_decay=s["weight_decay"], learning_rate=s["lr"], betas=(s["beta1"], s["beta2"]))
         self.data_rng = make_data_rng(s["seed"])
         self.iteration = 0
         self.best_val_loss = math.inf
-
+        self.saved_iteration = None  # the iteration ckpt.npz holds, once there is one
         if self.checkpoint is not None:
-            # The optimizer's state_dict also carries the hyperparameters of the saved run
-            # (lr, betas, weight decay); the settings of this invocation must win over them.
-            hyperparameters = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-            try:
-                self.model.load_state_dict(self.checkpoint.model_state)
-                self.optimizer.load_state_dict(self.checkpoint.optimizer_state)
-                self.data_rng.bit_generator.state = self.checkpoint.rng_state["data"]
-                tl.rng().bit_generator.state = self.checkpoint.rng_state["tensorlite"]
-            except (RuntimeError, ValueError, KeyError, TypeError) as error:
-                message = " ".join(str(error).split())
-                raise CheckpointError(f"{self.ckpt_path} does not fit the model: {message}") from None
-            self.iteration = self.checkpoint.iteration
-            self.best_val_loss = float(self.checkpoint.extra.get("best_val_loss", math.inf))
-            for group, values in zip(self.optimizer.param_groups, hyperparameters):
-                group.update(values)
+            self._restore()
+
+    def _load_data_and_tokenizer(self):
+        s = self.settings
+        self.text, self.data_name = load_text(s["data"])
+        self.data_fingerprint = fingerprint(self.text)
+        if self.checkpoint is None:
+            self.tokenizer = build_tokenizer(s["tokenizer"], self.text, s["bpe_vocab_size"])
+            return
+        self.tokenizer = tokenizer_from_dict(self.checkpoint.tokenizer)  # checked by load_checkpoint_for_resume
+        if s["tokenizer"] == "char":
+            # A char vocabulary is the set of characters of the corpus: it must be identical.
+            fresh = build_tokenizer("char", self.text, s["bpe_vocab_size"])
+            if fresh.to_dict() != self.checkpoint.tokenizer:
+                raise CheckpointError(
+                    f"{self.ckpt_path} was trained on a different character vocabulary "
+                    f"({self.tokenizer.vocab_size} characters) than {self.data_name} ({fresh.vocab_size} characters)")
+
+    def _encode_data(self):
+        try:
+            tokens = encode_corpus(self.text, self.tokenizer)
+        except (KeyError, ValueError) as error:
+            raise DataError(f"{self.data_name} cannot be encoded with the checkpoint's vocabulary: {error}") from None
+        del self.text  # the token array is all the loop needs
+        self.dataset = TokenDataset(tokens, val_fraction=0.1, name=self.data_name)
+        self.dataset.check_block_size(self.settings["block_size"])
+
+    def _restore(self):
+        """Take on the checkpoint's state; the settings of this invocation win over the
+        hyperparameters the optimizer's state_dict carries (lr, betas, weight decay)."""
+        hyperparameters = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            self.model.load_state_dict(self.checkpoint.model_state)
+            self.optimizer.load_state_dict(self.checkpoint.optimizer_state)
+            self.data_rng.bit_generator.state = self.checkpoint.rng_state["data"]
+            tl.rng().bit_generator.state = self.checkpoint.rng_state["tensorlite"]
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            message = " ".join(str(error).split())
+            raise CheckpointError(f"{self.ckpt_path} does not fit the model: {message}") from None
+        for group, values in zip(self.optimizer.param_groups, hyperparameters):
+            group.update(values)
+        self.iteration = self.saved_iteration = self.checkpoint.iteration
+        self.best_val_loss = float(self.checkpoint.extra.get("best_val_loss", math.inf))
 
     def _check_against_checkpoint(self, explicit, preset):
         """Flags or a preset that ask for a different model than the checkpoint holds -> error."""
@@ -438,21 +589,44 @@ class Run:
                 f"{self.ckpt_path} does not match the requested settings: " + ", ".join(differences)
                 + "; drop these flags to resume, or train into a new --out-dir")
 
-    # -- saving ------------------------------------------------------------------------------
+    # -- files ---------------------------------------------------------------------------------
 
-    def save(self):
-        """Checkpoint the current state; refuses (returns False) if any parameter is not finite."""
+    def start(self, console, warn):
+        """Prepare the out dir (after every check passed) and open the metrics file."""
+        os.makedirs(self.settings["out_dir"], exist_ok=True)
+        for path in (self.ckpt_path, self.best_path):
+            removed = ckpt_io.remove_stale_temp_files(path)
+            if removed:
+                console.log(f"removed {len(removed)} temporary file(s) left by an interrupted save of {path}")
+            if self.overwrite and os.path.exists(path):
+                os.unlink(path)  # --overwrite: never leave the old run's files beside the new run's
+        return MetricsWriter(self.settings["metrics"], append=self.checkpoint is not None, warn=warn)
+
+    def save(self, path):
+        """Checkpoint the current state to ``path``; refuses (returns False) if any parameter is
+        not finite. CheckpointWriteError if the file cannot be written."""
         if not all_finite(self.model):
             return False
-        settings = dict(self.settings)
-        ckpt_io.save(
-            self.ckpt_path, self.model, self.optimizer, self.config, self.tokenizer,
-            rng_state={"data": self.data_rng.bit_generator.state, "tensorlite": tl.rng().bit_generator.state},
-            iteration=self.iteration,
-            extra={"best_val_loss": self.best_val_loss, "settings": settings,
-                   "data_fingerprint": self.data_fingerprint},
-        )
+        try:
+            ckpt_io.save(
+                path, self.model, self.optimizer, self.config, self.tokenizer,
+                rng_state={"data": self.data_rng.bit_generator.state, "tensorlite": tl.rng().bit_generator.state},
+                iteration=self.iteration,
+                extra={"best_val_loss": self.best_val_loss, "settings": dict(self.settings),
+                       "data_fingerprint": self.data_fingerprint},
+            )
+        except OSError as error:
+            raise CheckpointWriteError(f"cannot write the checkpoint {path}: {error.strerror or error}; "
+                                       f"{self.checkpoint_status()}") from None
+        if path == self.ckpt_path:
+            self.saved_iteration = self.iteration
         return True
+
+    def checkpoint_status(self):
+        """Where a stopped run can continue from, for messages."""
+        if self.saved_iteration is None:
+            return "no checkpoint was written"
+        return f"{self.ckpt_path} holds iteration {self.saved_iteration} (continue with --resume)"
 
     # -- training ----------------------------------------------------------------------------
 
@@ -518,24 +692,32 @@ class Run:
                 window_losses, window_time, window_iters = [], 0.0, 0
 
         console.clear_progress()
-        # The final state is always saved: it is where a later --resume continues.
-        if not self.save():
-            raise NonFiniteLossError(f"parameters are not finite at iteration {self.iteration}")
-        console.log(f"saved checkpoint at iteration {self.iteration} to {self.ckpt_path}")
+        # The final state is always saved (unless the last evaluation just did): it is where a
+        # later --resume continues.
+        if self.saved_iteration != self.iteration:
+            if not self.save(self.ckpt_path):
+                raise NonFiniteLossError(f"parameters are not finite at iteration {self.iteration}")
+            console.log(f"saved checkpoint at iteration {self.iteration} to {self.ckpt_path}")
 
     def evaluate(self, console, metrics, it, lr):
+        """Estimate the losses; save the latest state to ckpt.npz and, if validation improved,
+        to best.npz (iteration 0, the untrained model, is not worth a file)."""
         losses = estimate_loss(self.model, self.dataset, self.settings, it)
         if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
             raise NonFiniteLossError(
                 f"the evaluation loss became train {losses['train']}, val {losses['val']} at iteration {it}")
         console.log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         metrics.write(event="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
-        if losses["val"] < self.best_val_loss:
+        improved = losses["val"] < self.best_val_loss
+        if improved:
             self.best_val_loss = losses["val"]
-            # nanoGPT's always_save_checkpoint=False: save only when validation improved.
-            # Iteration 0 is the untrained model; nothing worth keeping yet.
-            if it > 0 and it < self.settings["max_iters"] and self.save():
-                console.log(f"saved checkpoint at iteration {it} (best val loss {losses['val']:.4f})")
+        if it == 0 or not self.save(self.ckpt_path):
+            return
+        if improved and self.save(self.best_path):
+            console.log(f"saved checkpoint at iteration {it} to {self.ckpt_path} and, best val loss "
+                        f"{losses['val']:.4f}, to {self.best_path}")
+        else:
+            console.log(f"saved checkpoint at iteration {it} to {self.ckpt_path}")
 
     def sample(self, console, num_tokens):
         """Print a sample from the trained model, started from a newline."""
@@ -580,18 +762,27 @@ def _error(message, code):
     return code
 
 
+def _warn(message):
+    print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
 def _train_from_args(args):
     explicit = _explicit_settings(args)
     try:
         # Everything is loaded and checked before the first byte is written.
         if "kernels" in explicit:
             tl.kernels.use(explicit["kernels"])
-        run = Run(explicit, args.preset, args.resume)
+        run = Run(explicit, args.preset, args.resume, overwrite=args.overwrite)
     except (DataError, CheckpointError, UsageError) as error:
         return _error(error, EXIT_USAGE)
+    except MemoryError:
+        return _error("out of memory while preparing the run; choose smaller sizes or a smaller data file",
+                      EXIT_USAGE)
 
     s = run.settings
     console = Console(show_progress=not args.no_progress)
+    for warning in run.warnings:
+        _warn(warning)
     console.log(tl.kernels.format_runtime_info())
     n_params = run.model.get_num_params()
     console.log(
@@ -609,9 +800,9 @@ def _train_from_args(args):
     run.peak_flops = measure_peak_flops(dtype=s["dtype"])  # this machine's matmul FLOP/s, for MFU
 
     try:
-        metrics = MetricsWriter(s["metrics"], append=run.checkpoint is not None)
+        metrics = run.start(console, warn=_warn)
     except OSError as error:
-        return _error(f"cannot write to {s['metrics']}: {error.strerror or error}", EXIT_USAGE)
+        return _error(f"cannot write to {error.filename or s['out_dir']}: {error.strerror or error}", EXIT_USAGE)
     try:
         run.train(console, metrics)
         if s["sample_tokens"] > 0:
@@ -623,11 +814,10 @@ def _train_from_args(args):
         return _error(f"{error}; training stopped and {kept}. Try a lower --lr or a --grad-clip.", EXIT_NONFINITE)
     except KeyboardInterrupt:
         console.clear_progress()
-        return _error(f"interrupted at iteration {run.iteration}; the last checkpoint is {run.ckpt_path}",
-                      EXIT_INTERRUPTED)
-    except OSError as error:
+        return _error(f"interrupted at iteration {run.iteration}; {run.checkpoint_status()}", EXIT_INTERRUPTED)
+    except CheckpointWriteError as error:
         console.clear_progress()
-        return _error(f"cannot write the checkpoint {run.ckpt_path}: {error.strerror or error}", EXIT_IO)
+        return _error(error, EXIT_IO)
     finally:
         metrics.close()
     return EXIT_OK
