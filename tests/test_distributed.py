@@ -1,0 +1,296 @@
+"""tensorlite.distributed and DistributedDataParallel, run for real under `mpiexec -n 2`.
+
+Each test writes a small script, launches it on two ranks and checks its exit code and
+output. They are skipped when mpi4py or an `mpiexec` is not installed
+(`pip install tensorlite[mpi]` provides both).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _find_mpiexec():
+    beside_python = os.path.join(os.path.dirname(sys.executable), "mpiexec")  # the mpich wheel's
+    return beside_python if os.path.exists(beside_python) else shutil.which("mpiexec")
+
+
+def _mpi4py_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("mpi4py") is not None
+
+
+MPIEXEC = _find_mpiexec()
+needs_mpi = pytest.mark.skipif(
+    MPIEXEC is None or not _mpi4py_installed(),
+    reason="needs mpi4py and mpiexec: pip install tensorlite[mpi]")
+
+# Every script starts like this: two ranks, one thread each, the NumPy kernels (no compile).
+PREAMBLE = """
+import sys
+import numpy as np
+import tensorlite as tl
+import tensorlite.distributed as dist
+from tensorlite import nn
+from tensorlite.nn.parallel import DistributedDataParallel as DDP
+
+dist.init_process_group()
+rank, world = dist.get_rank(), dist.get_world_size()
+assert world == 2, world
+"""
+
+
+def run_on_two_ranks(tmp_path, body, timeout=60, setup=""):
+    """Run PREAMBLE + setup + body with `mpiexec -n 2`; return (result, seconds)."""
+    script = tmp_path / "script.py"
+    script.write_text(PREAMBLE + setup + textwrap.dedent(body))
+    env = dict(os.environ, TENSORLITE_KERNELS="numpy", OMP_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.monotonic()
+    # A session of its own, so that a hung job can be killed whole: mpiexec and both ranks.
+    process = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(script)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=tmp_path, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the job hung for {timeout} s\n{stdout}\n{stderr}")
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return result, time.monotonic() - started
+
+
+def assert_ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("OK") == 2, result.stdout  # both ranks got to the end
+
+
+# ----------------------------------------------------------------------------------------
+# Without MPI
+
+
+def test_importing_and_detecting_the_launcher_does_not_load_mpi():
+    code = ("import sys, tensorlite.distributed as d; "
+            "print(d.launched_by_mpiexec(), d.get_world_size(), d.is_initialized(), 'mpi4py' in sys.modules)")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MV2_", "MPI_LOCAL"))}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "1", "False", "False"]
+
+
+def test_launcher_detection_from_environment():
+    from tensorlite import distributed as dist
+
+    assert not dist.launched_by_mpiexec({})
+    assert dist.launcher_world_size({}) == 1
+    mpich = {"PMI_RANK": "3", "PMI_SIZE": "8", "MPI_LOCALNRANKS": "2"}
+    assert dist.launched_by_mpiexec(mpich)
+    assert dist.launcher_world_size(mpich) == 8
+    assert dist.get_local_world_size(mpich) == 2
+    openmpi = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4",
+               "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}
+    assert dist.launched_by_mpiexec(openmpi)
+    assert dist.launcher_world_size(openmpi) == 4
+    assert dist.get_local_world_size(openmpi) == 4
+
+
+def test_collectives_before_init_explain_what_to_call():
+    from tensorlite import distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group exists in this process")
+    import numpy as np
+
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        dist.all_reduce(np.zeros(3))
+    with pytest.raises(ValueError, match="backend"):
+        dist.init_process_group(backend="gloo")
+    assert dist.get_rank() == 0 and dist.get_world_size() == 1
+
+
+# ----------------------------------------------------------------------------------------
+# Collectives
+
+
+@needs_mpi
+def test_all_reduce_and_broadcast(tmp_path):
+    result, _ = run_on_two_ranks(tmp_path, """
+        x = np.array([1.0, -2.0, 5.0]) * (rank + 1)            # rank 0: x, rank 1: 2x
+        for op, expected in [("sum", [3.0, -6.0, 15.0]), ("avg", [1.5, -3.0, 7.5]),
+                             ("max", [2.0, -2.0, 10.0]), ("min", [1.0, -4.0, 5.0])]:
+            y = x.copy()
+            assert dist.all_reduce(y, op=op) is y
+            assert np.array_equal(y, expected), (op, y)
+        counts = np.array([rank + 1, 10], dtype=np.int64)
+        dist.all_reduce(counts)
+        assert counts.tolist() == [3, 20]
+        f32 = np.full(5, rank + 1, dtype=np.float32)
+        dist.all_reduce(f32, op="avg")
+        assert f32.dtype == np.float32 and np.all(f32 == 1.5)
+
+        z = np.arange(6.0).reshape(2, 3) + 100 * rank
+        dist.broadcast(z, src=1)
+        assert np.array_equal(z, np.arange(6.0).reshape(2, 3) + 100)
+
+        for bad in (np.zeros((4, 4))[:, 0], [1.0, 2.0]):
+            try:
+                dist.all_reduce(bad)
+            except (TypeError, ValueError) as error:
+                assert "all_reduce" in str(error)
+            else:
+                raise AssertionError("a strided view / list was accepted")
+        try:
+            dist.all_reduce(x, op="prod")
+        except ValueError as error:
+            assert "'prod'" in str(error)
+        dist.barrier()
+        print("OK")
+    """)
+    assert_ok(result)
+
+
+# ----------------------------------------------------------------------------------------
+# DistributedDataParallel
+
+MODEL = """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(3, 5, dtype=np.float64)
+        self.fc2 = nn.Linear(5, 2, dtype=np.float64)
+        self.unused = nn.Parameter(np.zeros(4))   # never gets a gradient
+
+    def forward(self, x, y):
+        out = self.fc2(self.fc1(tl.tensor(x)).tanh())
+        return ((out - tl.tensor(y)) ** 2).mean()
+
+def local_loss(model, x, y, accum):
+    # rank r owns rows [r * n, (r + 1) * n) of every micro-batch
+    n = len(x) // world
+    return model(x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]) / accum
+"""
+
+
+@needs_mpi
+def test_ddp_broadcasts_rank0_parameters_and_averages_gradients(tmp_path):
+    result, _ = run_on_two_ranks(tmp_path, setup=MODEL, body="""
+        tl.manual_seed(1 + rank)            # different initial weights on each rank
+        model = DDP(Net(), bucket_cap_mb=1e-4)   # tiny cap: several buckets
+        assert len(model._buckets) > 1
+        tl.manual_seed(1)
+        reference = Net()                   # what rank 0 built
+        for (name, p), q in zip(model.module.named_parameters(), reference.parameters()):
+            assert np.array_equal(p.data, q.data), name
+
+        data = np.random.default_rng(0)
+        x, y = data.standard_normal((8, 3)), data.standard_normal((8, 2))
+        local_loss(model, x, y, 1).backward()
+        assert model.sync_gradients()
+        reference(x, y).backward()          # the whole batch in one process
+        for (name, p), q in zip(model.module.named_parameters(), reference.parameters()):
+            if name == "unused":
+                assert p.grad is None and q.grad is None
+                continue
+            np.testing.assert_allclose(p.grad, q.grad, rtol=1e-6, atol=1e-12, err_msg=name)
+
+        # no_sync: gradients of the first micro-batch stay local; the second sync averages both
+        model.zero_grad()
+        reference.zero_grad()
+        x2, y2 = data.standard_normal((8, 3)), data.standard_normal((8, 2))
+        with model.no_sync():
+            local_loss(model, x, y, 2).backward()
+            assert not model.sync_gradients()
+            g = model.module.fc1.weight.grad.copy()
+            mean = g.copy()
+            dist.all_reduce(mean, op="avg")
+            assert not np.allclose(g, mean)    # really not averaged
+        local_loss(model, x2, y2, 2).backward()
+        assert model.sync_gradients()
+        (reference(x, y) / 2).backward()
+        (reference(x2, y2) / 2).backward()
+        for (name, p), q in zip(model.module.named_parameters(), reference.parameters()):
+            if q.grad is not None:
+                np.testing.assert_allclose(p.grad, q.grad, rtol=1e-6, atol=1e-12, err_msg=name)
+
+        # the wrapper is a Module over the same parameters; forward delegates
+        assert [id(p) for p in model.parameters()] == [id(p) for p in model.module.parameters()]
+        print("OK")
+    """)
+    assert_ok(result)
+
+
+@needs_mpi
+def test_ddp_training_keeps_ranks_identical_and_matches_one_process(tmp_path):
+    result, _ = run_on_two_ranks(tmp_path, setup=MODEL, body="""
+        tl.manual_seed(0)
+        model = DDP(Net())
+        optimizer = tl.optim.AdamW(model.parameters(), lr=1e-2)
+        tl.manual_seed(0)
+        reference = Net()
+        reference_optimizer = tl.optim.AdamW(reference.parameters(), lr=1e-2)
+        data = np.random.default_rng(0)
+        for step in range(5):
+            x, y = data.standard_normal((8, 3)), data.standard_normal((8, 2))
+            local_loss(model, x, y, 1).backward()
+            model.sync_gradients()
+            tl.optim.clip_grad_norm_(list(model.parameters()), 0.5)
+            optimizer.step()
+            optimizer.zero_grad()
+            reference(x, y).backward()
+            tl.optim.clip_grad_norm_(list(reference.parameters()), 0.5)
+            reference_optimizer.step()
+            reference_optimizer.zero_grad()
+        for p, q in zip(model.parameters(), reference.parameters()):
+            np.testing.assert_allclose(p.data, q.data, rtol=1e-6, atol=1e-12)
+            theirs = p.data.copy()
+            dist.broadcast(theirs, src=1)
+            assert np.array_equal(p.data, theirs)     # every rank holds the same model
+        print("OK")
+    """)
+    assert_ok(result)
+
+
+# ----------------------------------------------------------------------------------------
+# Failures end the job
+
+
+@needs_mpi
+def test_an_exception_on_one_rank_ends_the_whole_job(tmp_path):
+    result, seconds = run_on_two_ranks(tmp_path, """
+        x = np.ones(4)
+        if rank == 1:
+            raise ValueError("bad data on rank 1")
+        dist.all_reduce(x)                  # rank 0 waits here for a partner that died
+        print("rank 0 should never get here")
+    """, timeout=30)
+    assert result.returncode != 0
+    assert "ValueError: bad data on rank 1" in result.stderr
+    assert "never" not in result.stdout
+    assert seconds < 15
+
+
+@needs_mpi
+def test_abort_prints_one_line_and_ends_the_job_with_its_code(tmp_path):
+    result, seconds = run_on_two_ranks(tmp_path, """
+        if rank == 1:
+            dist.abort("data file is empty: input.txt", 2)
+        dist.barrier()
+        print("rank 0 should never get here")
+    """, timeout=30)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stderr.count("rank 1: data file is empty: input.txt") == 1
+    assert "never" not in result.stdout
+    assert seconds < 15
