@@ -387,7 +387,7 @@ def read_hf_tokenizer(path, gpt2_tokenizer=False):
     tensorlite_tokenizer.json (written by ``hf_from_checkpoint``) is used when present. GPT-2's own
     byte-level BPE (vocab.json + merges.txt) is used only when asked for with ``gpt2_tokenizer``.
     """
-    from models.tokenizer import tokenizer_from_dict
+    from models.finetune import tokenizer_from_dict
 
     own = os.path.join(path, TOKENIZER_NAME)
     if gpt2_tokenizer:
@@ -401,12 +401,7 @@ def read_hf_tokenizer(path, gpt2_tokenizer=False):
         try:
             with open(own, encoding="utf-8") as f:
                 d = json.load(f)
-            if d.get("type") == "gpt2":
-                from models.gpt2_tokenizer import GPT2Tokenizer
-
-                GPT2Tokenizer.from_dict(d)
-            else:
-                tokenizer_from_dict(d)
+            tokenizer_from_dict(d)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise HFFormatError(f"{own}: not a usable tokenizer ({' '.join(str(error).split())})") from None
         return d
@@ -428,14 +423,9 @@ def checkpoint_from_hf(hf_dir, ckpt_path, gpt2_tokenizer=False):
 
 
 def _check_vocab(tokenizer_dict, vocab_size, where):
-    from models.tokenizer import tokenizer_from_dict
+    from models.finetune import tokenizer_from_dict
 
-    if tokenizer_dict.get("type") == "gpt2":
-        from models.gpt2_tokenizer import GPT2Tokenizer
-
-        n = GPT2Tokenizer.from_dict(tokenizer_dict).vocab_size
-    else:
-        n = tokenizer_from_dict(tokenizer_dict).vocab_size
+    n = tokenizer_from_dict(tokenizer_dict).vocab_size
     if n > vocab_size:
         raise HFFormatError(f"{where}: the tokenizer has {n} tokens but the model only {vocab_size} (vocab_size)")
 
