@@ -49,10 +49,12 @@ def _reduce(loss, reduction):
 
 
 def _as_tensor(value, like):
-    """Tensors pass through (they may require grad); anything else becomes a constant of
-    `like`'s dtype, so a float64 NumPy target does not turn a float32 loss into float64."""
+    """Tensors that require grad pass through; anything else becomes a constant of `like`'s
+    dtype, so a float64 target or weight does not turn a float32 loss into float64."""
     if isinstance(value, Tensor):
-        return value
+        if value.requires_grad or value.dtype == like.dtype:
+            return value
+        value = value.data
     return Tensor(np.asarray(value, dtype=like.dtype))
 
 

@@ -5,8 +5,12 @@ import math
 import numpy as np
 import pytest
 
+from hypothesis import given
+
 import tensorlite as tl
-from tensorlite import nn
+from tensorlite import losses, nn
+from tensorlite.testing import gradcheck
+from tensorlite.testing import strategies as tst
 
 
 class Inner(nn.Module):
@@ -341,3 +345,231 @@ def test_apply_visits_children_before_parent():
 def test_forward_not_defined_is_clear():
     with pytest.raises(NotImplementedError, match="Outer"):
         Outer()(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Activation modules, Flatten, loss modules
+# ----------------------------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "ReLU": (nn.ReLU(), lambda x: np.maximum(x, 0)),
+    "Tanh": (nn.Tanh(), np.tanh),
+    "Sigmoid": (nn.Sigmoid(), lambda x: 1 / (1 + np.exp(-x))),
+    "SiLU": (nn.SiLU(), lambda x: x / (1 + np.exp(-x))),
+    "Softmax": (nn.Softmax(dim=1), lambda x: np.exp(x) / np.exp(x).sum(1, keepdims=True)),
+    "LogSoftmax": (nn.LogSoftmax(dim=0), lambda x: x - np.log(np.exp(x).sum(0, keepdims=True))),
+    "Identity": (nn.Identity(54, unused=True), lambda x: x),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(x=tst.tensors(shape=(3, 4), min_value=-3, max_value=3, min_magnitude=0.01))
+def test_activation_modules_match_numpy_and_gradcheck(name, x):
+    module, reference = ACTIVATIONS[name]
+    np.testing.assert_allclose(module(tl.Tensor(x)).data, reference(x), rtol=1e-10, atol=1e-14)
+    assert gradcheck(module, [x])
+
+
+def test_softmax_without_dim_uses_pytorch_legacy_choice_and_warns():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        y = nn.Softmax()(tl.Tensor(x))
+    np.testing.assert_allclose(y.data.sum(axis=1), 1.0)  # 2-D input: dim 1, as torch
+    assert "dim=1" in repr(nn.Softmax(dim=1))
+
+
+def test_flatten():
+    x = tl.Tensor(np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5), requires_grad=True)
+    assert nn.Flatten()(x).shape == (2, 60)
+    assert nn.Flatten(0)(x).shape == (120,)
+    assert nn.Flatten(1, 2)(x).shape == (2, 12, 5)
+    assert nn.Flatten(-3, -2)(x).shape == (2, 12, 5)
+    assert nn.Flatten(2, 2)(x).shape == (2, 3, 4, 5)
+    np.testing.assert_array_equal(nn.Flatten()(x).data, x.data.reshape(2, 60))
+    assert gradcheck(nn.Flatten(1, 2), [x.data])
+    assert nn.Flatten(0)(tl.Tensor(np.float64(3.0))).shape == (1,)
+    with pytest.raises(IndexError, match=r"Flatten: start_dim=4 .* shape \(2, 3, 4, 5\)"):
+        nn.Flatten(4)(x)
+    with pytest.raises(ValueError, match="start_dim=2 comes after end_dim=1"):
+        nn.Flatten(2, 1)(x)
+
+
+def test_loss_modules_call_the_functional_losses():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3)), rng.random((4, 3))
+    logits, targets = rng.standard_normal((4, 3)), np.array([0, 2, -100, 1])
+    weight = np.array([1.0, 2.0, 0.5])
+    cases = [
+        (nn.MSELoss(reduction="sum"), losses.mse_loss(tl.Tensor(x), y, reduction="sum"), (x, y)),
+        (nn.L1Loss(), losses.l1_loss(tl.Tensor(x), y), (x, y)),
+        (nn.BCEWithLogitsLoss(pos_weight=weight, reduction="none"),
+         losses.binary_cross_entropy_with_logits(tl.Tensor(x), y, pos_weight=weight, reduction="none"), (x, y)),
+        (nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1),
+         losses.cross_entropy(tl.Tensor(logits), targets, weight=weight, label_smoothing=0.1), (logits, targets)),
+        (nn.NLLLoss(ignore_index=-100),
+         losses.nll_loss(tl.Tensor(logits), targets), (logits, targets)),
+    ]
+    for module, expected, (a, b) in cases:
+        np.testing.assert_array_equal(module(tl.Tensor(a), b).data, expected.data)
+    # class weights are buffers, as in PyTorch: in the state_dict, not parameters
+    ce = nn.CrossEntropyLoss(weight=weight)
+    assert list(ce.state_dict()) == ["weight"] and list(ce.parameters()) == []
+    assert list(nn.CrossEntropyLoss().state_dict()) == []
+    assert "reduction='mean'" in repr(nn.MSELoss())
+    with pytest.raises(ValueError, match="MSELoss: reduction must be one of"):
+        nn.MSELoss(reduction="average")
+
+
+def test_loss_module_float32_with_float64_weights_stays_float32():
+    x = tl.Tensor(np.zeros((2, 3), dtype=np.float32), requires_grad=True)
+    out = nn.BCEWithLogitsLoss(weight=np.ones(3), pos_weight=np.full(3, 2.0))(x, np.ones((2, 3)))
+    out.backward()
+    assert out.dtype == np.float32 and x.grad.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# Buffers, requires_grad_, hooks
+# ----------------------------------------------------------------------------------------------
+
+class WithBuffers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.register_buffer("running_mean", np.zeros(2))
+        self.register_buffer("count", np.array(0, dtype=np.int64))
+        self.register_buffer("scratch", np.ones(3, dtype=np.float32), persistent=False)
+
+    def forward(self, x):
+        return self.lin(x) - self.running_mean
+
+
+def test_register_buffer_state_dict_and_not_parameters():
+    m = WithBuffers()
+    assert isinstance(m.running_mean, tl.Tensor) and not m.running_mean.requires_grad
+    assert [n for n, _ in m.named_parameters()] == ["lin.weight", "lin.bias"]
+    assert [n for n, _ in m.named_buffers()] == ["running_mean", "count", "scratch"]
+    assert list(m.state_dict()) == ["running_mean", "count", "lin.weight", "lin.bias"]
+    outer = nn.Sequential(m)
+    assert list(outer.state_dict()) == ["0.running_mean", "0.count", "0.lin.weight", "0.lin.bias"]
+
+
+def test_buffer_assignment_load_and_cast():
+    m = WithBuffers()
+    held = m.running_mean
+    m.running_mean = np.array([1.0, 2.0])  # assignment replaces the buffer's value
+    assert m._buffers["running_mean"] is m.running_mean
+    np.testing.assert_array_equal(m.state_dict()["running_mean"], [1.0, 2.0])
+    with pytest.raises(TypeError, match="buffer 'running_mean' must be a Tensor"):
+        m.running_mean = "text"
+    sd = m.state_dict()
+    sd["running_mean"] = np.array([5.0, 6.0])
+    sd["count"] = np.array(7)
+    fresh = WithBuffers()
+    target = fresh.running_mean
+    fresh.load_state_dict(sd)
+    assert fresh.running_mean is target  # loaded in place
+    np.testing.assert_array_equal(fresh.running_mean.data, [5.0, 6.0])
+    assert fresh.count.item() == 7
+    del sd["count"]
+    with pytest.raises(RuntimeError, match="missing key.*'count'"):
+        fresh.load_state_dict(sd)
+    fresh.double()
+    assert fresh.running_mean.dtype == np.float64 and fresh.scratch.dtype == np.float64
+    assert fresh.count.dtype == np.int64  # integer buffers are not cast
+    fresh.float()
+    assert fresh.running_mean.dtype == np.float32
+    assert fresh.to("cpu") is fresh
+    with pytest.raises(KeyError, match="attribute 'lin' already exists"):
+        fresh.register_buffer("lin", np.zeros(1))
+    with pytest.raises(KeyError, match="without '.'"):
+        fresh.register_buffer("a.b", np.zeros(1))
+    del fresh.running_mean
+    assert "running_mean" not in fresh.state_dict()
+    assert held is not None
+
+
+def test_requires_grad_freezes_a_layer():
+    tl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    assert model[0].requires_grad_(False) is model[0]
+    x = tl.Tensor(np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32))
+    model(x).sum().backward()
+    assert model[0].weight.grad is None and model[0].bias.grad is None
+    assert model[2].weight.grad is not None
+    model.requires_grad_()
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_forward_hooks_can_replace_output_and_are_removable():
+    layer = nn.Linear(2, 2).double()
+    x = tl.Tensor(np.ones((1, 2)))
+    plain = layer(x).data.copy()
+    seen = []
+    handle = layer.register_forward_hook(lambda m, args, out: seen.append((m, args, out.shape)))
+    doubling = layer.register_forward_hook(lambda m, args, out: out * 2)
+    np.testing.assert_allclose(layer(x).data, 2 * plain)
+    assert seen[0][0] is layer and seen[0][1][0] is x and seen[0][2] == (1, 2)
+    doubling.remove()
+    doubling.remove()  # removing twice is harmless
+    np.testing.assert_allclose(layer(x).data, plain)
+    handle.remove()
+    layer(x)
+    assert len(seen) == 2
+    with layer.register_forward_hook(lambda m, args, out: out * 0):
+        assert not layer(x).data.any()
+    np.testing.assert_allclose(layer(x).data, plain)
+
+
+def test_forward_pre_hooks_replace_arguments_in_order():
+    identity = nn.Identity()
+    order = []
+    identity.register_forward_pre_hook(lambda m, args: order.append("a") or (args[0] + 1,))
+    identity.register_forward_pre_hook(lambda m, args: order.append("b") or args[0] * 10)  # one value
+    identity.register_forward_pre_hook(lambda m, args: order.append("first"), prepend=True)
+    assert identity(tl.Tensor(1.0)).item() == 20.0
+    assert order == ["first", "a", "b"]
+
+    def with_kwargs(module, args, kwargs):
+        return (args[0] + 5,), kwargs
+    m = nn.Identity()
+    m.register_forward_pre_hook(with_kwargs, with_kwargs=True)
+    m.register_forward_hook(lambda mod, args, kwargs, out: out * 3, with_kwargs=True)
+    assert m(tl.Tensor(1.0)).item() == 18.0
+    bad = nn.Identity()
+    bad.register_forward_pre_hook(lambda mod, args, kwargs: 1, with_kwargs=True)
+    with pytest.raises(RuntimeError, match=r"return None or \(args, kwargs\)"):
+        bad(tl.Tensor(1.0))
+    with pytest.raises(TypeError, match="callable"):
+        m.register_forward_hook(3)
+
+
+def test_hooks_fire_inside_containers_and_record_activations():
+    tl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    activations = {}
+    handles = [module.register_forward_hook(
+        lambda m, args, out, name=name: activations.__setitem__(name, out.shape))
+        for name, module in model.named_modules() if name]
+    model(np.ones((5, 3), dtype=np.float32))
+    assert activations == {"0": (5, 4), "1": (5, 4), "2": (5, 2)}
+    for handle in handles:
+        handle.remove()
+    activations.clear()
+    model(np.ones((5, 3), dtype=np.float32))
+    assert activations == {}
+
+
+def test_module_list_and_dict_editing():
+    a, b, c = nn.Identity(), nn.Tanh(), nn.ReLU()
+    layers = nn.ModuleList([a, b])
+    layers.insert(1, c)
+    assert list(layers) == [a, c, b] and list(layers._modules) == ["0", "1", "2"]
+    del layers[0]
+    assert list(layers) == [c, b] and list(layers._modules) == ["0", "1"]
+    layers[-1] = a
+    assert list(layers) == [c, a]
+    with pytest.raises(IndexError, match="out of range"):
+        layers[5] = a
+    d = nn.ModuleDict({"x": a})
+    d.update({"y": b})
+    assert d.pop("x") is a and list(d) == ["y"]

@@ -29,18 +29,24 @@ Example::
     # ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
 """
 
+import itertools
 import math
+import warnings
+import weakref
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from tensorlite import functional as F
+from tensorlite import losses
 # rng(): the library-wide generator that every layer initialisation draws from, so
 # tl.manual_seed(seed) makes model initialisation reproducible.
 from tensorlite.tensor import Tensor, rng as _rng
 
 __all__ = [
-    "Parameter", "Module", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU",
+    "Parameter", "Module", "RemovableHandle", "Linear", "Embedding", "LayerNorm", "Dropout",
+    "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax", "Identity", "Flatten",
+    "MSELoss", "L1Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "NLLLoss",
     "ModuleList", "ModuleDict", "Sequential",
 ]
 
@@ -78,25 +84,67 @@ class Parameter(Tensor):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+class RemovableHandle:
+    """Returned by the ``register_*_hook`` methods: ``handle.remove()`` unregisters the hook.
+
+    Also a context manager, so a hook can live for the duration of a ``with`` block."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks):
+        # A weak reference: a handle kept around must not keep a deleted module's hooks alive.
+        self._hooks = weakref.ref(hooks)
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self):
+        hooks = self._hooks()
+        if hooks is not None:
+            hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+        return False
+
+
+def _as_buffer(name, value):
+    """A buffer is a Tensor that is state but not a learnable weight (or None: no buffer)."""
+    if value is None or (isinstance(value, Tensor) and not isinstance(value, Parameter)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic, list, tuple, int, float, bool)):
+        return Tensor(np.asarray(value))
+    raise TypeError(f"buffer '{name}' must be a Tensor, an array or None, got {type(value).__name__}")
+
+
 class Module:
     """Base class of every layer and model.
 
     Subclasses call ``super().__init__()`` first, assign their parameters and sub-modules as
     attributes, and define ``forward``.  Calling the module calls ``forward``.
 
-    Two ordered dictionaries do the bookkeeping:
+    Three ordered dictionaries do the bookkeeping:
 
     * ``_parameters``: attribute name -> ``Parameter`` owned directly by this module
+    * ``_buffers``:    attribute name -> ``Tensor`` of non-learnable state (``register_buffer``)
     * ``_modules``:    attribute name -> child ``Module``
 
-    Both keep assignment order, which makes parameter order (and so optimizer state and
+    They keep assignment order, which makes parameter order (and so optimizer state and
     checkpoints) deterministic.
     """
 
+    # Class-level "no hooks", so that __call__ stays cheap and works for every module.
+    _forward_pre_hooks = _forward_hooks = ()
+
     def __init__(self):
-        # object.__setattr__ skips our own __setattr__, which needs these two to exist.
+        # object.__setattr__ skips our own __setattr__, which needs these to exist.
         object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     # --- attribute bookkeeping ----------------------------------------------------------------
@@ -108,13 +156,17 @@ class Module:
                 f"cannot assign {type(value).__name__} '{name}' before Module.__init__() was "
                 f"called; call super().__init__() first in {type(self).__name__}.__init__")
         if parameters is not None:
-            modules = self._modules
+            modules, buffers = self._modules, self._buffers
             if isinstance(value, Parameter):
                 modules.pop(name, None)
+                self._forget_buffer(name)
                 parameters[name] = value  # re-assigning an existing name keeps its position
             elif isinstance(value, Module):
                 parameters.pop(name, None)
+                self._forget_buffer(name)
                 modules[name] = value
+            elif name in buffers:
+                value = buffers[name] = _as_buffer(name, value)  # a new value for the buffer
             else:
                 # Anything else (None, a plain Tensor, a number) is an ordinary attribute.
                 parameters.pop(name, None)
@@ -124,7 +176,35 @@ class Module:
     def __delattr__(self, name):
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
+        self._forget_buffer(name)
         object.__delattr__(self, name)
+
+    def _forget_buffer(self, name):
+        self._buffers.pop(name, None)
+        self._non_persistent_buffers.discard(name)
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """Add state that is not a learnable weight, e.g. a running mean or a causal mask.
+
+        The buffer (a Tensor; arrays are wrapped) becomes the attribute ``name``; it is cast by
+        ``to(dtype)`` when floating point, is not among ``parameters()``, and appears in
+        ``state_dict()`` unless ``persistent=False``. ``tensor`` may be None (no buffer yet);
+        assigning to the attribute later replaces the buffer's value.
+        """
+        if "_buffers" not in self.__dict__:
+            raise AttributeError(f"cannot register buffer '{name}' before Module.__init__() was "
+                                 f"called; call super().__init__() first")
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"buffer name must be a non-empty string without '.', got {name!r}")
+        if hasattr(self, name) and name not in self._buffers:
+            raise KeyError(f"attribute '{name}' already exists on {type(self).__name__}")
+        buffer = _as_buffer(name, tensor)
+        self._buffers[name] = buffer
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
+        object.__setattr__(self, name, buffer)
 
     def register_parameter(self, name, param):
         """Same as ``setattr(self, name, param)``; ``param`` may be None (no parameter)."""
@@ -144,7 +224,57 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
+        if self._forward_pre_hooks or self._forward_hooks:
+            return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        for hook, with_kwargs in list(self._forward_pre_hooks.values()):
+            if with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError("a forward pre-hook registered with_kwargs=True must "
+                                           f"return None or (args, kwargs), got {result!r}")
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:  # replacement positional arguments
+                    args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(self._forward_hooks.values()):
+            result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
+            if result is not None:  # replacement output
+                output = result
+        return output
+
+    def _add_hook(self, kind, hook, prepend, with_kwargs):
+        hooks = self.__dict__.get(kind)
+        if hooks is None:
+            raise AttributeError(f"cannot register a hook before Module.__init__() was called; "
+                                 f"call super().__init__() first in {type(self).__name__}.__init__")
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = (hook, with_kwargs)
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args)`` before every ``forward``; it may return replacement
+        positional arguments (a tuple, or one value). With ``with_kwargs=True`` the hook is
+        ``hook(module, args, kwargs)`` and may return ``(args, kwargs)``. Returns a handle whose
+        ``remove()`` unregisters the hook. Hooks run in registration order (``prepend=True``
+        puts this one first)."""
+        return self._add_hook("_forward_pre_hooks", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args, output)`` after every ``forward``; a return value other
+        than None replaces the output. With ``with_kwargs=True`` the hook is
+        ``hook(module, args, kwargs, output)``. Returns a handle whose ``remove()`` unregisters
+        the hook."""
+        return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
 
     # --- walking the tree ---------------------------------------------------------------------
 
@@ -200,6 +330,21 @@ class Module:
         for _, param in self.named_parameters():
             yield param
 
+    def named_buffers(self, prefix="", remove_duplicate=True):
+        """(dotted name, buffer) pairs, in the order of ``named_parameters`` (None skipped)."""
+        seen = set()
+        for module_name, module in self.named_modules(prefix, remove_duplicate):
+            for name, buffer in module._buffers.items():
+                if buffer is None or (remove_duplicate and id(buffer) in seen):
+                    continue
+                seen.add(id(buffer))
+                yield (f"{module_name}.{name}" if module_name else name), buffer
+
+    def buffers(self):
+        """Every buffer once."""
+        for _, buffer in self.named_buffers():
+            yield buffer
+
     def num_parameters(self):
         """Total number of scalar weights (tied weights counted once)."""
         return sum(p.size for p in self.parameters())
@@ -223,24 +368,42 @@ class Module:
         """Evaluation mode (dropout off): same as ``train(False)``.  Returns self."""
         return self.train(False)
 
-    def zero_grad(self):
-        """Forget accumulated gradients: every parameter's ``.grad`` becomes None."""
+    def zero_grad(self, set_to_none=True):
+        """Forget accumulated gradients: every parameter's ``.grad`` becomes None (or is filled
+        with zeros when ``set_to_none=False``)."""
         for p in self.parameters():
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad = np.zeros_like(p.data)
+
+    def requires_grad_(self, requires_grad=True):
+        """Switch gradient recording on or off for every parameter (e.g. to freeze a layer).
+        Returns self."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
 
     def to(self, dtype):
-        """Cast every parameter to the floating dtype ``dtype`` (e.g. ``np.float64``).  Returns self.
+        """Cast every parameter and floating-point buffer to the floating dtype ``dtype``
+        (e.g. ``np.float64``).  Returns self.  ``to("cpu")`` is accepted and changes nothing
+        (there is no other device).
 
         The cast replaces each parameter's array (``p.data``), so do it before building an
         optimizer that holds views of those arrays.  Tied parameters stay tied: the
         ``Parameter`` objects themselves are kept.
         """
+        if isinstance(dtype, str) and dtype == "cpu":
+            return self
         dtype = np.dtype(dtype)
         if not np.issubdtype(dtype, np.floating):
             raise TypeError(f"parameters must stay floating point, cannot cast to {dtype}")
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = None
+        for buffer in self.buffers():
+            if buffer.dtype.kind == "f":
+                buffer.data = buffer.data.astype(dtype)
         return self
 
     def double(self):
@@ -253,19 +416,27 @@ class Module:
 
     # --- checkpoints --------------------------------------------------------------------------
 
+    def _state_tensors(self):
+        """(dotted name, Tensor) for every parameter and persistent buffer, under every name it
+        is reachable by: each module's parameters, then its buffers, then its children's."""
+        for module_name, module in self.named_modules(remove_duplicate=False):
+            persistent = ((name, b) for name, b in module._buffers.items()
+                          if b is not None and name not in module._non_persistent_buffers)
+            for name, tensor in itertools.chain(module._parameters.items(), persistent):
+                yield (f"{module_name}.{name}" if module_name else name), tensor
+
     def state_dict(self):
-        """An ordered dict: dotted parameter name -> a copy of its array.
+        """An ordered dict: dotted name -> a copy of the array of every parameter and every
+        persistent buffer.
 
         Like PyTorch, a tied parameter appears under every name it is reachable by (e.g. both
         ``transformer.wte.weight`` and ``lm_head.weight``), so a checkpoint loads into a freshly
         built model regardless of which name it looks for.
         """
-        return OrderedDict(
-            (name, param.data.copy())
-            for name, param in self.named_parameters(remove_duplicate=False))
+        return OrderedDict((name, tensor.data.copy()) for name, tensor in self._state_tensors())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays from ``state_dict`` into the parameters, in place.
+        """Copy arrays from ``state_dict`` into the parameters and persistent buffers, in place.
 
         Values are written with ``p.data[...] = value`` so any array that views a parameter
         (an optimizer's flat buffer, for instance) sees the new values.  Values are cast to the
@@ -273,11 +444,11 @@ class Module:
 
         Errors (nothing is copied when one is raised):
           * a shape mismatch, always: names the key and both shapes;
-          * with ``strict=True`` (default), a parameter with no entry ("missing") or an entry with
-            no parameter ("unexpected"): names the keys.
+          * with ``strict=True`` (default), a parameter or buffer with no entry ("missing") or an
+            entry with nothing to go to ("unexpected"): names the keys.
         Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
-        own = OrderedDict(self.named_parameters(remove_duplicate=False))
+        own = OrderedDict(self._state_tensors())
         missing = [name for name in own if name not in state_dict]
         unexpected = [name for name in state_dict if name not in own]
 
@@ -295,7 +466,7 @@ class Module:
             if value.shape != param.shape:
                 problems.append(
                     f"size mismatch for {name!r}: the state_dict has shape {tuple(value.shape)}, "
-                    f"the parameter in the model has shape {tuple(param.shape)}")
+                    f"the one in the model has shape {tuple(param.shape)}")
             values[name] = value
         if problems:
             raise RuntimeError(
@@ -418,6 +589,178 @@ class GELU(Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# Activations and shape helpers
+# ----------------------------------------------------------------------------------------------
+
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def forward(self, x):
+        return x.relu()
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return x.tanh()
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x))."""
+
+    def forward(self, x):
+        return x.sigmoid()
+
+
+class SiLU(Module):
+    """x * sigmoid(x) (also called swish)."""
+
+    def forward(self, x):
+        return losses.silu(x)
+
+
+def _implicit_softmax_dim(ndim):
+    # PyTorch's legacy choice when no dim is given (it warns too).
+    warnings.warn("Implicit dimension choice for softmax has been deprecated; pass dim=",
+                  UserWarning, stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+class Softmax(Module):
+    """softmax along ``dim``: exp(x) / sum(exp(x))."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        dim = _implicit_softmax_dim(x.ndim) if self.dim is None else self.dim
+        return F.softmax(x, axis=dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """log softmax along ``dim``: x - logsumexp(x)."""
+
+    def forward(self, x):
+        dim = _implicit_softmax_dim(x.ndim) if self.dim is None else self.dim
+        return F.log_softmax(x, axis=dim)
+
+
+class Identity(Module):
+    """Returns its input; accepts and ignores any constructor arguments, as PyTorch's does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Flatten(Module):
+    """Merge the axes ``start_dim`` to ``end_dim`` into one: (N, C, H, W) -> (N, C*H*W)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        shape = tuple(x.shape)
+        ndim = max(len(shape), 1)
+        start, end = self.start_dim, self.end_dim
+        if not (-ndim <= start < ndim and -ndim <= end < ndim):
+            raise IndexError(f"Flatten: start_dim={start} or end_dim={end} is out of range for "
+                             f"an input of shape {shape}")
+        start, end = start % ndim, end % ndim
+        if start > end:
+            raise ValueError(f"Flatten: start_dim={self.start_dim} comes after "
+                             f"end_dim={self.end_dim} for an input of shape {shape}")
+        if len(shape) == 0:
+            return x.reshape(1)
+        merged = int(np.prod(shape[start:end + 1], dtype=np.int64))
+        return x.reshape(shape[:start] + (merged,) + shape[end + 1:])
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses: modules around the functions of tensorlite.losses
+# ----------------------------------------------------------------------------------------------
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        losses._check_reduction(type(self).__name__, reduction)
+        self.reduction = reduction
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"
+
+
+class MSELoss(_Loss):
+    """Mean squared error: ``MSELoss()(input, target)``."""
+
+    def forward(self, input, target):
+        return losses.mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(_Loss):
+    """Mean absolute error."""
+
+    def forward(self, input, target):
+        return losses.l1_loss(input, target, reduction=self.reduction)
+
+
+class _WeightedLoss(_Loss):
+    """As in PyTorch, the class weights are a buffer, so they travel with the state_dict."""
+
+    def __init__(self, weight=None, reduction="mean"):
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+
+
+class NLLLoss(_WeightedLoss):
+    """Negative log-likelihood of class indices given log-probabilities."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(weight, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input, target):
+        return losses.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                               reduction=self.reduction)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    """Cross-entropy of logits against class indices (or class probabilities); see
+    ``tensorlite.losses.cross_entropy``."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, reduction)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return losses.cross_entropy(input, target, weight=self.weight,
+                                    ignore_index=self.ignore_index, reduction=self.reduction,
+                                    label_smoothing=self.label_smoothing)
+
+
+class BCEWithLogitsLoss(_WeightedLoss):
+    """Binary cross-entropy on logits (sigmoid folded in, numerically stable)."""
+
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__(weight, reduction)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input, target):
+        return losses.binary_cross_entropy_with_logits(
+            input, target, weight=self.weight, reduction=self.reduction, pos_weight=self.pos_weight)
+
+
+# ----------------------------------------------------------------------------------------------
 # Containers
 # ----------------------------------------------------------------------------------------------
 
@@ -441,6 +784,28 @@ class ModuleList(Module):
         if isinstance(index, slice):
             return ModuleList(list(self._modules.values())[index])
         return list(self._modules.values())[index]
+
+    def __setitem__(self, index, module):
+        self.add_module(self._key(index), module)
+
+    def __delitem__(self, index):
+        modules = list(self._modules.values())
+        del modules[index]
+        for key in list(self._modules):
+            delattr(self, key)
+        self.extend(modules)  # renumber 0, 1, ... as PyTorch does
+
+    def insert(self, index, module):
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        for key in list(self._modules):
+            delattr(self, key)
+        self.extend(modules)
+
+    def _key(self, index):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a ModuleList of length {len(self)}")
+        return str(index % len(self))
 
     def __len__(self):
         return len(self._modules)
@@ -480,6 +845,15 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+    def update(self, modules):
+        for name, module in dict(modules).items():
+            self.add_module(name, module)
+
+    def pop(self, name):
+        module = self._modules[name]
+        delattr(self, name)
+        return module
 
 
 class Sequential(ModuleList):
