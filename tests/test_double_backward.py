@@ -1,0 +1,466 @@
+"""Second derivatives of every op: `tl.testing.gradgradcheck` (double backward against finite
+differences of the first-order vector-Jacobian product, float64, random cotangents) on inputs
+drawn by Hypothesis, broadcasting shapes included.
+
+Each entry of CASES draws one problem `(fn, inputs)` and names the registry methods and op classes
+it exercises; `test_every_op_has_a_second_derivative_case` fails when an op is added to
+`tensorlite.ops`, `tensorlite.functional` or the Tensor registry without a case here. As in
+tests/test_ops.py, inputs stay away from kinks (relu at 0, ties in max) and from the edges of a
+domain (log, sqrt), where finite differences of a first derivative mean nothing.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tensorlite as tl
+from tensorlite import functional as F
+from tensorlite import losses, ops
+from tensorlite.testing import gradgradcheck
+from tensorlite.testing import strategies as tst
+
+# A double-backward check costs about four times a first-order one per element, so a third of the
+# profile's examples (at least 5) keeps this file within seconds in CI; the `intense` profile
+# still runs hundreds.
+fewer_examples = settings(max_examples=max(5, settings.default.max_examples // 3))
+
+SMALL = dict(max_dims=3, max_side=3)
+
+
+def small_tensors(shape=None, **bounds):
+    bounds.setdefault("min_value", -2)
+    bounds.setdefault("max_value", 2)
+    return tst.tensors(shape, **SMALL, **bounds) if shape is None else tst.tensors(shape, **bounds)
+
+
+def two_broadcastable(data, left=None, right=None):
+    shape_a, shape_b = data.draw(tst.broadcastable_shapes(2, **SMALL), label="shapes")
+    a = data.draw(tst.tensors(shape_a, **(left or dict(min_value=-2, max_value=2))), label="a")
+    b = data.draw(tst.tensors(shape_b, **(right or dict(min_value=-2, max_value=2))), label="b")
+    return a, b
+
+
+CASES = {}
+
+
+def case(*covers):
+    """Register a problem drawer under its name; `covers` lists the registry names and op
+    classes whose double backward it exercises."""
+    def register(draw_problem):
+        CASES[draw_problem.__name__] = (draw_problem, covers)
+        return draw_problem
+    return register
+
+
+# ---------------------------------------------------------------------------
+# Arithmetic (broadcasting), including reflected operators and scalar operands
+# ---------------------------------------------------------------------------
+
+@case("__add__", "__radd__", "Add")
+def add(data):
+    return (lambda x, y: x + y + 1.5 + (2.0 + x)), two_broadcastable(data)
+
+
+@case("__sub__", "__rsub__", "Sub")
+def sub(data):
+    return (lambda x, y: (x - y) * (1.5 - y) - (x - 2.0)), two_broadcastable(data)
+
+
+@case("__mul__", "__rmul__", "Mul")
+def mul(data):
+    return (lambda x, y: x * y * y * -1.5 + 3 * x * x), two_broadcastable(data)
+
+
+@case("__truediv__", "__rtruediv__", "Div")
+def div(data):
+    away_from_zero = dict(min_value=-2, max_value=2, min_magnitude=0.5)
+    return (lambda x, y: x / y + 2.0 / y + x / 4.0), two_broadcastable(data, right=away_from_zero)
+
+
+@case("__neg__", "Neg")
+def neg(data):
+    return (lambda x: -(x * x)), (data.draw(small_tensors(), label="x"),)
+
+
+@case("__pow__", "__rpow__", "Pow")
+def pow_tensor_exponent(data):
+    positive = dict(min_value=0.5, max_value=2)
+    return (lambda b, e: b ** e + 2.0 ** e), two_broadcastable(data, left=positive)
+
+
+@case("__pow__", "Pow")
+def pow_scalar_exponents(data):
+    x = data.draw(small_tensors(min_value=0.5, max_value=2), label="x")
+    exponent = data.draw(st.sampled_from([2, 3, -1.0, 0.5, 2.5]), label="exponent")
+    return (lambda t: t ** exponent), (x,)
+
+
+# ---------------------------------------------------------------------------
+# Matrix products
+# ---------------------------------------------------------------------------
+
+@case("__matmul__", "__rmatmul__", "matmul", "MatMul")
+def matmul(data):
+    batch_a, batch_b = data.draw(tst.broadcastable_shapes(2, max_dims=2, max_side=2),
+                                 label="batch shapes")
+    n, k, m = data.draw(st.tuples(*[st.integers(1, 3)] * 3), label="n, k, m")
+    vector_left, vector_right = data.draw(st.booleans(), label="a 1-D"), data.draw(
+        st.booleans(), label="b 1-D")
+    shape_a = (k,) if vector_left else batch_a + (n, k)
+    shape_b = (k,) if vector_right else batch_b + (k, m)
+    a = data.draw(small_tensors(shape_a), label="a")
+    b = data.draw(small_tensors(shape_b), label="b")
+    # a product of the result with itself makes the second derivative non-zero
+    return (lambda x, y: (x @ y) * tl.matmul(x, y)), (a, b)
+
+
+# ---------------------------------------------------------------------------
+# Elementwise functions
+# ---------------------------------------------------------------------------
+
+UNARY = {
+    "exp": (lambda t: t.exp(), dict(min_value=-2, max_value=2), ("exp", "Exp")),
+    "log": (lambda t: t.log(), dict(min_value=0.5, max_value=4), ("log", "Log")),
+    "sqrt": (lambda t: t.sqrt(), dict(min_value=0.5, max_value=4), ("sqrt", "Sqrt")),
+    "tanh": (lambda t: t.tanh(), dict(min_value=-3, max_value=3), ("tanh", "Tanh")),
+    "sigmoid": (lambda t: t.sigmoid(), dict(min_value=-5, max_value=5), ("sigmoid", "Sigmoid")),
+    # relu's second derivative is 0 away from the kink; the product makes the check non-trivial
+    "relu": (lambda t: t.relu() * t.relu(), dict(min_value=-2, max_value=2, min_magnitude=0.1),
+             ("relu", "Relu")),
+    "F.relu": (lambda t: F.relu(t) * t, dict(min_value=-2, max_value=2, min_magnitude=0.1),
+               ("F.relu",)),
+    "F.gelu": (F.gelu, dict(min_value=-4, max_value=4), ("F.gelu", "Gelu")),
+    "cast": (lambda t: t.astype(np.float64) * t, dict(min_value=-2, max_value=2), ("Cast",)),
+}
+
+
+def unary_case(name):
+    fn, bounds, covers = UNARY[name]
+
+    def draw_problem(data):
+        return fn, (data.draw(small_tensors(**bounds), label="x"),)
+    draw_problem.__name__ = name
+    case(*covers)(draw_problem)
+
+
+for _name in UNARY:
+    unary_case(_name)
+
+
+# ---------------------------------------------------------------------------
+# Reductions
+# ---------------------------------------------------------------------------
+
+def reduction_case(name, method_covers, make_fn, values=None):
+    def draw_problem(data):
+        x = data.draw(values(data) if values else small_tensors(), label="x")
+        axis = data.draw(tst.valid_axes(x.ndim), label="axis")
+        keepdims = data.draw(st.booleans(), label="keepdims")
+        fn = make_fn(axis, keepdims, data)
+        return (lambda t: fn(t) * fn(t)), (x,)  # squared: a non-zero second derivative
+    draw_problem.__name__ = name
+    case(*method_covers)(draw_problem)
+
+
+reduction_case("sum", ("sum", "Sum"), lambda axis, keepdims, data: (
+    lambda t: t.sum(axis=axis, keepdims=keepdims)))
+reduction_case("mean", ("mean", "Mean"), lambda axis, keepdims, data: (
+    lambda t: t.mean(axis=axis, keepdims=keepdims)))
+# well separated values: the eps-steps never change which element is the largest
+reduction_case("max", ("max", "Max"), lambda axis, keepdims, data: (
+    lambda t: t.max(axis=axis, keepdims=keepdims)),
+    values=lambda data: tst.well_separated(tst.shapes(**SMALL)))
+
+
+@case("var", "Var")
+def var(data):
+    x = data.draw(small_tensors(), label="x")
+    axis = data.draw(tst.valid_axes(x.ndim), label="axis")
+    keepdims = data.draw(st.booleans(), label="keepdims")
+    correction = data.draw(st.sampled_from([0, 1]), label="correction")
+    axes = range(x.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+    count = int(np.prod([x.shape[a] for a in axes]))
+    if count <= correction:
+        correction = 0  # otherwise the variance is undefined
+    return (lambda t: t.var(axis=axis, keepdims=keepdims, correction=correction)), (x,)
+
+
+# ---------------------------------------------------------------------------
+# Shape ops and indexing (linear: the check is on the recorded backward's cotangent path)
+# ---------------------------------------------------------------------------
+
+@case("reshape", "view", "Reshape")
+def reshape(data):
+    x = data.draw(small_tensors(), label="x")
+    shape = data.draw(st.sampled_from([(-1,), (x.size, 1), tuple(reversed(x.shape))]),
+                      label="shape")
+    return (lambda t: t.reshape(*shape) * t.view(shape)), (x,)
+
+
+@case("transpose", "Transpose")
+def transpose(data):
+    x = data.draw(small_tensors(tst.shapes(min_dims=2, max_dims=3, max_side=3)), label="x")
+    a, b = data.draw(st.tuples(*[st.integers(-x.ndim, x.ndim - 1)] * 2), label="axes")
+    return (lambda t: t.transpose(a, b) * t.transpose(a, b).exp()), (x,)
+
+
+@case("permute", "T", "Permute")
+def permute(data):
+    x = data.draw(small_tensors(tst.shapes(min_dims=1, max_dims=3, max_side=3)), label="x")
+    dims = data.draw(st.permutations(range(x.ndim)), label="dims")
+    return (lambda t: t.permute(*dims).tanh() + t.T * t.T), (x,)
+
+
+@case("__getitem__", "GetItem")
+def getitem(data):
+    x = data.draw(small_tensors(tst.shapes(min_dims=1, max_dims=3, max_side=3)), label="x")
+    if data.draw(st.booleans(), label="integer array index"):
+        # repeated rows: backward scatter-adds, double backward gathers
+        index = data.draw(hnp.arrays(np.int64, st.integers(1, 5),
+                                     elements=st.integers(-x.shape[0], x.shape[0] - 1)),
+                          label="rows")
+    else:
+        index = data.draw(hnp.basic_indices(x.shape, allow_newaxis=True, allow_ellipsis=True),
+                          label="index")
+    return (lambda t: t[index] * t[index]), (x,)
+
+
+@case("split")
+def split(data):
+    x = data.draw(small_tensors(tst.shapes(min_dims=1, max_dims=3, max_side=3)), label="x")
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1), label="axis")
+    size = data.draw(st.integers(1, x.shape[axis]), label="size")
+    return (lambda t: tuple(piece * piece for piece in t.split(size, axis))), (x,)
+
+
+@case("Concatenate")
+def concatenate(data):
+    base = data.draw(tst.shapes(min_dims=1, max_dims=3, max_side=3), label="base shape")
+    axis = data.draw(st.integers(-len(base), len(base) - 1), label="axis")
+    arrays = []
+    for i in range(data.draw(st.integers(1, 3), label="count")):
+        shape = list(base)
+        shape[axis] = data.draw(st.integers(1, 2), label=f"size {i}")
+        arrays.append(data.draw(small_tensors(tuple(shape)), label=f"array {i}"))
+    return (lambda *ts: tl.concatenate([t * t for t in ts], axis=axis).exp()), arrays
+
+
+@case("Stack")
+def stack(data):
+    shape = data.draw(tst.shapes(max_dims=2, max_side=3), label="shape")
+    axis = data.draw(st.integers(-len(shape) - 1, len(shape)), label="axis")
+    arrays = [data.draw(small_tensors(shape), label=f"array {i}")
+              for i in range(data.draw(st.integers(1, 3), label="count"))]
+    return (lambda *ts: tl.stack(list(ts), axis=axis).tanh()), arrays
+
+
+@case("Where")
+def where(data):
+    cond_shape, a_shape, b_shape = data.draw(tst.broadcastable_shapes(3, **SMALL), label="shapes")
+    cond = data.draw(hnp.arrays(np.bool_, cond_shape), label="cond")
+    a = data.draw(small_tensors(a_shape), label="a")
+    b = data.draw(small_tensors(b_shape), label="b")
+    return (lambda x, y: tl.where(cond, x * y, y.exp())), (a, b)
+
+
+@case("masked_fill", "MaskedFill")
+def masked_fill(data):
+    x = data.draw(small_tensors(tst.shapes(min_dims=1, max_dims=3, max_side=3)), label="x")
+    mask = data.draw(hnp.arrays(np.bool_, hnp.broadcastable_shapes(x.shape, max_dims=x.ndim)),
+                     label="mask")
+    value = data.draw(st.sampled_from([0.0, -1e9, 2.5]), label="value")
+    return (lambda t: (t * t).masked_fill(mask, value) * t), (x,)
+
+
+# ---------------------------------------------------------------------------
+# functional: fused ops
+# ---------------------------------------------------------------------------
+
+@case("F.softmax", "Softmax")
+def softmax(data):
+    x = data.draw(small_tensors(tst.shapes(min_dims=1, max_dims=3, max_side=3),
+                                min_value=-3, max_value=3), label="x")
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1), label="axis")
+    return (lambda t: F.softmax(t, axis=axis)), (x,)
+
+
+@case("F.log_softmax", "LogSoftmax")
+def log_softmax(data):
+    x = data.draw(small_tensors(tst.shapes(min_dims=1, max_dims=3, max_side=3),
+                                min_value=-3, max_value=3), label="x")
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1), label="axis")
+    return (lambda t: F.log_softmax(t, axis=axis)), (x,)
+
+
+@case("F.cross_entropy", "CrossEntropy")
+def cross_entropy(data):
+    n, c = data.draw(st.integers(1, 4), label="rows"), data.draw(st.integers(2, 4), label="classes")
+    logits = data.draw(small_tensors((n, c), min_value=-4, max_value=4), label="logits")
+    ignore_index = data.draw(st.sampled_from([-100, 1]), label="ignore_index")
+    targets = data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)), label="targets")
+    if np.all(targets == ignore_index):
+        targets[0] = 0  # at least one row counts, else the loss is nan
+    return (lambda z, t: F.cross_entropy(z, t, ignore_index=ignore_index)), (logits, targets)
+
+
+@case("F.layer_norm", "LayerNorm")
+def layer_norm(data):
+    leading = data.draw(tst.shapes(max_dims=2, max_side=2), label="leading")
+    channels = data.draw(st.integers(2, 4), label="channels")
+    # distinct values: rows never have (near) zero variance
+    x = data.draw(tst.well_separated(leading + (channels,)), label="x")
+    weight = data.draw(st.none() | small_tensors((channels,)), label="weight")
+    bias = data.draw(st.none() | small_tensors((channels,)), label="bias")
+    return (lambda t, w, b: F.layer_norm(t, w, b, eps=1e-5)), (x, weight, bias)
+
+
+@case("F.embedding", "Embedding")
+def embedding(data):
+    vocab, dim = data.draw(st.integers(1, 4), label="vocab"), data.draw(st.integers(1, 3), label="dim")
+    weight = data.draw(small_tensors((vocab, dim)), label="weight")
+    index = data.draw(hnp.arrays(np.int64, tst.shapes(min_dims=1, max_dims=2, max_side=4),
+                                 elements=st.integers(0, vocab - 1)), label="index")
+    return (lambda i, w: F.embedding(i, w) * F.embedding(i, w)), (index, weight)
+
+
+@case("F.dropout", "Dropout")
+def dropout(data):
+    x = data.draw(small_tensors(), label="x")
+    p = data.draw(st.sampled_from([0.25, 0.5]), label="p")
+
+    def fn(t):
+        tl.manual_seed(7)  # the same mask on every call, so finite differences make sense
+        return F.dropout(t, p, True) * t
+    return fn, (x,)
+
+
+@case("F.linear", "Linear")
+def linear(data):
+    leading = data.draw(tst.shapes(max_dims=2, max_side=2), label="leading")
+    n_in, n_out = data.draw(st.integers(1, 3), label="in"), data.draw(st.integers(1, 3), label="out")
+    x = data.draw(small_tensors(leading + (n_in,)), label="x")
+    weight = data.draw(small_tensors((n_out, n_in)), label="weight")
+    bias = data.draw(st.none() | small_tensors((n_out,)), label="bias")
+    return (lambda t, w, b: F.linear(t, w, b).tanh()), (x, weight, bias)
+
+
+@case("F.scaled_dot_product_attention", "ScaledDotProductAttention")
+def scaled_dot_product_attention(data):
+    heads = data.draw(st.integers(1, 2), label="nh")
+    t_k = data.draw(st.integers(1, 3), label="Tk")
+    is_causal = data.draw(st.booleans(), label="is_causal")
+    t_q = data.draw(st.integers(1, t_k) if is_causal else st.integers(1, 3), label="Tq")
+    hs = data.draw(st.integers(1, 3), label="hs")
+    q = data.draw(small_tensors((1, heads, t_q, hs)), label="q")
+    k = data.draw(small_tensors((1, heads, t_k, hs)), label="k")
+    v = data.draw(small_tensors((1, heads, t_k, hs)), label="v")
+    return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, is_causal=is_causal)), \
+        (q, k, v)
+
+
+# ---------------------------------------------------------------------------
+# Losses (composed of the ops above; F re-exports them)
+# ---------------------------------------------------------------------------
+
+REDUCTION = st.sampled_from(["mean", "sum", "none"])
+
+
+@case("F.mse_loss")
+def mse_loss(data):
+    shape = data.draw(tst.shapes(**SMALL), label="shape")
+    x, target = (data.draw(small_tensors(shape), label=n) for n in ("input", "target"))
+    reduction = data.draw(REDUCTION, label="reduction")
+    return (lambda t: losses.mse_loss(t, target, reduction=reduction).exp()), (x,)
+
+
+@case("F.l1_loss")
+def l1_loss(data):
+    shape = data.draw(tst.shapes(**SMALL), label="shape")
+    x = data.draw(small_tensors(shape), label="input")
+    # |input - target| >= 0.1: away from the kink
+    offset = data.draw(small_tensors(shape, min_magnitude=0.1, min_value=-1, max_value=1),
+                       label="offset")
+    reduction = data.draw(REDUCTION, label="reduction")
+    return (lambda t: losses.l1_loss(t, x + offset, reduction=reduction) ** 2), (x,)
+
+
+@case("F.silu")
+def silu(data):
+    return losses.silu, (data.draw(small_tensors(min_value=-4, max_value=4), label="x"),)
+
+
+@case("F.binary_cross_entropy_with_logits")
+def binary_cross_entropy_with_logits(data):
+    shape = data.draw(tst.shapes(min_dims=1, max_dims=2, max_side=3), label="shape")
+    # logits away from 0, where the stable form joins two branches through |x|
+    x = data.draw(small_tensors(shape, min_value=-4, max_value=4, min_magnitude=0.1),
+                  label="logits")
+    target = data.draw(small_tensors(shape, min_value=0, max_value=1), label="target")
+    weight = data.draw(st.none() | small_tensors(shape[-1:], min_value=0.1, max_value=2),
+                       label="weight")
+    reduction = data.draw(REDUCTION, label="reduction")
+    return (lambda t, w: losses.binary_cross_entropy_with_logits(
+        t, target, weight=w, reduction=reduction)), (x, weight)
+
+
+@case("F.nll_loss")
+def nll_loss(data):
+    n, c = data.draw(st.integers(1, 3), label="rows"), data.draw(st.integers(2, 4), label="classes")
+    logits = data.draw(small_tensors((n, c), min_value=-3, max_value=3), label="logits")
+    targets = data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)), label="targets")
+    weight = data.draw(st.none() | small_tensors((c,), min_value=0.1, max_value=2), label="weight")
+    reduction = data.draw(REDUCTION, label="reduction")
+    return (lambda z, w: losses.nll_loss(F.log_softmax(z, axis=-1), targets, weight=w,
+                                         reduction=reduction)), (logits, weight)
+
+
+@case("F.cross_entropy")
+def cross_entropy_with_options(data):
+    n, c = data.draw(st.integers(1, 3), label="rows"), data.draw(st.integers(2, 4), label="classes")
+    logits = data.draw(small_tensors((n, c), min_value=-3, max_value=3), label="logits")
+    if data.draw(st.booleans(), label="probability targets"):
+        targets = data.draw(small_tensors((n, c), min_value=0, max_value=1), label="targets")
+    else:
+        targets = data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)),
+                            label="targets")
+    smoothing = data.draw(st.sampled_from([0.0, 0.1]), label="label_smoothing")
+    reduction = data.draw(REDUCTION, label="reduction")
+    return (lambda z: losses.cross_entropy(z, targets, reduction=reduction,
+                                           label_smoothing=smoothing)), (logits,)
+
+
+# ---------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(CASES))
+@fewer_examples
+@given(data=st.data())
+def test_second_derivatives_match_finite_differences(kernel_set, name, data):
+    draw_problem, _ = CASES[name]
+    fn, inputs = draw_problem(data)
+    assert gradgradcheck(fn, list(inputs))
+
+
+# Registry entries with no derivative at all (comparisons), which need no case.
+NOT_DIFFERENTIABLE = {"__gt__", "__ge__", "__lt__", "__le__", "__eq__", "__ne__"}
+
+
+def op_classes(module):
+    """The Function subclasses defined in `module`."""
+    return {name for name, cls in vars(module).items()
+            if inspect.isclass(cls) and issubclass(cls, tl.Function) and cls is not tl.Function
+            and cls.__module__ == module.__name__}
+
+
+def test_every_op_has_a_second_derivative_case():
+    ops_to_cover = (set(ops.TENSOR_METHODS) - NOT_DIFFERENTIABLE) | op_classes(ops) | op_classes(F)
+    ops_to_cover |= {f"F.{name}" for name in F.__all__
+                     if callable(getattr(F, name, None)) and not inspect.isclass(getattr(F, name))}
+    covered = {name for _, covers in CASES.values() for name in covers}
+    missing = sorted(ops_to_cover - covered)
+    assert not missing, f"ops without a double-backward case in {__file__}: {missing}"
