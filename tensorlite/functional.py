@@ -4,6 +4,13 @@ Each is one fused op: a single graph node whose forward and backward call the ac
 (`tensorlite.kernels.current`), so a softmax is one node with a one-pass backward, not a chain of
 exp, sum and divide nodes. The plain-NumPy statement of each formula is in
 `tensorlite/kernels/reference.py`.
+
+Second derivatives. A fused backward kernel cannot be differentiated by the engine, so for
+`create_graph=True` each op's backward is itself an op: `SoftmaxBackward`, `GeluBackward`, ...
+whose forward is that same kernel (so the numbers are the same) and whose backward, beside it, is
+written with differentiable operations. Backwards with several outputs (layer norm, linear,
+attention) are instead written as a short composite of differentiable operations in that mode.
+The plain first-order path calls the kernels directly, exactly as before.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import math
 import numpy as np
 
 from tensorlite import kernels
+from tensorlite.ops import Exp, MaskedFill, Tanh
 from tensorlite.tensor import Function, Tensor, rng
 
 __all__ = [
@@ -32,12 +40,31 @@ def _along_last_axis(function, axis, *arrays):
 class Softmax(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
-        self.y = _along_last_axis(kernels.current.softmax, axis, x)
-        return self.y
+        y = _along_last_axis(kernels.current.softmax, axis, x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, grad):
-        # dx = y * (dy - sum(dy * y)) along the axis; one pass per row in the kernel.
-        return (_along_last_axis(kernels.current.softmax_backward, self.axis, self.y, grad),)
+        y, = self.saved
+        return (SoftmaxBackward.run(y, grad, axis=self.axis),)
+
+
+class SoftmaxBackward(Function):
+    """dx = y * (dy - sum(dy * y)) along the axis, with y = softmax(x): one pass per row in the
+    kernel, and differentiable in turn."""
+
+    def forward(self, y, grad, axis=-1):
+        self.axis = axis
+        self.save_for_backward(y, grad)
+        return _along_last_axis(kernels.current.softmax_backward, axis, y, grad)
+
+    def backward(self, g):
+        # With s = sum(dy * y): d dx_i = g_i, so d/d dy = y * (g - sum(g * y)) and
+        # d/dy = g * (dy - s) - dy * sum(g * y).
+        y, grad = self.saved
+        g_dot_y = (g * y).sum(axis=self.axis, keepdims=True)
+        s = (grad * y).sum(axis=self.axis, keepdims=True)
+        return g * (grad - s) - grad * g_dot_y, y * (g - g_dot_y)
 
 
 def softmax(x, axis=-1) -> Tensor:
@@ -48,12 +75,29 @@ def softmax(x, axis=-1) -> Tensor:
 class LogSoftmax(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
-        self.y = _along_last_axis(kernels.current.log_softmax, axis, x)
-        return self.y
+        y = _along_last_axis(kernels.current.log_softmax, axis, x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, grad):
-        # dx = dy - softmax(x) * sum(dy)
-        return (_along_last_axis(kernels.current.log_softmax_backward, self.axis, self.y, grad),)
+        y, = self.saved
+        return (LogSoftmaxBackward.run(y, grad, axis=self.axis),)
+
+
+class LogSoftmaxBackward(Function):
+    """dx = dy - exp(y) * sum(dy), with y = log_softmax(x)."""
+
+    def forward(self, y, grad, axis=-1):
+        self.axis = axis
+        self.save_for_backward(y, grad)
+        return _along_last_axis(kernels.current.log_softmax_backward, axis, y, grad)
+
+    def backward(self, g):
+        # p = exp(y): d/d dy = g - sum(g * p), d/dy = -g * p * sum(dy).
+        y, grad = self.saved
+        p = Exp.run(y)
+        return (-g * p * grad.sum(axis=self.axis, keepdims=True),
+                g - (g * p).sum(axis=self.axis, keepdims=True))
 
 
 def log_softmax(x, axis=-1) -> Tensor:
@@ -65,14 +109,43 @@ class CrossEntropy(Function):
     """Mean of -log softmax(logits)[target] over rows whose target is not `ignore_index`."""
 
     def forward(self, logits, targets, ignore_index=-100):
-        self.logits, self.targets, self.ignore_index = logits, targets, ignore_index
+        self.targets, self.ignore_index = targets, ignore_index
         loss, self.logsumexp = kernels.current.cross_entropy(logits, targets, ignore_index)
+        self.save_for_backward(logits)
         return np.asarray(loss, dtype=logits.dtype)
 
     def backward(self, grad):
+        logits, = self.saved
+        if isinstance(grad, Tensor):  # create_graph: the backward as a differentiable op
+            return (CrossEntropyBackward.apply(logits, grad, targets=self.targets,
+                                               ignore_index=self.ignore_index),)
         # d loss / d logits = (softmax(logits) - onehot(target)) / count, fused in one kernel.
         return (kernels.current.cross_entropy_backward(
-            self.logits, self.targets, self.logsumexp, self.ignore_index, float(grad)),)
+            logits, self.targets, self.logsumexp, self.ignore_index, float(grad)),)
+
+
+class CrossEntropyBackward(Function):
+    """d loss / d logits = grad * (softmax(logits) - onehot(target)) / count on rows whose target
+    is not ignored (the same kernel as the plain backward), as a differentiable op."""
+
+    def forward(self, logits, grad, targets, ignore_index):
+        self.save_for_backward(logits, grad)
+        valid = targets != ignore_index
+        self.row_weight = (valid / max(int(valid.sum()), 1)).astype(logits.dtype)[:, None]
+        self.onehot = np.zeros_like(logits)
+        self.onehot[np.nonzero(valid)[0], targets[valid]] = 1
+        _, logsumexp = kernels.current.cross_entropy(logits, targets, ignore_index)
+        return kernels.current.cross_entropy_backward(logits, targets, logsumexp, ignore_index,
+                                                      float(grad))
+
+    def backward(self, g):
+        # With p = softmax(logits): d/d logits = grad * w * p * (g - sum(g * p)) per row,
+        # d/d grad = sum(g * w * (p - onehot)).
+        logits, grad = self.saved
+        p = Softmax.run(logits, axis=-1)
+        weighted = g * self.row_weight
+        grad_logits = grad * p * (weighted - (weighted * p).sum(axis=-1, keepdims=True))
+        return grad_logits, (weighted * (p - self.onehot)).sum()
 
 
 def cross_entropy(logits, targets, ignore_index=-100) -> Tensor:
@@ -97,13 +170,38 @@ def cross_entropy(logits, targets, ignore_index=-100) -> Tensor:
                               ignore_index=ignore_index)
 
 
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
 class Gelu(Function):
     def forward(self, x):
-        self.x = x
+        self.save_for_backward(x)
         return kernels.current.gelu(x)
 
     def backward(self, grad):
-        return (kernels.current.gelu_backward(self.x, grad),)
+        x, = self.saved
+        return (GeluBackward.run(x, grad),)
+
+
+class GeluBackward(Function):
+    """dx = dy * gelu'(x), as a differentiable op (forward: the fused kernel)."""
+
+    def forward(self, x, grad):
+        self.save_for_backward(x, grad)
+        return kernels.current.gelu_backward(x, grad)
+
+    def backward(self, g):
+        # gelu(x) = x/2 (1 + t), t = tanh(u), u = c (x + 0.044715 x^3), so with u' = du/dx:
+        # gelu'(x)  = (1 + t)/2 + x/2 (1 - t^2) u'
+        # gelu''(x) = (1 - t^2) u' + x/2 (1 - t^2) (u'' - 2 t u'^2)
+        x, grad = self.saved
+        t = Tanh.run(_GELU_C * (x + 0.044715 * x * x * x))
+        du = _GELU_C * (1 + 3 * 0.044715 * x * x)
+        d2u = _GELU_C * 6 * 0.044715 * x
+        sech2 = 1 - t * t
+        first = 0.5 * (1 + t) + 0.5 * x * sech2 * du
+        second = sech2 * du + 0.5 * x * sech2 * (d2u - 2 * t * du * du)
+        return g * grad * second, g * first
 
 
 def gelu(x) -> Tensor:
@@ -119,16 +217,35 @@ class LayerNorm(Function):
     """Normalise over the last axis, then scale and shift; forward and backward are fused."""
 
     def forward(self, x, weight, bias, eps=1e-5):
-        self.input_shape = x.shape
-        self.x = x.reshape(-1, x.shape[-1])  # (N, C)
-        self.weight = weight
-        y, self.mean, self.rstd = kernels.current.layer_norm(self.x, weight, bias, eps)
+        self.eps = eps
+        self.save_for_backward(x, weight)
+        y, self.mean, self.rstd = kernels.current.layer_norm(
+            x.reshape(-1, x.shape[-1]), weight, bias, eps)  # rows: (N, C)
         return y.reshape(x.shape)
 
     def backward(self, grad):
+        x, weight = self.saved
+        if isinstance(grad, Tensor):  # create_graph
+            return _layer_norm_backward_composite(grad, x, weight, self.eps)
+        rows = x.reshape(-1, x.shape[-1])
         grad_x, grad_weight, grad_bias = kernels.current.layer_norm_backward(
-            grad.reshape(self.x.shape), self.x, self.weight, self.mean, self.rstd)
-        return grad_x.reshape(self.input_shape), grad_weight, grad_bias
+            grad.reshape(rows.shape), rows, weight, self.mean, self.rstd)
+        return grad_x.reshape(x.shape), grad_weight, grad_bias
+
+
+def _layer_norm_backward_composite(grad, x, weight, eps):
+    """The layer-norm backward in differentiable operations (the kernel's formula):
+    xhat = (x - mean) * rstd,  dxhat = dy * w,
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+    dw = sum over rows of dy * xhat,  db = sum over rows of dy."""
+    centered = x - x.mean(axis=-1, keepdims=True)
+    rstd = ((centered * centered).mean(axis=-1, keepdims=True) + eps) ** -0.5
+    xhat = centered * rstd
+    grad_xhat = grad * weight
+    grad_x = rstd * (grad_xhat - grad_xhat.mean(axis=-1, keepdims=True)
+                     - xhat * (grad_xhat * xhat).mean(axis=-1, keepdims=True))
+    rows = tuple(range(x.ndim - 1))
+    return grad_x, (grad * xhat).sum(axis=rows), grad.sum(axis=rows)
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5) -> Tensor:
@@ -152,8 +269,20 @@ class Embedding(Function):
         return weight[indices]
 
     def backward(self, grad):
-        # Rows picked several times receive the sum of their gradients (scatter-add).
-        return (kernels.current.embedding_backward(self.indices, grad, self.num_embeddings),)
+        return (EmbeddingBackward.run(grad, indices=self.indices,
+                                      num_embeddings=self.num_embeddings),)
+
+
+class EmbeddingBackward(Function):
+    """Rows picked several times receive the sum of their gradients (a scatter-add kernel). Its
+    own backward picks the same rows again."""
+
+    def forward(self, grad, indices, num_embeddings):
+        self.indices = indices
+        return kernels.current.embedding_backward(indices, grad, num_embeddings)
+
+    def backward(self, g):
+        return (Embedding.run(g, indices=self.indices),)
 
 
 def embedding(indices, weight) -> Tensor:
@@ -169,7 +298,7 @@ def embedding(indices, weight) -> Tensor:
 
 class Dropout(Function):
     def forward(self, x, keep_mask, scale):
-        self.mask = keep_mask * np.asarray(scale, dtype=x.dtype)  # 0 or 1/(1-p)
+        self.mask = keep_mask * np.asarray(scale, dtype=x.dtype)  # 0 or 1/(1-p): a constant
         return x * self.mask
 
     def backward(self, grad):
@@ -198,21 +327,22 @@ class Linear(Function):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                              f"{weight.shape} (expected last axis {weight.shape[1]})")
-        self.input_shape = x.shape
-        self.x = x.reshape(-1, x.shape[-1])  # (N, in)
-        self.weight = weight
-        out = kernels.current.matmul(self.x, weight.T)  # (N, out)
+        self.save_for_backward(x, weight)
+        out = kernels.current.matmul(x.reshape(-1, x.shape[-1]), weight.T)  # (N, out)
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
-        grad = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        x, weight = self.saved
+        # create_graph: `@` records MatMul ops; otherwise call the kernel directly.
+        matmul = (lambda a, b: a @ b) if isinstance(grad, Tensor) else kernels.current.matmul
+        grad = grad.reshape((-1, grad.shape[-1]))  # (N, out)
         grad_x = grad_weight = grad_bias = None
         if self.needs_input_grad[0]:
-            grad_x = kernels.current.matmul(grad, self.weight).reshape(self.input_shape)
+            grad_x = matmul(grad, weight).reshape(x.shape)
         if self.needs_input_grad[1]:
-            grad_weight = kernels.current.matmul(grad.T, self.x)  # (out, in)
+            grad_weight = matmul(grad.T, x.reshape((-1, x.shape[-1])))  # (out, in)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             grad_bias = grad.sum(axis=0)
         return grad_x, grad_weight, grad_bias
@@ -234,30 +364,46 @@ class ScaledDotProductAttention(Function):
     same kernels (so the same numbers), one extra q @ k^T for memory linear in T."""
 
     def forward(self, q, k, v, is_causal=False, scale=None):
-        self.q, self.k, self.v = q, k, v
+        self.save_for_backward(q, k, v)
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         self.is_causal = is_causal
-        return kernels.current.matmul(self._attention(), v)  # (B, nh, Tq, hs)
+        return kernels.current.matmul(self._attention(q, k), v)  # (B, nh, Tq, hs)
 
-    def _attention(self):
-        scores = kernels.current.matmul(self.q, self.k.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
+    def _attention(self, q, k):
+        scores = kernels.current.matmul(q, k.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
         if self.is_causal:
             return kernels.current.causal_softmax(scores, self.scale)
         return kernels.current.softmax(scores * np.asarray(self.scale, scores.dtype))
 
+    def _attention_composite(self, q, k):
+        """The same attention matrix from differentiable operations (create_graph)."""
+        scores = (q @ k.swapaxes(-1, -2)) * self.scale  # (B, nh, Tq, Tk)
+        if self.is_causal:
+            Tq, Tk = scores.shape[-2:]
+            # query i is position Tk - Tq + i and sees keys up to it
+            above = np.triu(np.ones((Tq, Tk), dtype=bool), k=Tk - Tq + 1)
+            scores = MaskedFill.apply(scores, mask=above, value=-np.inf)
+        return Softmax.apply(scores, axis=-1)
+
     def backward(self, grad):
+        q, k, v = self.saved
+        if isinstance(grad, Tensor):  # create_graph: the same products, recorded
+            attention = self._attention_composite(q, k)
+            grad_v = attention.swapaxes(-1, -2) @ grad
+            grad_scores = SoftmaxBackward.apply(attention, grad @ v.swapaxes(-1, -2)) * self.scale
+            return grad_scores @ k, grad_scores.swapaxes(-1, -2) @ q, grad_v
         matmul = kernels.current.matmul
-        attention = self._attention()  # (B, nh, Tq, Tk), recomputed
+        attention = self._attention(q, k)  # (B, nh, Tq, Tk), recomputed
         grad_v = matmul(attention.swapaxes(-1, -2), grad)  # (B, nh, Tk, hs)
-        grad_attention = matmul(grad, self.v.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
+        grad_attention = matmul(grad, v.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
         if self.is_causal:
             grad_scores = kernels.current.causal_softmax_backward(
                 attention, grad_attention, self.scale)
         else:
             grad_scores = kernels.current.softmax_backward(attention, grad_attention)
             grad_scores *= np.asarray(self.scale, grad_scores.dtype)
-        grad_q = matmul(grad_scores, self.k)  # (B, nh, Tq, hs)
-        grad_k = matmul(grad_scores.swapaxes(-1, -2), self.q)  # (B, nh, Tk, hs)
+        grad_q = matmul(grad_scores, k)  # (B, nh, Tq, hs)
+        grad_k = matmul(grad_scores.swapaxes(-1, -2), q)  # (B, nh, Tk, hs)
         return grad_q, grad_k, grad_v
 
 

@@ -4,6 +4,11 @@ Conventions: `forward` receives NumPy arrays and returns one; `backward` receive
 the output and returns one gradient per tensor input (None where an input needs none). Gradients
 may come back in the output's broadcast shape: the engine's `unbroadcast` reduces them.
 
+Every backward is written so that it also runs on Tensors (operators, `.sum(axis=, keepdims=)`,
+`.reshape`, and `Op.run(...)` for other ops): that is how `create_graph=True` differentiates it
+again. What forward keeps for backward goes through `save_for_backward` when it is an input or
+the output; masks and indices are plain attributes (constants: their derivative is zero).
+
 At the bottom, `TENSOR_METHODS` is the single registry from which `Tensor` gets its operators and
 methods.
 """
@@ -53,23 +58,25 @@ class Mul(Function):
     def forward(self, a, b):
         if a.shape != b.shape:
             _broadcast_check("mul", a, b)
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return a * b
 
     def backward(self, grad):
-        return grad * self.b, grad * self.a
+        a, b = self.saved
+        return grad * b, grad * a
 
 
 class Div(Function):
     def forward(self, a, b):
         if a.shape != b.shape:
             _broadcast_check("div", a, b)
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return a / b
 
     def backward(self, grad):
-        grad_a = grad / self.b
-        grad_b = -grad_a * self.a / self.b if self.needs_input_grad[1] else None
+        a, b = self.saved
+        grad_a = grad / b
+        grad_b = -grad_a * a / b if self.needs_input_grad[1] else None
         return grad_a, grad_b
 
 
@@ -87,19 +94,23 @@ class Pow(Function):
     def forward(self, base, exponent):
         if base.shape != exponent.shape:
             _broadcast_check("pow", base, exponent)
-        self.base, self.exponent = base, exponent
-        self.out = base ** exponent
-        return self.out
+        # Where the exponent is 0, b^(e-1) is inf at b = 0 (and 0 * inf = nan): backward uses
+        # b^0 there instead, harmless since the factor e = 0 makes that gradient 0 anyway.
+        self.zero_exponent = exponent == 0
+        out = base ** exponent
+        self.save_for_backward(base, exponent, out)
+        return out
 
     def backward(self, grad):
-        # d(b^e)/db = e b^(e-1); written with where so that b^0 at b = 0 gets 0, not 0 * inf.
+        base, exponent, out = self.saved
+        # d(b^e)/db = e b^(e-1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            grad_base = np.where(self.exponent == 0, 0,
-                                 grad * self.exponent * self.base ** (self.exponent - 1))
+            grad_base = grad * exponent * base ** (exponent - 1 + self.zero_exponent)
         grad_exponent = None
         if self.needs_input_grad[1]:
             # d(b^e)/de = b^e log b, defined for b > 0.
-            grad_exponent = grad * self.out * np.log(self.base)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                grad_exponent = grad * out * Log.run(base)
         return grad_base, grad_exponent
 
 
@@ -125,29 +136,34 @@ class MatMul(Function):
             except ValueError:
                 raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} "
                                  f"cannot be broadcast together") from None
+        self.save_for_backward(a, b)
         # 1-D operands become matrices for the kernel and lose that axis again afterwards.
-        self.a_was_vector, self.b_was_vector = a.ndim == 1, b.ndim == 1
-        self.a = a[None, :] if self.a_was_vector else a
-        self.b = b[:, None] if self.b_was_vector else b
-        out = kernels.current.matmul(self.a, self.b)
-        if self.a_was_vector:
+        out = kernels.current.matmul(a[None, :] if a.ndim == 1 else a,
+                                     b[:, None] if b.ndim == 1 else b)
+        if a.ndim == 1:
             out = out[..., 0, :]
-        if self.b_was_vector:
+        if b.ndim == 1:
             out = out[..., 0]
         return out
 
     def backward(self, grad):
-        if self.b_was_vector:
-            grad = grad[..., None]
-        if self.a_was_vector:
-            grad = grad[..., None, :]
-        grad_a, grad_b = kernels.current.matmul_backward(grad, self.a, self.b)
-        if self.a_was_vector:
-            grad_a = grad_a.reshape(grad_a.shape[:-2] + (-1,)).sum(
-                axis=tuple(range(grad_a.ndim - 2)))
-        if self.b_was_vector:
-            grad_b = grad_b.reshape(grad_b.shape[:-2] + (-1,)).sum(
-                axis=tuple(range(grad_b.ndim - 2)))
+        a, b = self.saved
+        a_was_vector, b_was_vector = a.ndim == 1, b.ndim == 1
+        if a_was_vector:  # (n,) -> (1, n); grad gains the matching axis of size 1
+            a = a.reshape((1,) + a.shape)
+            grad = grad.reshape(grad.shape[:-1] + (1,) + grad.shape[-1:])
+        if b_was_vector:  # (n,) -> (n, 1)
+            b = b.reshape(b.shape + (1,))
+            grad = grad.reshape(grad.shape + (1,))
+        if isinstance(grad, Tensor):  # create_graph: the same two products, recorded
+            grad_a, grad_b = grad @ b.swapaxes(-1, -2), a.swapaxes(-1, -2) @ grad
+        else:
+            grad_a, grad_b = kernels.current.matmul_backward(grad, a, b)
+        # Drop the added axis again; unbroadcast sums any broadcast batch axes.
+        if a_was_vector:
+            grad_a = grad_a.reshape(grad_a.shape[:-2] + grad_a.shape[-1:])
+        if b_was_vector:
+            grad_b = grad_b.reshape(grad_b.shape[:-1])
         return grad_a, grad_b
 
 
@@ -158,38 +174,45 @@ class MatMul(Function):
 
 class Exp(Function):
     def forward(self, x):
-        self.y = np.exp(x)
-        return self.y
+        y = np.exp(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, grad):
-        return (grad * self.y,)
+        y, = self.saved
+        return (grad * y,)
 
 
 class Log(Function):
     def forward(self, x):
-        self.x = x
+        self.save_for_backward(x)
         return np.log(x)
 
     def backward(self, grad):
-        return (grad / self.x,)
+        x, = self.saved
+        return (grad / x,)
 
 
 class Sqrt(Function):
     def forward(self, x):
-        self.y = np.sqrt(x)
-        return self.y
+        y = np.sqrt(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, grad):
-        return (grad / (2 * self.y),)
+        y, = self.saved
+        return (grad / (2 * y),)
 
 
 class Tanh(Function):
     def forward(self, x):
-        self.y = np.tanh(x)
-        return self.y
+        y = np.tanh(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, grad):
-        return (grad * (1 - self.y * self.y),)
+        y, = self.saved
+        return (grad * (1 - y * y),)
 
 
 class Sigmoid(Function):
@@ -198,11 +221,13 @@ class Sigmoid(Function):
         # (1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) for x < 0).
         with np.errstate(under="ignore"):  # e^-800 -> 0 is the right answer
             exp_of_minus_abs = np.exp(-np.abs(x))
-        self.y = np.where(x >= 0, 1, exp_of_minus_abs) / (1 + exp_of_minus_abs)
-        return self.y
+        y = np.where(x >= 0, 1, exp_of_minus_abs) / (1 + exp_of_minus_abs)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, grad):
-        return (grad * self.y * (1 - self.y),)
+        y, = self.saved
+        return (grad * y * (1 - y),)
 
 
 class Relu(Function):
@@ -246,9 +271,24 @@ def _normalize_axes(axis, ndim):
     return tuple(sorted(normalized))
 
 
-def _expand_reduced(grad, axes, keepdims):
-    """Put the reduced axes back as size-1 axes so `grad` broadcasts against the input."""
-    return grad if keepdims else np.expand_dims(grad, axes)
+def _kept_shape(shape, axes):
+    """`shape` with the reduced axes kept as size 1."""
+    return tuple(1 if i in axes else size for i, size in enumerate(shape))
+
+
+class BroadcastTo(Function):
+    """x repeated (as a read-only view) along new leading axes and axes of size 1. Its backward
+    is the identity: the engine's unbroadcast sums the gradient back to x's shape."""
+
+    def forward(self, x, shape):
+        try:
+            return np.broadcast_to(x, shape)
+        except ValueError:
+            raise ValueError(f"expand: a tensor of shape {x.shape} cannot be broadcast to shape "
+                             f"{tuple(shape)}") from None
+
+    def backward(self, grad):
+        return (grad,)
 
 
 class Sum(Function):
@@ -259,8 +299,8 @@ class Sum(Function):
         return np.asarray(x.sum(axis=self.axes, keepdims=keepdims))
 
     def backward(self, grad):
-        grad = _expand_reduced(grad, self.axes, self.keepdims)
-        return (np.broadcast_to(grad, self.input_shape),)
+        grad = grad.reshape(_kept_shape(self.input_shape, self.axes))
+        return (BroadcastTo.run(grad, shape=self.input_shape),)
 
 
 class Mean(Function):
@@ -272,8 +312,8 @@ class Mean(Function):
         return np.asarray(x.mean(axis=self.axes, keepdims=keepdims))
 
     def backward(self, grad):
-        grad = _expand_reduced(grad, self.axes, self.keepdims) / self.count
-        return (np.broadcast_to(grad, self.input_shape),)
+        grad = grad.reshape(_kept_shape(self.input_shape, self.axes)) / self.count
+        return (BroadcastTo.run(grad, shape=self.input_shape),)
 
 
 class Max(Function):
@@ -282,16 +322,16 @@ class Max(Function):
 
     def forward(self, x, axis=None, keepdims=False):
         self.axes = _normalize_axes(axis, x.ndim)
-        self.keepdims = keepdims
-        self.x = x
-        self.out_kept = x.max(axis=self.axes, keepdims=True)
-        return self.out_kept if keepdims else np.asarray(np.squeeze(self.out_kept, self.axes))
+        out_kept = x.max(axis=self.axes, keepdims=True)
+        # Which elements are maxima, each weighted by 1/(number of ties): a constant, as the
+        # gradient of max is piecewise constant in x.
+        is_max = x == out_kept
+        self.share = is_max / is_max.sum(axis=self.axes, keepdims=True).astype(x.dtype)
+        self.kept_shape = out_kept.shape
+        return out_kept if keepdims else np.asarray(np.squeeze(out_kept, self.axes))
 
     def backward(self, grad):
-        is_max = self.x == self.out_kept
-        ties = is_max.sum(axis=self.axes, keepdims=True)
-        grad = _expand_reduced(grad, self.axes, self.keepdims)
-        return (grad * is_max / ties,)
+        return (grad.reshape(self.kept_shape) * self.share,)
 
 
 class Var(Function):
@@ -302,15 +342,18 @@ class Var(Function):
         self.keepdims = keepdims
         count = int(np.prod([x.shape[a] for a in self.axes]))
         self.divisor = max(count - correction, 0)
-        self.centered = x - x.mean(axis=self.axes, keepdims=True)
-        squares = (self.centered ** 2).sum(axis=self.axes, keepdims=keepdims)
+        self.save_for_backward(x)
+        squares = ((x - x.mean(axis=self.axes, keepdims=True)) ** 2).sum(
+            axis=self.axes, keepdims=keepdims)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.asarray(squares / self.divisor).astype(x.dtype, copy=False)
 
     def backward(self, grad):
-        grad = _expand_reduced(grad, self.axes, self.keepdims)
+        x, = self.saved
+        grad = grad.reshape(_kept_shape(x.shape, self.axes))
+        centered = x - x.mean(axis=self.axes, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):  # divisor 0: nan, as forward
-            return (grad * (np.float64(2.0) / self.divisor) * self.centered,)
+            return (grad * (np.float64(2.0) / self.divisor) * centered,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,6 +362,8 @@ class Var(Function):
 
 
 class Reshape(Function):
+    is_view = True
+
     def forward(self, x, shape):
         self.input_shape = x.shape
         try:
@@ -334,6 +379,8 @@ class Reshape(Function):
 class Transpose(Function):
     """Swap two axes (a view, like PyTorch's transpose)."""
 
+    is_view = True
+
     def forward(self, x, axis0, axis1):
         self.axis0, self.axis1 = axis0, axis1
         return x.swapaxes(axis0, axis1)
@@ -343,6 +390,8 @@ class Transpose(Function):
 
 
 class Permute(Function):
+    is_view = True
+
     def forward(self, x, dims):
         if sorted(d % max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
             raise ValueError(f"permute: {tuple(dims)} is not a permutation of the "
@@ -351,7 +400,7 @@ class Permute(Function):
         return x.transpose(self.dims)
 
     def backward(self, grad):
-        return (grad.transpose(np.argsort(self.dims)),)
+        return (Permute.run(grad, dims=tuple(np.argsort(self.dims))),)
 
 
 def _index_to_numpy(index):
@@ -368,18 +417,34 @@ class GetItem(Function):
     arrays an element can be picked several times; backward then scatter-adds (np.add.at), so
     each pick contributes."""
 
+    is_view = True  # for basic indexing; integer-array indexing copies, which is harmless here
+
     def forward(self, x, index):
         self.index, self.advanced = _index_to_numpy(index)
-        self.input_shape, self.dtype = x.shape, x.dtype
+        self.input_shape = x.shape
         return np.asarray(x[self.index])
 
     def backward(self, grad):
-        grad_x = np.zeros(self.input_shape, dtype=self.dtype)
-        if self.advanced:
-            np.add.at(grad_x, self.index, grad)
+        return (IndexBackward.run(grad, index=self.index, advanced=self.advanced,
+                                  input_shape=self.input_shape),)
+
+
+class IndexBackward(Function):
+    """The backward of x[index] as an op: grad placed at `index` in zeros of x's shape
+    (scatter-added for integer arrays, where an element may be picked twice). Its own backward
+    picks `index` again."""
+
+    def forward(self, grad, index, advanced, input_shape):
+        self.index = index
+        grad_x = np.zeros(input_shape, dtype=grad.dtype)
+        if advanced:
+            np.add.at(grad_x, index, grad)
         else:
-            grad_x[self.index] = grad
-        return (grad_x,)
+            grad_x[index] = grad
+        return grad_x
+
+    def backward(self, grad_of_grad_x):
+        return (GetItem.run(grad_of_grad_x, index=self.index),)
 
 
 class Concatenate(Function):
@@ -393,7 +458,9 @@ class Concatenate(Function):
                              f"outside axis {axis}") from None
 
     def backward(self, grad):
-        return tuple(np.split(grad, self.split_points, axis=self.axis))
+        edges = [0, *self.split_points, grad.shape[self.axis]]
+        before = (slice(None),) * (self.axis % grad.ndim)
+        return tuple(grad[before + (slice(start, stop),)] for start, stop in zip(edges, edges[1:]))
 
 
 class Stack(Function):
@@ -406,7 +473,8 @@ class Stack(Function):
                              f"{[a.shape for a in arrays]}") from None
 
     def backward(self, grad):
-        return tuple(np.moveaxis(grad, self.axis, 0))
+        before = (slice(None),) * (self.axis % grad.ndim)
+        return tuple(grad[before + (i,)] for i in range(grad.shape[self.axis]))
 
 
 class Where(Function):
@@ -417,8 +485,8 @@ class Where(Function):
         return np.where(condition, a, b)
 
     def backward(self, grad):
-        zero = np.zeros((), dtype=grad.dtype)
-        return np.where(self.condition, grad, zero), np.where(self.condition, zero, grad)
+        return (Where.run(grad, 0.0, condition=self.condition),
+                Where.run(0.0, grad, condition=self.condition))
 
 
 class MaskedFill(Function):
@@ -431,7 +499,7 @@ class MaskedFill(Function):
         return np.where(mask, np.asarray(value, dtype=x.dtype), x)
 
     def backward(self, grad):
-        return (np.where(self.mask, np.zeros((), dtype=grad.dtype), grad),)
+        return (MaskedFill.run(grad, mask=self.mask, value=0),)
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,6 +631,7 @@ TENSOR_METHODS = {
     "reshape": _reshape,
     "view": _reshape,
     "transpose": _transpose,
+    "swapaxes": _transpose,
     "permute": _permute,
     "T": property(_T),
     "masked_fill": masked_fill,

@@ -1,6 +1,7 @@
 """Edge cases of the engine that a first version got wrong; each test pins the fix."""
 
 import numpy as np
+import pytest
 
 import tensorlite as tl
 from tensorlite.testing import gradcheck
@@ -35,9 +36,19 @@ def test_to_dot_still_works_after_the_graph_was_freed():
     assert "Sum" in tl.to_dot(y)  # the op is still named, its freed inputs are gone
 
 
-def test_grad_of_a_function_that_ignores_its_argument_is_zero():
-    gradient = tl.grad(lambda x: tl.Tensor(np.array(1.0)))(np.ones(3))
+def test_grad_of_a_function_that_ignores_its_argument_raises_unless_allowed():
+    # A cut graph (here a fresh Tensor) must not pass for a zero gradient, as in torch.autograd.
+    with pytest.raises(RuntimeError, match="does not depend on its arguments"):
+        tl.grad(lambda x: tl.Tensor(np.array(1.0)))(np.ones(3))
+    with pytest.raises(RuntimeError, match="does not depend on its arguments"):
+        tl.grad(lambda x: tl.Tensor((x * 2).data).sum())(np.ones(3))
+    gradient = tl.grad(lambda x: tl.Tensor(np.array(1.0)), allow_unused=True)(np.ones(3))
     np.testing.assert_array_equal(gradient, np.zeros(3))
+
+
+def test_grad_with_one_argument_unused_names_it():
+    with pytest.raises(RuntimeError, match=r"inputs\[1\].*not used"):
+        tl.grad(lambda x, y: (x * 2).sum(), argnums=(0, 1))(np.ones(3), np.ones(2))
 
 
 def test_attention_is_not_causal_unless_asked_as_in_pytorch():
