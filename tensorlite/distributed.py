@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "init_process_group", "is_initialized", "is_available", "launched_by_mpiexec",
+    "launcher_rank", "launcher_world_size",
     "get_rank", "get_world_size", "get_local_world_size", "barrier", "all_reduce",
     "broadcast", "abort", "destroy_process_group",
 ]
@@ -75,6 +76,19 @@ def launched_by_mpiexec(environ=None):
     """
     environ = os.environ if environ is None else environ
     return any(rank_var in environ for rank_var, _ in _LAUNCHER_VARIABLES)
+
+
+def launcher_rank(environ=None):
+    """This process's rank as the launcher announced it (0 when not launched by one).
+
+    Lets a program keep quiet on ranks other than 0 before MPI is initialised, e.g.
+    while parsing its command line.
+    """
+    environ = os.environ if environ is None else environ
+    for rank_var, _ in _LAUNCHER_VARIABLES:
+        if rank_var in environ:
+            return int(environ[rank_var])
+    return 0
 
 
 def launcher_world_size(environ=None):

@@ -99,6 +99,7 @@ def test_launcher_detection_from_environment():
     mpich = {"PMI_RANK": "3", "PMI_SIZE": "8", "MPI_LOCALNRANKS": "2"}
     assert dist.launched_by_mpiexec(mpich)
     assert dist.launcher_world_size(mpich) == 8
+    assert dist.launcher_rank(mpich) == 3 and dist.launcher_rank({}) == 0
     assert dist.get_local_world_size(mpich) == 2
     openmpi = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4",
                "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}
@@ -294,3 +295,91 @@ def test_abort_prints_one_line_and_ends_the_job_with_its_code(tmp_path):
     assert result.stderr.count("rank 1: data file is empty: input.txt") == 1
     assert "never" not in result.stdout
     assert seconds < 15
+
+
+# ----------------------------------------------------------------------------------------
+# The trainer's pieces (models/distributed_training.py): two ranks follow one process
+
+
+@needs_mpi
+def test_two_ranks_follow_the_single_process_run_with_dropout(tmp_path):
+    result, _ = run_on_two_ranks(tmp_path, """
+        from models import distributed_training as dt
+        from models.data import TokenDataset
+        from models.gpt import GPT, GPTConfig
+
+        world = dt.init_world()
+        assert (world.rank, world.size) == (rank, 2)
+        tokens = np.random.default_rng(0).integers(0, 16, size=3000)
+        dataset = TokenDataset(tokens)
+        config = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.2)
+        GRAD_ACCUM, SEED = 4, 7
+
+        def train(world, steps=4):
+            tl.manual_seed(SEED + world.rank)        # DDP must make the ranks agree anyway
+            model = GPT(config, dtype=np.float64)
+            optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=1e-2)
+            ddp = DDP(model) if world.size > 1 else None
+            data_rng = np.random.default_rng([SEED, 1])
+            losses = []
+            for it in range(steps):
+                batches = dt.draw_micro_batches(dataset, 3, 8, data_rng, GRAD_ACCUM, world)
+                local_sum = 0.0
+                for j, x, y in batches:
+                    dt.seed_dropout(SEED, it, j)
+                    _, loss = model(x, y)
+                    local_sum += loss.item()
+                    (loss / len(batches)).backward()
+                if ddp is not None:
+                    ddp.sync_gradients()
+                [loss_sum] = dt.global_sum([local_sum], world)
+                losses.append(loss_sum / GRAD_ACCUM)
+                tl.optim.clip_grad_norm_(list(model.parameters()), 1.0)
+                optimizer.step()
+                optimizer.zero_grad()
+            evaluation = dt.estimate_loss(model, dataset, 3, 8, 5,
+                                          lambda split: np.random.default_rng([SEED, 2, split]), world)
+            return losses, evaluation, model
+
+        losses, evaluation, model = train(world)
+        alone_losses, alone_evaluation, alone = train(dt.World())
+        np.testing.assert_allclose(losses, alone_losses, rtol=1e-10)
+        for split in ("train", "val"):
+            np.testing.assert_allclose(evaluation[split], alone_evaluation[split], rtol=1e-10)
+        for p, q in zip(model.parameters(), alone.parameters()):
+            np.testing.assert_allclose(p.data, q.data, rtol=1e-9, atol=1e-12)
+        assert len(set(np.round(losses, 12))) == len(losses)   # training moved
+
+        # a grad-accum that does not split is a usage error naming both numbers
+        try:
+            dt.local_micro_steps(3, world)
+        except ValueError as error:
+            assert "(3)" in str(error) and "(2)" in str(error)
+        else:
+            raise AssertionError("--grad-accum 3 on 2 ranks was accepted")
+        print("OK")
+    """)
+    assert_ok(result)
+
+
+@needs_mpi
+def test_setup_errors_are_agreed_and_reported_once(tmp_path):
+    result, _ = run_on_two_ranks(tmp_path, """
+        from models import distributed_training as dt
+
+        world = dt.init_world()
+        assert dt.agree_on_setup(world) == (0, None)
+        # bad data on rank 1 only: the job agrees on code 2, rank 1 reports
+        error = ValueError("data file is empty: x.txt") if rank == 1 else None
+        code, message = dt.agree_on_setup(world, error, 2 if error else 0)
+        assert code == 2
+        assert message == ("rank 1: data file is empty: x.txt" if rank == 1 else None), message
+        # a bad flag fails on every rank alike: only rank 0 reports it
+        code, message = dt.agree_on_setup(world, ValueError("--lr must be > 0"), 2)
+        assert code == 2 and message == ("--lr must be > 0" if rank == 0 else None), message
+        with dt.quiet_unless_main(world):
+            print(f"printed by rank {rank}")
+        print("OK")
+    """)
+    assert_ok(result)
+    assert "printed by rank 0" in result.stdout and "printed by rank 1" not in result.stdout
