@@ -379,6 +379,8 @@ def test_setup_errors_are_agreed_and_reported_once(tmp_path):
         assert code == 2 and message == ("--lr must be > 0" if rank == 0 else None), message
         with dt.quiet_unless_main(world):
             print(f"printed by rank {rank}")
+        import os
+        assert dt.configure_threads(world) == max(1, os.cpu_count() // 2)   # the cores, shared
         print("OK")
     """)
     assert_ok(result)
