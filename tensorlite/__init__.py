@@ -29,7 +29,7 @@ from tensorlite.tensor import (  # noqa: E402
 )
 from tensorlite.ops import cat, concatenate, masked_fill, matmul, split, stack, where  # noqa: E402
 from tensorlite import functional  # noqa: E402
-from tensorlite import autograd, inplace, nn, optim, profiler  # noqa: E402
+from tensorlite import autograd, func, inplace, nn, optim, profiler  # noqa: E402
 
 float32 = _np.float32
 float64 = _np.float64
