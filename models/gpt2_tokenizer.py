@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from models.fileio import atomic_write
 from models.tokenizer import _JSONTokenizer
 
 __all__ = ["GPT2Tokenizer", "bytes_to_unicode", "GPT2_PATTERN", "END_OF_TEXT"]
@@ -121,11 +122,10 @@ class GPT2Tokenizer(_JSONTokenizer):
 
     def save_vocab_merges(self, path):
         """Write ``vocab.json`` and ``merges.txt`` into directory ``path``."""
-        with open(os.path.join(path, "vocab.json"), "w", encoding="utf-8") as f:
-            json.dump(self.encoder, f, ensure_ascii=False)
-        with open(os.path.join(path, "merges.txt"), "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n")
-            f.writelines(f"{a} {b}\n" for a, b in self.merges)
+        vocab = json.dumps(self.encoder, ensure_ascii=False).encode("utf-8")
+        merges = "".join(["#version: 0.2\n"] + [f"{a} {b}\n" for a, b in self.merges]).encode("utf-8")
+        atomic_write(os.path.join(path, "vocab.json"), lambda f: f.write(vocab))
+        atomic_write(os.path.join(path, "merges.txt"), lambda f: f.write(merges))
 
     # -- encoding ---------------------------------------------------------------
 

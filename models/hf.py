@@ -24,9 +24,10 @@ tensorlite checkpoint (``tensorlite-convert``).  Every problem with the input is
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
+
+from models.fileio import atomic_write
 
 __all__ = [
     "HFFormatError",
@@ -323,29 +324,8 @@ def gpt_from_pretrained(path, dropout=None):
     return model
 
 
-def _atomic_write(path, write):
-    """Call write(file object) on a temporary file beside ``path``, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
-
-
 def _write_json(path, obj):
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8")))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8")))
 
 
 def write_hf_dir(path, config, state, tokenizer=None):
@@ -359,9 +339,9 @@ def write_hf_dir(path, config, state, tokenizer=None):
                         n_layer=hf_config["n_layer"], n_embd=hf_config["n_embd"])
     hf_to_state_dict(tensors, shape_config, source="the model state")
     os.makedirs(path, exist_ok=True)
-    # safetensors writes by file name; write to a temporary name, then rename (atomic).
+    # st.save returns the file's bytes, so they go through the same atomic write as the JSON files.
     weights_path = os.path.join(path, WEIGHTS_NAME)
-    _atomic_write(weights_path, lambda f: f.write(st.save(tensors, metadata={"format": "pt"})))
+    atomic_write(weights_path, lambda f: f.write(st.save(tensors, metadata={"format": "pt"})))
     _write_json(os.path.join(path, CONFIG_NAME), hf_config)
     if tokenizer is not None:
         d = tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else dict(tokenizer)

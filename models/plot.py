@@ -26,7 +26,8 @@ import json
 import math
 import os
 import sys
-import tempfile
+
+from models.fileio import atomic_write
 
 PROG = "tensorlite-plot"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -164,23 +165,9 @@ def _pyplot():
 
 
 def _save_figure(fig, output):
-    """Write the figure to a temporary file beside ``output``, then rename it (atomic)."""
-    output = os.fspath(output)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(output)[1] or ".png"
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(output) + ".", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        fig.savefig(tmp_path)
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, output)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
+    """Write the figure atomically (format from the file name's suffix, PNG without one)."""
+    fmt = os.path.splitext(os.fspath(output))[1].lstrip(".") or "png"
+    atomic_write(output, lambda f: fig.savefig(f, format=fmt))
 
 
 def build_parser():
