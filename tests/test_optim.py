@@ -354,6 +354,10 @@ def save_and_load_without_pickle(state_dict):
 OPTIMIZERS = {
     "sgd": lambda groups: optim.SGD(groups, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
     "adamw": lambda groups: optim.AdamW(groups, lr=0.01, betas=(0.9, 0.95), weight_decay=0.1),
+    "adam": lambda groups: optim.Adam(groups, lr=0.01, betas=(0.9, 0.95), weight_decay=0.1),
+    "rmsprop": lambda groups: optim.RMSprop(groups, lr=0.01, momentum=0.5, centered=True,
+                                            weight_decay=0.1),
+    "rmsprop-plain": lambda groups: optim.RMSprop(groups, lr=0.01),
 }
 
 
@@ -563,3 +567,260 @@ def test_matches_torch_when_available():
             opt_theirs.step()
         for p, q in zip(ours, theirs):
             np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# Adam (L2 weight decay through the gradient) and RMSprop
+
+
+def reference_adam(p, g, m, v, step, lr, betas, eps, weight_decay):
+    """One torch.optim.Adam step: the penalty goes into the gradient, then Adam."""
+    reference_adamw(p, g + weight_decay * p, m, v, step, lr, betas, eps, 0.0)
+
+
+def reference_rmsprop(p, g, state, lr, alpha, eps, weight_decay, momentum, centered):
+    """One torch.optim.RMSprop step on float64 arrays (state arrays updated in place)."""
+    g = g + weight_decay * p
+    v = state.setdefault("square_avg", np.zeros_like(p))
+    v[...] = alpha * v + (1 - alpha) * g * g
+    if centered:
+        a = state.setdefault("grad_avg", np.zeros_like(p))
+        a[...] = alpha * a + (1 - alpha) * g
+        denom = np.sqrt(v - a * a) + eps
+    else:
+        denom = np.sqrt(v) + eps
+    if momentum > 0:
+        buf = state.setdefault("momentum_buffer", np.zeros_like(p))
+        buf[...] = momentum * buf + g / denom
+        p -= lr * buf
+    else:
+        p -= lr * g / denom
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-5)])
+@given(lr=st.floats(1e-4, 0.5), beta1=st.floats(0.0, 0.99), beta2=st.floats(0.5, 0.9999),
+       weight_decay=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_adam_matches_reference(dtype, rtol, lr, beta1, beta2, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    params = make_params(rng, dtype, shapes=[(2, 3), (4,), ()])
+    expected = [p.data.astype(np.float64) for p in params]
+    moments = [(np.zeros(p.shape), np.zeros(p.shape)) for p in params]
+    opt = optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=1e-8, weight_decay=weight_decay)
+    present = [(True, True, True), (True, False, True), (True, True, True)]
+    steps = [0, 0, 0]
+    for has in present:
+        grads = random_grads(rng, params)
+        for p, g, h in zip(params, grads, has):
+            p.grad = g if h else None
+        opt.step()
+        for i, h in enumerate(has):
+            if h:
+                steps[i] += 1
+                reference_adam(expected[i], grads[i].astype(np.float64), *moments[i], steps[i],
+                               lr, (beta1, beta2), 1e-8, weight_decay)
+    for p, e in zip(params, expected):
+        assert p.data.dtype == dtype
+        np.testing.assert_allclose(p.data, e, rtol=rtol, atol=rtol)
+
+
+def test_adam_and_adamw_differ_only_in_how_weight_decay_applies():
+    rng = np.random.default_rng(20)
+    values = rng.standard_normal(5)
+    grads = [rng.standard_normal(5) for _ in range(3)]
+    for wd in (0.0, 0.3):
+        a, w = tl.nn.Parameter(values.copy()), tl.nn.Parameter(values.copy())
+        adam, adamw = optim.Adam([a], lr=0.1, weight_decay=wd), optim.AdamW([w], lr=0.1, weight_decay=wd)
+        for g in grads:
+            a.grad, w.grad = g.copy(), g.copy()
+            adam.step()
+            adamw.step()
+        assert np.array_equal(a.data, w.data) == (wd == 0.0)
+    assert optim.Adam([tl.nn.Parameter(np.ones(1))]).defaults["weight_decay"] == 0.0
+    assert optim.AdamW([tl.nn.Parameter(np.ones(1))]).defaults["weight_decay"] == 1e-2
+    assert isinstance(adamw, optim.Adam) and adamw.decoupled_weight_decay
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_rmsprop_matches_reference(momentum, centered, weight_decay):
+    rng = np.random.default_rng(21)
+    params = make_params(rng)
+    expected = [p.data.copy() for p in params]
+    states = [{} for _ in params]
+    hp = dict(lr=0.01, alpha=0.9, eps=1e-6, weight_decay=weight_decay, momentum=momentum,
+              centered=centered)
+    opt = optim.RMSprop(params, **hp)
+    for step in range(4):
+        grads = random_grads(rng, params)
+        if step == 2:
+            grads[1] = None  # sits out one step
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        for e, g, state in zip(expected, grads, states):
+            if g is not None:
+                reference_rmsprop(e, g, state, **hp)
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-14)
+    assert opt.state_dict()["state"][1]["step"] == 3
+
+
+def test_rmsprop_float32_and_bad_settings():
+    p = tl.nn.Parameter(np.ones(3, dtype=np.float32))
+    opt = optim.RMSprop([p], lr=0.1, momentum=0.9, centered=True)
+    p.grad = np.full(3, 0.5, dtype=np.float32)
+    opt.step()
+    assert p.data.dtype == np.float32
+    np.testing.assert_allclose(p.data, 1 - 0.1 * 0.5 / (np.sqrt(0.01 * 0.25 - (0.01 * 0.5) ** 2) + 1e-8),
+                               rtol=1e-4, atol=1e-6)  # float32 cancellation near 0
+    for kwargs in ({"lr": -1}, {"alpha": 1.5}, {"eps": -1}, {"momentum": -0.1}, {"weight_decay": -1}):
+        with pytest.raises(ValueError, match="invalid"):
+            optim.RMSprop([p], **kwargs)
+    with pytest.raises(ValueError, match="RMSprop state_dict"):
+        opt.load_state_dict({"state": {0: {"momentum_buffer": np.zeros(3)}},
+                             "param_groups": opt.state_dict()["param_groups"]})
+
+
+def test_rmsprop_state_without_momentum_loads_into_one_with_momentum():
+    p = tl.nn.Parameter(np.ones(2))
+    plain = optim.RMSprop([p], lr=0.1)
+    p.grad = np.ones(2)
+    plain.step()
+    q = tl.nn.Parameter(p.data.copy())
+    with_momentum = optim.RMSprop([q], lr=0.1, momentum=0.5)
+    saved = plain.state_dict()
+    saved["param_groups"][0]["momentum"] = 0.5
+    with_momentum.load_state_dict(saved)
+    q.grad = np.ones(2)
+    with_momentum.step()  # starts its momentum buffer at zero, as a fresh one would
+    assert with_momentum.state_dict()["state"][0]["step"] == 2
+
+
+# ----------------------------------------------------------------------------
+# lr_scheduler: closed forms written from PyTorch's documentation
+
+
+from tensorlite.optim import lr_scheduler  # noqa: E402
+
+
+def one_param_optimizer(lr=1.0, groups=1):
+    return optim.SGD([{"params": [tl.nn.Parameter(np.ones(1))]} for _ in range(groups)], lr=lr)
+
+
+SCHEDULERS = {
+    "LambdaLR": (lambda opt: lr_scheduler.LambdaLR(opt, lambda epoch: 0.95 ** epoch),
+                 lambda base, e: base * 0.95 ** e),
+    "StepLR": (lambda opt: lr_scheduler.StepLR(opt, step_size=3, gamma=0.5),
+               lambda base, e: base * 0.5 ** (e // 3)),
+    "CosineAnnealingLR": (lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=7, eta_min=0.1),
+                          lambda base, e: 0.1 + (base - 0.1) * (1 + np.cos(np.pi * e / 7)) / 2),
+    "LinearLR": (lambda opt: lr_scheduler.LinearLR(opt, start_factor=0.25, end_factor=0.75, total_iters=4),
+                 lambda base, e: base * (0.25 + 0.5 * min(e, 4) / 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_scheduler_follows_its_closed_form(name):
+    make, closed_form = SCHEDULERS[name]
+    opt = one_param_optimizer(lr=2.0, groups=2)
+    opt.param_groups[1]["lr"] = 0.5
+    scheduler = make(opt)
+    for epoch in range(20):  # past T_max: the cosine comes back up, as in PyTorch
+        expected = [closed_form(2.0, epoch), closed_form(0.5, epoch)]
+        np.testing.assert_allclose(scheduler.get_last_lr(), expected, rtol=1e-12)
+        np.testing.assert_allclose([g["lr"] for g in opt.param_groups], expected, rtol=1e-12)
+        scheduler.step()
+    scheduler.step(5)  # an explicit epoch uses the closed form
+    np.testing.assert_allclose(scheduler.get_last_lr()[0], closed_form(2.0, 5), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_scheduler_state_dict_round_trip_through_json(name):
+    make, _ = SCHEDULERS[name]
+    opt = one_param_optimizer()
+    scheduler = make(opt)
+    for _ in range(5):
+        scheduler.step()
+    state = json.loads(json.dumps(scheduler.state_dict()))
+    assert "optimizer" not in state and "lr_lambdas" not in state
+    opt_state = opt.state_dict()
+
+    # PyTorch's order: build both, then load the optimizer, then the scheduler.
+    resumed_opt = one_param_optimizer()
+    resumed = make(resumed_opt)
+    resumed_opt.load_state_dict(json.loads(json.dumps(opt_state)))
+    resumed.load_state_dict(state)
+    for _ in range(6):
+        scheduler.step()
+        resumed.step()
+        assert resumed.get_last_lr() == scheduler.get_last_lr()
+    with pytest.raises(ValueError, match="unexpected keys"):
+        resumed.load_state_dict({"bogus": 1})
+
+
+def test_scheduler_errors_and_resuming_needs_initial_lr():
+    opt = one_param_optimizer()
+    with pytest.raises(KeyError, match="initial_lr"):
+        lr_scheduler.StepLR(opt, step_size=2, last_epoch=4)
+    with pytest.raises(ValueError, match="step_size must be a positive integer"):
+        lr_scheduler.StepLR(opt, step_size=0)
+    with pytest.raises(ValueError, match="expected 1 lr_lambdas"):
+        lr_scheduler.LambdaLR(opt, [lambda e: 1.0, lambda e: 1.0])
+    with pytest.raises(ValueError, match="start_factor"):
+        lr_scheduler.LinearLR(opt, start_factor=0.0)
+
+
+def test_stacked_schedulers_multiply_like_pytorch():
+    opt = one_param_optimizer(lr=1.0)
+    warmup = lr_scheduler.LinearLR(opt, start_factor=0.5, total_iters=2)
+    decay = lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        warmup.step()
+        decay.step()
+    np.testing.assert_allclose(lrs, [0.5, 0.75, 0.1, 0.1, 0.01], rtol=1e-12)
+
+
+def test_optimizers_and_schedulers_match_torch_when_available():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(22)
+    values = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    grads = [[rng.standard_normal(v.shape) for v in values] for _ in range(5)]
+    grads[1][1] = None
+    pairs = [
+        (lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1),
+         lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.1)),
+        (lambda ps: optim.RMSprop(ps, lr=0.01, alpha=0.9, momentum=0.8, centered=True, weight_decay=0.1),
+         lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, momentum=0.8, centered=True, weight_decay=0.1)),
+        (lambda ps: optim.RMSprop(ps, lr=0.01),
+         lambda ps: torch.optim.RMSprop(ps, lr=0.01)),
+    ]
+    for make_ours, make_theirs in pairs:
+        ours = [tl.nn.Parameter(v.copy()) for v in values]
+        theirs = [torch.nn.Parameter(torch.tensor(v.copy())) for v in values]
+        opt_ours, opt_theirs = make_ours(ours), make_theirs(theirs)
+        for step_grads in grads:
+            for p, q, g in zip(ours, theirs, step_grads):
+                p.grad = None if g is None else g.copy()
+                q.grad = None if g is None else torch.tensor(g.copy())
+            opt_ours.step()
+            opt_theirs.step()
+        for p, q in zip(ours, theirs):
+            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+    torch_schedulers = {
+        "LambdaLR": lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.95 ** epoch),
+        "StepLR": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5),
+        "CosineAnnealingLR": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7, eta_min=0.1),
+        "LinearLR": lambda opt: torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.25, end_factor=0.75, total_iters=4),
+    }
+    for name, make_theirs in torch_schedulers.items():
+        ours = SCHEDULERS[name][0](one_param_optimizer(lr=2.0))
+        theirs = make_theirs(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=2.0))
+        for _ in range(20):
+            assert ours.get_last_lr() == theirs.get_last_lr(), name  # bit for bit
+            theirs.optimizer.step()
+            ours.step()
+            theirs.step()

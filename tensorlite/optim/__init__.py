@@ -5,8 +5,9 @@ Everything here works on `tl.Tensor` parameters through two attributes only:
     p.data  the parameter values (np.ndarray), updated IN PLACE by `step()`
     p.grad  the gradient (np.ndarray) written by `backward()`, or None
 
-The update rules follow PyTorch exactly (torch.optim.SGD, torch.optim.AdamW,
+The update rules follow PyTorch exactly (torch.optim.SGD, Adam, AdamW, RMSprop,
 torch.nn.utils.clip_grad_norm_), so results can be compared number for number.
+Learning-rate schedulers with PyTorch's names live in `tensorlite.optim.lr_scheduler`.
 
 Parameter groups
 ----------------
@@ -25,10 +26,12 @@ state_dict layout (saveable as .npz + JSON, no pickle)
 
     {
       "state": {                         # keyed by parameter index (int)
-         0: {"step": 3,                  # AdamW: int, number of updates taken
-             "exp_avg": np.ndarray,      # AdamW: shape of parameter 0
-             "exp_avg_sq": np.ndarray},  # AdamW: shape of parameter 0
+         0: {"step": 3,                  # Adam(W): int, number of updates taken
+             "exp_avg": np.ndarray,      # Adam(W): shape of parameter 0
+             "exp_avg_sq": np.ndarray},  # Adam(W): shape of parameter 0
          1: {...},                       # SGD: {"momentum_buffer": np.ndarray}
+                                         # RMSprop: step, square_avg (+ momentum_buffer,
+                                         #   grad_avg when momentum / centered are on)
       },
       "param_groups": [                  # JSON-able: numbers, lists, strings
          {"lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-08,
@@ -321,13 +324,13 @@ class SGD(Optimizer):
 
 
 # ----------------------------------------------------------------------------
-# AdamW on flat buffers
+# Adam and AdamW on flat buffers
 
 
 class _FlatBuffer:
     """Parameters of one dtype stored back to back in one contiguous 1-D array.
 
-    Why: an AdamW step is a handful of elementwise operations per number. Doing
+    Why: an Adam step is a handful of elementwise operations per number. Doing
     it once over one long array (a single kernel call) is far faster than a
     Python loop over dozens of small arrays.
 
@@ -366,7 +369,7 @@ class _FlatBuffer:
         view = self.data[s].reshape(p.data.shape)
         p.data = view
         if not np.shares_memory(p.data, self.data):
-            raise RuntimeError("assigning p.data copied the array; AdamW needs p.data to be a view "
+            raise RuntimeError("assigning p.data copied the array; Adam needs p.data to be a view "
                                "of its flat buffer")
         self.views[i] = p.data
 
@@ -397,12 +400,13 @@ class _FlatBuffer:
         return has_grad
 
 
-class AdamW(Optimizer):
-    """Adam with decoupled weight decay, as torch.optim.AdamW.
+class Adam(Optimizer):
+    """Adam, as torch.optim.Adam; with `decoupled_weight_decay=True` it is AdamW.
 
     For each parameter p with gradient g, at step t = 1, 2, ...:
 
-        p = p * (1 - lr * weight_decay)            (decay, not through the gradient)
+        g = g + weight_decay * p                   (Adam: an L2 penalty through the gradient)
+        p = p * (1 - lr * weight_decay)            (AdamW instead: decay, not through the gradient)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
         m_hat = m / (1 - beta1**t),  v_hat = v / (1 - beta2**t)
@@ -423,7 +427,8 @@ class AdamW(Optimizer):
         Parameter object, which is then optimized once).
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled_weight_decay=False):
         if lr < 0.0:
             raise ValueError(f"invalid learning rate: {lr}")
         if eps < 0.0:
@@ -432,6 +437,7 @@ class AdamW(Optimizer):
             raise ValueError(f"invalid betas: {betas}, each must be in [0, 1)")
         if weight_decay < 0.0:
             raise ValueError(f"invalid weight_decay value: {weight_decay}")
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
         self._buffers = []   # parallel to param_groups: list of _FlatBuffer per group
         self._location = {}  # id(param) -> (buffer, index inside the buffer)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
@@ -468,12 +474,19 @@ class AdamW(Optimizer):
             lr = float(group["lr"])
             beta1, beta2 = (float(b) for b in group["betas"])
             eps, weight_decay = float(group["eps"]), float(group["weight_decay"])
+            if not self.decoupled_weight_decay and weight_decay != 0:
+                l2_penalty, weight_decay = weight_decay, 0.0  # through the gradient instead
+            else:
+                l2_penalty = 0.0
             for buf in buffers:
                 buf.sync_views()
                 has_grad = buf.gather_grads()
                 if not has_grad.any():
                     continue
                 buf.steps[has_grad] += 1
+                if l2_penalty:
+                    # Parameters without a gradient get a penalty too, but are not updated below.
+                    buf.grad += np.asarray(l2_penalty, dtype=buf.dtype) * buf.data
 
                 if has_grad.all() and (buf.steps == buf.steps[0]).all():
                     # The usual case: the whole buffer in one kernel call.
@@ -507,10 +520,9 @@ class AdamW(Optimizer):
     def _check_param_state(self, p, index, state):
         if set(state) != {"step", "exp_avg", "exp_avg_sq"}:
             raise ValueError(f"state of parameter {index} has keys {sorted(state)}, expected "
-                             "['exp_avg', 'exp_avg_sq', 'step'] (is this an AdamW state_dict?)")
-        step = state["step"]
-        if np.ndim(step) != 0 or not isinstance(np.asarray(step).item(), numbers.Integral) or step < 0:
-            raise ValueError(f"state of parameter {index}: 'step' must be a non-negative integer, got {step!r}")
+                             f"['exp_avg', 'exp_avg_sq', 'step'] (is this an {type(self).__name__} "
+                             f"state_dict?)")
+        _check_step(index, state["step"])
         buf, i = self._location[id(p)]
         for name in ("exp_avg", "exp_avg_sq"):
             _checked_array(p, index, state, name, buf.views[i].shape)
@@ -521,6 +533,129 @@ class AdamW(Optimizer):
         buf.steps[i] = int(state.get("step", 0))
         buf.exp_avg[s] = np.asarray(state["exp_avg"]).reshape(-1) if state else 0
         buf.exp_avg_sq[s] = np.asarray(state["exp_avg_sq"]).reshape(-1) if state else 0
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as torch.optim.AdamW: each step first shrinks the
+    parameters, p = p * (1 - lr * weight_decay), then takes the Adam step with the raw gradient
+    (see `Adam` for the update and the flat buffers it runs on)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         decoupled_weight_decay=True)
+
+
+# ----------------------------------------------------------------------------
+# RMSprop
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as torch.optim.RMSprop.
+
+    For each parameter p with gradient g:
+
+        g = g + weight_decay * p                          (L2 penalty, if any)
+        v = alpha * v + (1 - alpha) * g * g               (running mean of squares)
+        if centered:  a = alpha * a + (1 - alpha) * g;  denom = sqrt(v - a * a) + eps
+        else:         denom = sqrt(v) + eps
+        if momentum:  buf = momentum * buf + g / denom;   p = p - lr * buf
+        else:         p = p - lr * g / denom
+
+    Every state starts at zero. Parameters whose grad is None are skipped.
+    """
+
+    _STATE_ARRAYS = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        if lr < 0.0:
+            raise ValueError(f"invalid learning rate: {lr}")
+        if eps < 0.0:
+            raise ValueError(f"invalid epsilon value: {eps}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"invalid alpha value: {alpha}, must be in [0, 1]")
+        if momentum < 0.0:
+            raise ValueError(f"invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"invalid weight_decay value: {weight_decay}")
+        self.state = {}  # id(param) -> {"step": int, "square_avg": array, ...}
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered)
+        super().__init__(params, defaults)
+
+    def step(self):
+        for group in self.param_groups:
+            lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+            weight_decay, momentum = group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = np.asarray(p.grad)
+                if weight_decay != 0:
+                    g = g + weight_decay * p.data
+                state = self.state.get(id(p))
+                if state is None:
+                    state = self.state[id(p)] = self._fresh_state(p, group)
+                state["step"] += 1
+                square_avg = state["square_avg"]
+                square_avg *= alpha
+                square_avg += (1 - alpha) * g * g
+                if group["centered"]:
+                    grad_avg = state["grad_avg"]
+                    grad_avg *= alpha
+                    grad_avg += (1 - alpha) * g
+                    denom = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+                else:
+                    denom = np.sqrt(square_avg) + eps
+                if momentum > 0:
+                    buf = state["momentum_buffer"]
+                    buf *= momentum
+                    buf += g / denom
+                    p.data -= lr * buf
+                else:
+                    p.data -= lr * g / denom
+
+    @staticmethod
+    def _fresh_state(p, group):
+        state = {"step": 0, "square_avg": np.zeros_like(p.data)}
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = np.zeros_like(p.data)
+        if group["centered"]:
+            state["grad_avg"] = np.zeros_like(p.data)
+        return state
+
+    def _get_param_state(self, p):
+        state = self.state.get(id(p))
+        if state is None:
+            return {}
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+
+    def _check_param_state(self, p, index, state):
+        unknown = set(state) - {"step", *self._STATE_ARRAYS}
+        if unknown or "square_avg" not in state:
+            raise ValueError(f"state of parameter {index} has keys {sorted(state)}, expected "
+                             "'step', 'square_avg' and optionally 'momentum_buffer', 'grad_avg' "
+                             "(is this an RMSprop state_dict?)")
+        _check_step(index, state.get("step"))
+        for name in self._STATE_ARRAYS:
+            if name in state:
+                _checked_array(p, index, state, name, p.data.shape)
+
+    def _set_param_state(self, p, state):
+        if not state:
+            self.state.pop(id(p), None)
+            return
+        self.state[id(p)] = {k: (int(v) if k == "step" else np.array(v, dtype=p.data.dtype))
+                             for k, v in state.items()}
+        # A state saved without momentum / centering gains zero buffers if this group uses them.
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        for name, value in self._fresh_state(p, group).items():
+            self.state[id(p)].setdefault(name, value)
+
+
+def _check_step(index, step):
+    if np.ndim(step) != 0 or not isinstance(np.asarray(step).item(), numbers.Integral) or step < 0:
+        raise ValueError(f"state of parameter {index}: 'step' must be a non-negative integer, got {step!r}")
 
 
 # ----------------------------------------------------------------------------
@@ -624,3 +759,7 @@ class CosineWarmupSchedule:
     def __repr__(self):
         return (f"CosineWarmupSchedule(max_lr={self.max_lr}, min_lr={self.min_lr}, "
                 f"warmup_iters={self.warmup_iters}, lr_decay_iters={self.lr_decay_iters})")
+
+
+# Imported last: the schedulers use the Optimizer class defined above.
+from tensorlite.optim import lr_scheduler  # noqa: E402
