@@ -175,6 +175,13 @@ def test_convert_round_trip_is_bit_exact_and_samples(tmp_path, rng, capsys):
     assert code == 0, out.err
     assert out.out.startswith("abc") and len(out.out.rstrip("\n")) >= 3
 
+    # ... and it starts a fine-tuning run (the parts of --init-from in models/finetune.py).
+    from models.finetune import init_from_checkpoint
+
+    model, tokenizer = init_from_checkpoint(tmp_path / "a.npz", text="a cab.\n", dropout=0.1)
+    assert model.config.dropout == 0.1 and tokenizer.to_dict() == a.tokenizer
+    assert np.array_equal(model.transformer.h[1].mlp.c_fc.weight.data, a.model_state["transformer.h.1.mlp.c_fc.weight"])
+
 
 def test_convert_refuses_to_overwrite(tmp_path, rng, capsys):
     write_hf_dir(tmp_path / "m", hf_tensors(rng))
