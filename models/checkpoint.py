@@ -283,7 +283,8 @@ def check_gpt(checkpoint, path):
     cover every id the model can produce), and every array of the state dict: present, of the
     shape the config implies, one floating dtype for all, finite.
     """
-    from models.gpt import GPTConfig, available_memory, estimate_memory, format_bytes, state_shapes
+    from models.gpt import (GPTConfig, available_memory, count_state_entries, estimate_memory, format_bytes,
+                            state_shapes)
     from models.tokenizer import tokenizer_from_dict
 
     try:
@@ -308,8 +309,12 @@ def check_gpt(checkpoint, path):
     if tokenizer.vocab_size < config.vocab_size:
         raise CheckpointError(f"invalid checkpoint {path}: tokenizer has {tokenizer.vocab_size} tokens, fewer "
                               f"than config.vocab_size {config.vocab_size}: sampled ids could not be decoded")
-    expected = state_shapes(config)
     state = checkpoint.model_state
+    n_expected = count_state_entries(config)
+    if len(state) != n_expected:  # before listing the expected names: a config may ask for millions
+        raise CheckpointError(f"invalid checkpoint {path}: holds {len(state)} model arrays, config "
+                              f"(n_layer {config.n_layer}) implies {n_expected}")
+    expected = state_shapes(config)
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
     if missing or unexpected:

@@ -532,6 +532,12 @@ def state_shapes(config):
     return shapes
 
 
+def count_state_entries(config):
+    """len(state_shapes(config)), without listing them."""
+    per_block = len(_block_shapes(config.n_embd, config.bias))
+    return 3 + config.n_layer * per_block + (2 if config.bias else 1)  # wte, wpe, lm_head; ln_f
+
+
 def count_params(config):
     """Number of distinct parameters of ``GPT(config)`` (the tied embedding counted once)."""
     C = config.n_embd

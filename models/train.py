@@ -439,8 +439,9 @@ def check_out_dir(settings, resume, overwrite):
         raise UsageError(f"--out-dir {out_dir} exists and is not a directory")
     if resume or overwrite:
         return
+    # (isfile: metrics sent to /dev/null are no run to protect)
     previous = [path for path in (os.path.join(out_dir, CKPT_NAME), os.path.join(out_dir, BEST_NAME),
-                                  settings["metrics"]) if os.path.exists(path)]
+                                  settings["metrics"]) if os.path.isfile(path)]
     if previous:
         raise UsageError(f"{out_dir} holds a previous run ({', '.join(previous)}); continue it with --resume, "
                          f"replace it with --overwrite, or choose another --out-dir")
