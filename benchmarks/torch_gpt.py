@@ -4,6 +4,11 @@ Architecture, parameter names, init and optimizer settings match `models/gpt.py`
 do the same arithmetic per step: token + position embeddings, pre-LayerNorm blocks with causal
 self-attention (`F.scaled_dot_product_attention`) and a 4x GELU(tanh) MLP, final LayerNorm,
 `lm_head` tied to `wte`, AdamW with decay only on 2-D weights.
+
+It takes PyTorch's fastest eager CPU path: `F.scaled_dot_product_attention` and the fused AdamW
+kernel (`fused=True`, on CPU since torch 2.4), or the multi-tensor `foreach` AdamW where fused is
+not supported. `config` needs only the attributes of `models.gpt.GPTConfig`, so this file does not
+import tensorlite.
 """
 
 import math
@@ -96,7 +101,10 @@ class TorchGPT(nn.Module):
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+        try:
+            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True)
+        except (RuntimeError, ValueError, TypeError):  # fused AdamW not supported here
+            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
