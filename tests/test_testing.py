@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tensorlite as tl
-from tensorlite.testing import GradcheckError, gradcheck
+from tensorlite.testing import GradcheckError, gradcheck, gradgradcheck
 from tensorlite.testing import strategies as tst
 
 
@@ -155,6 +155,118 @@ def test_gradcheck_cotangent_and_seed():
         gradcheck(lambda t: t * 3.0, [x], cotangent=np.ones(3))
     with pytest.raises(ValueError):
         gradcheck(lambda t: t * 3.0, [x], mode="fast")
+
+
+# ---------------------------------------------------------------------------
+# gradgradcheck
+# ---------------------------------------------------------------------------
+
+class Cube(tl.Function):
+    """y = x^3 with a backward that is right to second order: it reads x back through
+    save_for_backward, so a create_graph backward differentiates through it."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return x ** 3
+
+    def backward(self, grad):
+        x, = self.saved
+        return (grad * 3.0 * x * x,)
+
+
+class CubeWithConstantSlope(tl.Function):
+    """y = x^3 whose backward keeps x as a plain attribute: the first derivative 3 x^2 is right,
+    but a create_graph backward treats x as a constant, so d2y/dx2 comes out as 0, not 6 x."""
+
+    def forward(self, x):
+        self.x = x
+        return x ** 3
+
+    def backward(self, grad):
+        return (grad * 3.0 * self.x * self.x,)
+
+
+def test_gradgradcheck_passes_correct_second_derivatives():
+    x = np.array([[0.5, -1.0], [2.0, 0.25]])
+    assert gradgradcheck(lambda t: (t * t).tanh(), [x]) is True
+    assert gradgradcheck(Cube.apply, x) is True
+    rng = np.random.default_rng(0)
+    assert gradgradcheck(lambda a, b: (a @ b).exp(), [rng.standard_normal((2, 3)),
+                                                      rng.standard_normal((3, 2))])
+
+
+def test_gradgradcheck_catches_a_wrong_second_derivative_that_gradcheck_passes():
+    x = np.array([0.5, -1.5, 2.0])
+    assert gradcheck(CubeWithConstantSlope.apply, [x])  # first order is right
+    with pytest.raises(GradcheckError) as info:
+        gradgradcheck(CubeWithConstantSlope.apply, [x])
+    message = str(info.value)
+    assert message.startswith("gradgradcheck failed for input 0")
+    assert "3 of 3" in message and "analytic=0.0" in message
+    assert re.search(r"worst at index \(\d,\): numeric=-?\d", message)
+
+
+def test_gradgradcheck_catches_a_detached_slope_in_composed_ops():
+    # x * detach(x) + (x - detach(x)) * detach(x) is x^2 with slope 2x, but its slope is built
+    # from constants, so its second derivative is 0 instead of 2
+    def square_with_constant_slope(t):
+        frozen = t.detach()
+        return t * frozen + (t - frozen) * frozen
+
+    x = np.array([1.0, -2.0])
+    assert gradcheck(square_with_constant_slope, [x])
+    with pytest.raises(GradcheckError, match=r"gradgradcheck failed for input 0.*analytic=0\.0"):
+        gradgradcheck(square_with_constant_slope, [x], grad_outputs=np.ones(2))
+
+
+class DoubleBackward(tl.Function):
+    """The backward of y = 2 x as an op of its own (as fused kernels' backwards are), whose own
+    backward is wrong: the derivative of 2 g with respect to g is 2, not 3."""
+
+    def forward(self, grad):
+        return 2.0 * grad
+
+    def backward(self, grad_grad):
+        return (3.0 * grad_grad,)
+
+
+class Double(tl.Function):
+    def forward(self, x):
+        return 2.0 * x
+
+    def backward(self, grad):
+        return (DoubleBackward.run(grad),)
+
+
+def test_gradgradcheck_checks_the_backward_of_a_backward_op():
+    """Double backward also runs the backward ops' own backwards, with respect to the incoming
+    gradient: a wrong one fails on grad_outputs, although every second derivative is 0."""
+    x = np.array([1.0, 2.0])
+    assert gradcheck(Double.apply, [x])
+    with pytest.raises(GradcheckError, match=r"gradgradcheck failed for grad_outputs\[0\]"):
+        gradgradcheck(Double.apply, [x])
+
+
+def test_gradgradcheck_handles_integers_none_tuples_and_unused_inputs():
+    weight = np.random.default_rng(1).standard_normal((3, 2))
+
+    def fn(w, idx, unused, nothing):
+        rows = w[idx]
+        return rows * rows, (rows.sum() * 0.5).exp()
+
+    assert gradgradcheck(fn, [weight, np.array([2, 0, 2]), np.ones(2), None])
+
+
+def test_gradgradcheck_options():
+    x = np.random.default_rng(2).standard_normal((4, 5))
+    assert gradgradcheck(lambda t: (t ** 3).sum(axis=1), [x], mode="projection", n_projections=2)
+    assert gradgradcheck(lambda t: t.tanh(), [x], grad_outputs=np.ones((4, 5)), seed=3)
+    with pytest.raises(ValueError, match="gradgradcheck: cotangent 0 has shape"):
+        gradgradcheck(lambda t: t * t, [x], grad_outputs=np.ones(3))
+    with pytest.raises(ValueError, match="gradgradcheck: no floating-point input"):
+        gradgradcheck(lambda i: i, [np.array([1, 2])])
+    with pytest.raises(GradcheckError, match="input 0"):
+        gradgradcheck(CubeWithConstantSlope.apply, [x], mode="projection")
 
 
 # ---------------------------------------------------------------------------
