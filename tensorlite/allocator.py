@@ -22,7 +22,8 @@ On import it calls ``mallopt`` once, through ctypes:
 
 * ``M_MMAP_THRESHOLD = MMAP_THRESHOLD`` (1 GiB): blocks up to this size come from the heap, so a
   freed activation is handed to the next request of the same size with its pages still mapped.
-  Only allocations larger than this get their own mapping.
+  Only allocations larger than this get their own mapping. (A glibc that refuses a threshold
+  above its documented 32 MiB ceiling gets 32 MiB.)
 * ``M_TRIM_THRESHOLD = TRIM_THRESHOLD`` (2 GiB, glibc's largest ``int`` value rounded down):
   free memory at the top of the heap is kept for the next step rather than returned at the end
   of each step.
@@ -58,6 +59,9 @@ M_MMAP_THRESHOLD = -3
 
 MMAP_THRESHOLD = 1 << 30          # 1 GiB: larger than any activation of the models we ship
 TRIM_THRESHOLD = (1 << 31) - 1    # mallopt takes an int; this is the largest
+# glibc's documented ceiling for the mmap threshold (32 MiB on 64-bit); recent versions accept
+# more, an older one that refuses MMAP_THRESHOLD gets this instead
+MMAP_THRESHOLD_FALLBACK = 32 << 20
 
 OPT_OUT_VARIABLE = "TENSORLITE_KEEP_MALLOC"
 USER_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
@@ -98,11 +102,13 @@ def configure() -> dict:
         _state["reason"] = f"{_user_choice()} is set: the user's malloc settings kept"
     else:
         libc = ctypes.CDLL(None)  # the C library the interpreter already runs on
-        wanted = {"M_MMAP_THRESHOLD": (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
-                  "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, TRIM_THRESHOLD)}
-        for name, (parameter, value) in wanted.items():
-            if libc.mallopt(ctypes.c_int(parameter), ctypes.c_int(value)) == 1:  # 1 = accepted
-                _state["options"][name] = value
+        wanted = {"M_MMAP_THRESHOLD": (M_MMAP_THRESHOLD, (MMAP_THRESHOLD, MMAP_THRESHOLD_FALLBACK)),
+                  "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, (TRIM_THRESHOLD,))}
+        for name, (parameter, values) in wanted.items():
+            for value in values:  # the first value glibc accepts (mallopt returns 1)
+                if libc.mallopt(ctypes.c_int(parameter), ctypes.c_int(value)) == 1:
+                    _state["options"][name] = value
+                    break
         _state["applied"] = bool(_state["options"])
         _state["reason"] = (f"glibc {glibc}: mallopt set" if _state["applied"]
                             else f"glibc {glibc} refused mallopt: defaults kept")

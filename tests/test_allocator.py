@@ -137,6 +137,21 @@ def test_configure_applies_once(fresh_module_state):
     assert allocator.format_info() == "malloc=M_MMAP_THRESHOLD=1024MiB,M_TRIM_THRESHOLD=2047MiB"
 
 
+def test_refused_mmap_threshold_falls_back_to_glibc_ceiling(fresh_module_state):
+    class CeilingLibc(FakeLibc):
+        def mallopt(self, parameter, value):
+            super().mallopt(parameter, value)
+            return int(value.value <= allocator.MMAP_THRESHOLD_FALLBACK
+                       or parameter.value == allocator.M_TRIM_THRESHOLD)
+
+    libc = CeilingLibc(None)
+    fresh_module_state("2.17", libc)
+    assert allocator.configure()["options"] == {"M_MMAP_THRESHOLD": allocator.MMAP_THRESHOLD_FALLBACK,
+                                                "M_TRIM_THRESHOLD": allocator.TRIM_THRESHOLD}
+    assert [value for _, value in libc.calls] == [allocator.MMAP_THRESHOLD, allocator.MMAP_THRESHOLD_FALLBACK,
+                                                  allocator.TRIM_THRESHOLD]
+
+
 def test_refused_option_is_reported(fresh_module_state):
     fresh_module_state("2.36", FakeLibc(0))
     assert allocator.configure() == {"applied": False, "options": {},
