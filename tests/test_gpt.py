@@ -3,6 +3,7 @@
 Tests taking the ``kernel_set`` fixture (tests/conftest.py) run once per kernel set."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -423,3 +424,93 @@ def test_kv_cache_with_explicit_attention_path():
     cached = model.generate(prompt, 6, rng=np.random.default_rng(0))
     uncached = model.generate(prompt, 6, use_cache=False, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(cached, uncached)
+
+
+# ----------------------------------------------------------------------------------------------
+# errors instead of silent garbage; sizes computed from a config
+
+
+def tiny_gpt(seed=0, **overrides):
+    tl.manual_seed(seed)
+    config = dict(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    config.update(overrides)
+    return GPT(GPTConfig(**config))
+
+
+def test_one_dimensional_ids_are_a_clear_error():
+    model = tiny_gpt()
+    with pytest.raises(ValueError, match=r"idx must be token ids of shape \(B, T\).*got shape \(3,\).*idx\[None, :\]"):
+        model(np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"got shape \(2, 0\)"):
+        model(np.zeros((2, 0), dtype=np.int64))
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "3"])
+def test_generate_rejects_a_bad_token_count(bad):
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
+        tiny_gpt().generate(np.array([[1]]), bad)
+    assert tiny_gpt().generate(np.array([[1, 2]]), 0).tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize("temperature", [1e-310, -1.0, float("nan"), float("inf")])
+def test_generate_rejects_unusable_temperatures(temperature):
+    with pytest.raises(ValueError, match="temperature must be 0"):
+        tiny_gpt().generate(np.array([[1]]), 3, temperature=temperature)
+
+
+def test_tiny_normal_temperature_is_greedy_not_nan():
+    logits = np.random.default_rng(0).normal(size=(4, 11)) * 50
+    choice = sample_next_token(logits, temperature=1e-300, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(choice, logits.argmax(axis=-1))
+    model = tiny_gpt()
+    np.testing.assert_array_equal(model.generate(np.array([[1]]), 6, temperature=1e-300, rng=0),
+                                  model.generate(np.array([[1]]), 6, temperature=0))
+
+
+def test_sampling_refuses_non_finite_logits():
+    rng = np.random.default_rng(0)
+    for bad in (np.nan, np.inf):
+        logits = np.zeros((2, 5))
+        logits[1, 2] = bad
+        with pytest.raises(ValueError, match="NaN or \\+inf"):
+            sample_next_token(logits, rng=rng)
+    with pytest.raises(ValueError, match="all -inf"):
+        sample_next_token(np.full((1, 4), -np.inf), rng=rng)
+    masked = np.array([[0.0, -np.inf, 1.0, -np.inf]])  # -inf as a mask is fine
+    assert set(np.concatenate([sample_next_token(masked, rng=rng) for _ in range(50)])) <= {0, 2}
+
+
+@pytest.mark.parametrize("field, value", [("dropout", "0.1"), ("bias", "yes"), ("n_layer", 2.0), ("n_head", True)])
+def test_config_rejects_wrong_types(field, value):
+    config = dict(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    config[field] = value
+    with pytest.raises(ValueError, match=f"GPTConfig.{field}"):
+        GPTConfig(**config)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_shapes_count_and_memory_from_a_config(bias):
+    from models import gpt
+
+    config = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=bias)
+    model = GPT(config)
+    state = model.state_dict()
+    assert gpt.state_shapes(config) == {name: value.shape for name, value in state.items()}
+    assert gpt.count_state_entries(config) == len(state)
+    assert gpt.count_params(config) == model.num_parameters()
+    weights = 4 * model.num_parameters() * 4  # float32 parameters, gradients and two moments
+    assert gpt.estimate_memory(config, batch_size=4) > weights
+    assert gpt.estimate_memory(config, batch_size=8) > gpt.estimate_memory(config, batch_size=4)
+    assert gpt.estimate_memory(config, 4, dtype=np.float64) == 2 * gpt.estimate_memory(config, 4)
+    assert gpt.estimate_memory(config, 1, training=False) < gpt.estimate_memory(config, 1)
+    huge = GPTConfig(vocab_size=13, block_size=8, n_layer=100_000, n_head=1, n_embd=100_000_000)
+    assert gpt.estimate_memory(huge, 1) > 10 ** 20  # Python ints: no overflow
+
+
+def test_available_memory_reads_meminfo():
+    from models import gpt
+
+    available = gpt.available_memory()
+    if os.path.exists("/proc/meminfo"):
+        assert isinstance(available, int) and available > 0
+    assert gpt.format_bytes(1536) == "1.5 KiB" and gpt.format_bytes(12) == "12 B"
