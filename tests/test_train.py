@@ -365,3 +365,38 @@ def test_progress_line_only_on_a_terminal(corpus_file, tmp_path, capsys, monkeyp
     assert "\r" in capsys.readouterr().out
     assert train.main(run_args(corpus_file, tmp_path / "b", "--max-iters", "3")) == 0
     assert "\r" not in capsys.readouterr().out
+
+
+def test_remove_stale_temp_files_takes_only_the_leftovers_of_that_checkpoint(tmp_path):
+    for name in (".ckpt.npz.abc123.tmp", ".ckpt.npz.x.tmp", ".best.npz.y.tmp", "ckpt.npz", "notes.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = ckpt_io.remove_stale_temp_files(tmp_path / "ckpt.npz")
+    assert sorted(os.path.basename(p) for p in removed) == [".ckpt.npz.abc123.tmp", ".ckpt.npz.x.tmp"]
+    assert sorted(os.listdir(tmp_path)) == [".best.npz.y.tmp", "ckpt.npz", "notes.tmp"]
+
+
+def test_metrics_writer_stops_at_a_full_disk_with_whole_lines(tmp_path, monkeypatch):
+    warnings = []
+    writer = train.MetricsWriter(tmp_path / "m.jsonl", append=False, warn=warnings.append)
+    writer.write(event="train", iter=1)
+    real_write = os.write
+
+    def half_write(fd, data):  # the disk fills in the middle of the second record
+        real_write(fd, data[:5])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train.os, "write", half_write)
+    writer.write(event="train", iter=2)
+    writer.write(event="train", iter=3)  # no second warning, no second attempt
+    writer.close()
+    assert len(warnings) == 1 and "No space left on device" in warnings[0]
+    assert [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()] == [
+        {"event": "train", "iter": 1}]
+
+
+def test_settings_saved_in_a_checkpoint_are_type_checked():
+    settings = train.resolve_settings({})
+    train.validate_settings(settings)
+    for key, value in [("lr", "abc"), ("n_layer", 2.0), ("bias", 1), ("tokenizer", "word"), ("data", 5)]:
+        with pytest.raises(train.UsageError, match=rf"^settings\.{key} must"):
+            train.validate_settings(dict(settings, **{key: value}), name=lambda k: f"settings.{k}")
