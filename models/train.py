@@ -488,10 +488,12 @@ class Run:
     """
 
     def __init__(self, explicit, preset, resume, overwrite=False):
+        if resume and overwrite:
+            raise UsageError("--resume continues the run in --out-dir and --overwrite replaces it; give one of them")
         out_dir = explicit.get("out_dir", DEFAULTS["out_dir"])
         self.ckpt_path = os.path.join(out_dir, CKPT_NAME)  # latest state, for --resume
         self.best_path = os.path.join(out_dir, BEST_NAME)  # lowest validation loss
-        self.overwrite = overwrite and not resume
+        self.overwrite = overwrite
         self.checkpoint = None
         self.warnings = []
         saved = None

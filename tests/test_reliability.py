@@ -398,6 +398,13 @@ def test_never_destroys_a_previous_run(run_copy, corpus_file, capsys):
         assert max(json.loads(line)["iter"] for line in f) == 1
 
 
+def test_resume_and_overwrite_together_are_refused(run_copy, capsys):
+    before = snapshot(run_copy)
+    code, _, err = call(train.main, ["--resume", "--overwrite", "--out-dir", run_copy], capsys)
+    assert_one_line_error(code, err, 2, "tensorlite-train", "give one of them")
+    assert snapshot(run_copy) == before
+
+
 def test_out_dir_that_is_a_file(corpus_file, tmp_path, capsys):
     path = tmp_path / "file"
     path.write_text("x")
