@@ -10,7 +10,9 @@ Run it without mpiexec; it launches `mpiexec -n 2` itself (the [mpi] extra provi
 2. Under `mpiexec -n 2`, one thread per rank: the time of DistributedDataParallel's
    `sync_gradients()` over the model's gradient bytes (packing into buckets, MPI_Allreduce,
    averaging), and of one bare MPI_Allreduce of the same bytes; then, for the configs in
-   --throughput-configs, tokens/s of 2 processes x 1 thread against 1 process x all threads.
+   --throughput-configs, tokens/s of 2 processes x 1 thread against 1 process x all threads,
+   and whether overlapping pays: backward followed by the allreduce, against the allreduce
+   started (MPI_Iallreduce) before backward and waited for after it.
 3. The prediction. Each host is one machine like this one, keeps its per-host batch (weak
    scaling, as in Horovod's tables) and computes a step in the measured time T. The
    gradients are averaged with a ring allreduce, which costs
@@ -18,8 +20,7 @@ Run it without mpiexec; it launches `mpiexec -n 2` itself (the [mpi] extra provi
        C(N) = 2 (N-1)/N * bytes / bandwidth  +  2 (N-1) * latency * messages
 
    (each of the 2(N-1) ring steps moves bytes/N per host and pays one latency per message;
-   sync_gradients() sends one message per bucket plus one small one that tells which
-   parameters have a gradient). Efficiency without overlap is T / (T + C); with the reduction perfectly hidden
+   sync_gradients() sends one message per bucket). Efficiency without overlap is T / (T + C); with the reduction perfectly hidden
    behind backward it would be T / max(T, C). Latencies are flags; the defaults, 50 us at
    10 Gbit/s (TCP over Ethernet) and 10 us at 100 Gbit/s (RDMA), are typical, not measured.
 
@@ -115,6 +116,40 @@ def time_collective(fn, repeats):
     return statistics.median(times)
 
 
+def overlap_experiment(runner, nbytes, repeats):
+    """Does overlapping pay? The same backward followed by an allreduce of the gradient bytes,
+    against the allreduce started (MPI_Iallreduce) before backward and waited for after it.
+    Returns median slowest-rank times in ms: backward alone, sequential, overlapped."""
+    from tensorlite import distributed as dist
+    flat = np.ones(nbytes // 4, dtype=np.float32)
+    backward, sequential, overlapped = [], [], []
+
+    def loss():
+        x, y = next(runner.data)
+        return runner.ddp(x, y)[1]
+
+    for _ in range(repeats):
+        pending = loss()
+        dist.barrier()
+        start = time.perf_counter()
+        pending.backward()
+        backward_done = time.perf_counter()
+        dist.all_reduce(flat)
+        sequential.append(slowest_rank_ms(time.perf_counter() - start))
+        backward.append(slowest_rank_ms(backward_done - start))
+        runner.optimizer.zero_grad()
+
+        pending = loss()
+        dist.barrier()
+        start = time.perf_counter()
+        work = dist.all_reduce(flat, async_op=True)
+        pending.backward()
+        work.wait()
+        overlapped.append(slowest_rank_ms(time.perf_counter() - start))
+        runner.optimizer.zero_grad()
+    return [statistics.median(v) for v in (backward, sequential, overlapped)]
+
+
 def worker_main(args):
     from tensorlite import distributed as dist
     from tensorlite.nn.parallel import DistributedDataParallel
@@ -161,6 +196,8 @@ def worker_main(args):
             entry["ddp_step_ms"] = step_ms
             tokens_per_step = dist.get_world_size() * batch_size * settings["block_size"]
             entry["ddp_tokens_per_s"] = tokens_per_step / (step_ms / 1e3)
+            entry["backward_ms"], entry["backward_then_allreduce_ms"], entry["overlapped_ms"] = \
+                overlap_experiment(runner, entry["gradient_bytes"], args.steps)
         results["configs"][name] = entry
     if rank == 0:
         with open(args.worker_json, "w") as f:
@@ -206,7 +243,7 @@ def markdown_table(step_ms, measured, latencies_us):
     lines = [f"| config | gradients | step (1 host) | link | allreduce at 64 hosts | {hosts_header} |",
              "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HOSTS) + " |"]
     for name, entry in measured["configs"].items():
-        nbytes, messages = entry["gradient_bytes"], entry["buckets"] + 1
+        nbytes, messages = entry["gradient_bytes"], entry["buckets"]
         for gbit, latency in zip(BANDWIDTHS_GBIT, latencies_us):
             comms = [ring_allreduce_ms(nbytes, n, gbit, latency, messages) for n in HOSTS]
             cells = " | ".join(f"{100 * efficiency(step_ms[name], c):.0f}%" for c in comms)
@@ -270,6 +307,9 @@ def main(argv=None):
             print(f"\nThroughput, {name}: 1 process x {cores} threads {single:,.0f} tokens/s; "
                   f"{ranks} processes x {max(1, cores // ranks)} thread(s) "
                   f"{entry['ddp_tokens_per_s']:,.0f} tokens/s ({entry['ddp_step_ms']:.1f} ms/step)")
+            print(f"Overlap, {name}: backward {entry['backward_ms']:.1f} ms; backward then allreduce "
+                  f"{entry['backward_then_allreduce_ms']:.1f} ms; allreduce started before backward, "
+                  f"waited after {entry['overlapped_ms']:.1f} ms")
 
     print(f"\nPredicted scaling efficiency (weak scaling, ring allreduce, no overlap), "
           f"each host like this one:\n")

@@ -32,7 +32,7 @@ __all__ = [
     "init_process_group", "is_initialized", "is_available", "launched_by_mpiexec",
     "launcher_rank", "launcher_world_size",
     "get_rank", "get_world_size", "get_local_world_size", "barrier", "all_reduce",
-    "broadcast", "abort", "destroy_process_group",
+    "broadcast", "abort", "destroy_process_group", "Work",
 ]
 
 INSTALL_HINT = "pip install tensorlite[mpi]  (mpi4py and MPICH)"
@@ -192,27 +192,56 @@ def _check_array(name, array):
                          f"place); got shape {array.shape}, strides {array.strides}")
 
 
-def all_reduce(array, op="sum"):
+def all_reduce(array, op="sum", async_op=False):
     """Combine ``array`` element-wise over all ranks, in place; every rank gets the result.
 
     ``op``: "sum", "avg" (the sum divided by the world size), "max" or "min".
-    Returns ``array``.
+    Returns ``array``; with ``async_op=True`` returns at once a ``Work`` handle whose
+    ``wait()`` finishes the reduction (``MPI_Iallreduce``), as in PyTorch. Whether the
+    reduction advances before ``wait()`` is up to the MPI library (MPICH: only inside MPI
+    calls, unless its progress thread is enabled).
     """
     if op not in _OPS:
         raise ValueError(f"all_reduce: op must be one of {', '.join(map(repr, _OPS))}, got {op!r}")
     _check_array("all_reduce", array)
     group = _require_group("all_reduce")
-    if group.world_size == 1 or array.size == 0:
-        return array
-    MPI = group.MPI
-    mpi_op = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
-    group.comm.Allreduce(MPI.IN_PLACE, array, op=mpi_op)
-    if op == "avg":
-        if np.issubdtype(array.dtype, np.floating):
-            array /= array.dtype.type(group.world_size)
+    request = None
+    if group.world_size > 1 and array.size > 0:
+        MPI = group.MPI
+        mpi_op = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
+        if async_op:
+            request = group.comm.Iallreduce(MPI.IN_PLACE, array, op=mpi_op)
         else:
-            array //= group.world_size
+            group.comm.Allreduce(MPI.IN_PLACE, array, op=mpi_op)
+    work = Work(request, array, group.world_size if op == "avg" else 1)
+    if async_op:
+        return work
+    work.wait()
     return array
+
+
+class Work:
+    """A collective in flight (``all_reduce(..., async_op=True)``); ``wait()`` completes it."""
+
+    def __init__(self, request, array, divide_by):
+        self._request, self._array, self._divide_by = request, array, divide_by
+        self._done = False
+
+    def wait(self):
+        """Block until the collective is complete; returns the array."""
+        if not self._done:
+            if self._request is not None:
+                self._request.Wait()
+            if self._divide_by > 1:
+                if np.issubdtype(self._array.dtype, np.floating):
+                    self._array /= self._array.dtype.type(self._divide_by)
+                else:
+                    self._array //= self._divide_by
+            self._done = True
+        return self._array
+
+    def is_completed(self):
+        return self._done
 
 
 def broadcast(array, src=0):

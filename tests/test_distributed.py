@@ -135,6 +135,10 @@ def test_all_reduce_and_broadcast(tmp_path):
             y = x.copy()
             assert dist.all_reduce(y, op=op) is y
             assert np.array_equal(y, expected), (op, y)
+        pending = x.copy()
+        work = dist.all_reduce(pending, op="avg", async_op=True)
+        assert work.wait() is pending and np.array_equal(pending, [1.5, -3.0, 7.5])
+        assert work.is_completed() and np.array_equal(work.wait(), [1.5, -3.0, 7.5])
         counts = np.array([rank + 1, 10], dtype=np.int64)
         dist.all_reduce(counts)
         assert counts.tolist() == [3, 20]
@@ -206,6 +210,14 @@ def test_ddp_broadcasts_rank0_parameters_and_averages_gradients(tmp_path):
                 assert p.grad is None and q.grad is None
                 continue
             np.testing.assert_allclose(p.grad, q.grad, rtol=1e-6, atol=1e-12, err_msg=name)
+
+        # a gradient on one rank only is averaged with zeros; None everywhere stays None
+        model.zero_grad()
+        if rank == 0:
+            model.module.unused.grad = np.full(4, 3.0)
+        model.sync_gradients()
+        assert np.array_equal(model.module.unused.grad, np.full(4, 1.5))
+        assert model.module.fc1.weight.grad is None
 
         # no_sync: gradients of the first micro-batch stay local; the second sync averages both
         model.zero_grad()

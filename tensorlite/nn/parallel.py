@@ -48,13 +48,20 @@ __all__ = ["DistributedDataParallel"]
 
 
 class _Bucket:
-    """Some parameters of one dtype, their gradients stored back to back in one flat array."""
+    """Some parameters of one dtype, their gradients stored back to back in one flat array.
+
+    After the gradients, one more number per parameter: 1 if this rank has a gradient for
+    it, else 0. The allreduce sums these flags along with the gradients, so one message
+    also tells every rank which parameters have a gradient anywhere.
+    """
 
     def __init__(self, params):
         self.params = params
         sizes = [p.data.size for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.flat = np.zeros(int(self.offsets[-1]), dtype=params[0].data.dtype)
+        self.size = int(self.offsets[-1])
+        self.flat = np.zeros(self.size + len(params), dtype=params[0].data.dtype)
+        self.flags = self.flat[self.size:]  # (len(params),) view
 
     def views(self):
         """Each parameter's slice of the flat array, shaped like the parameter."""
@@ -62,9 +69,11 @@ class _Bucket:
             yield p, self.flat[self.offsets[i]:self.offsets[i + 1]].reshape(p.data.shape)
 
     def pack(self, attribute):
-        """Copy every p.grad (or p.data) into the flat array; a missing gradient counts as zeros."""
-        for p, view in self.views():
+        """Copy every p.grad (or p.data) into the flat array; a missing gradient counts as
+        zeros and sets the parameter's flag to 0."""
+        for i, (p, view) in enumerate(self.views()):
             value = getattr(p, attribute)
+            self.flags[i] = value is not None
             if value is None:
                 view.fill(0)
             elif value is not view:  # after an earlier sync p.grad may already be the view
@@ -73,6 +82,11 @@ class _Bucket:
     def unpack_data(self):
         for p, view in self.views():
             p.data[...] = view
+
+    def unpack_grads(self):
+        """Every p.grad becomes a view of its averaged slice; None where no rank had one."""
+        for i, (p, view) in enumerate(self.views()):
+            p.grad = view if self.flags[i] > 0 else None
 
 
 def _buckets(params, cap_bytes):
@@ -157,16 +171,10 @@ class DistributedDataParallel(Module):
         """
         if not self.require_backward_grad_sync:
             return False
-        had_grad = np.array([p.grad is not None for b in self._buckets for p in b.params], dtype=np.uint8)
-        if self.world_size > 1:
-            dist.all_reduce(had_grad, op="max")  # one small call: who has a gradient anywhere
-        position = 0
         for bucket in self._buckets:
             bucket.pack("grad")
-            dist.all_reduce(bucket.flat, op="avg")
-            for p, view in bucket.views():
-                p.grad = view if had_grad[position] else None
-                position += 1
+            dist.all_reduce(bucket.flat, op="avg")  # gradients and has-gradient flags at once
+            bucket.unpack_grads()
         return True
 
     def extra_repr(self):
