@@ -301,7 +301,7 @@ class BroadcastTo(Function):
 class Sum(Function):
     def forward(self, x, axis=None, keepdims=False):
         self.input_shape = x.shape
-        self.axes = _normalize_axes(axis, x.ndim)
+        self.axes = _normalize_axes(axis, x.ndim, "sum")
         self.keepdims = keepdims
         return np.asarray(x.sum(axis=self.axes, keepdims=keepdims))
 
@@ -313,7 +313,7 @@ class Sum(Function):
 class Mean(Function):
     def forward(self, x, axis=None, keepdims=False):
         self.input_shape = x.shape
-        self.axes = _normalize_axes(axis, x.ndim)
+        self.axes = _normalize_axes(axis, x.ndim, "mean")
         self.keepdims = keepdims
         self.count = int(np.prod([x.shape[a] for a in self.axes]))
         return np.asarray(x.mean(axis=self.axes, keepdims=keepdims))
@@ -330,7 +330,7 @@ class Max(Function):
     reduce = staticmethod(np.max)
 
     def forward(self, x, axis=None, keepdims=False):
-        self.axes = _normalize_axes(axis, x.ndim)
+        self.axes = _normalize_axes(axis, x.ndim, self.name.lower())
         out_kept = self.reduce(x, axis=self.axes, keepdims=True)
         # Which elements are maxima, each weighted by 1/(number of ties): a constant, as the
         # gradient of max is piecewise constant in x.
@@ -353,7 +353,7 @@ class Var(Function):
     """Variance over axes with `correction` (1 = unbiased, PyTorch's default; 0 = NumPy's)."""
 
     def forward(self, x, axis=None, keepdims=False, correction=1):
-        self.axes = _normalize_axes(axis, x.ndim)
+        self.axes = _normalize_axes(axis, x.ndim, "var")
         self.keepdims = keepdims
         count = int(np.prod([x.shape[a] for a in self.axes]))
         self.divisor = builtins.max(count - correction, 0)
@@ -1040,10 +1040,13 @@ def _along_axis_index(index, axis):
 def _take_along(op, x, indices, axis, keepdim):
     """(values, indices) for indices along `axis` computed on the data: the values go through
     GetItem, so the gradient reaches exactly the picked elements."""
-    if x.ndim == 0:
+    scalar = x.ndim == 0
+    if scalar:
         x = Reshape.apply(x, shape=(1,))
     values = GetItem.apply(x, index=_along_axis_index(indices, axis))
-    if not keepdim:
+    if scalar:  # a 0-d input gives 0-d results, keepdim or not, as in PyTorch
+        values, indices = Reshape.apply(values, shape=()), indices.reshape(())
+    elif not keepdim:
         values = Reshape.apply(values, shape=_drop_axis(values.shape, axis))
         indices = indices.reshape(_drop_axis(indices.shape, axis))
     return ValuesIndices(values, Tensor._make(indices.astype(np.int64, copy=False), False))
