@@ -1,32 +1,74 @@
 """Saving nested state (state dicts, optimizer state, RNG states) without pickle.
 
-`split_arrays(obj)` turns a nest of dicts, lists, tuples, numbers, strings and NumPy arrays
-into (arrays, tree): the arrays for `np.savez`, and a JSON-able tree that names them.
+`split_arrays(obj)` turns a nest of dicts, lists, tuples, numbers, strings, NumPy arrays and
+Tensors into (arrays, tree): the arrays for `np.savez`, and a JSON-able tree that names them.
 `join_arrays(arrays, tree)` rebuilds the original, exact to the bit. Loading then needs only
 `np.load(..., allow_pickle=False)` and `json.loads`, which cannot run code from a file.
+
+`save(obj, path)` and `load(path)` (exported as `tl.save` / `tl.load`) put the two parts in one
+`.npz` file: every array under its path in the nest, plus `tree.json`, the tree as UTF-8 JSON
+stored as a uint8 array. Writing is atomic (`atomic_write`): a crash leaves the old file or the
+new one, never a torn one.
+
+    tl.save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": 3}, "ckpt.npz")
+    state = tl.load("ckpt.npz")
 """
 
+import json
+import os
+import tempfile
+import zipfile
+
 import numpy as np
+
+from tensorlite.tensor import Tensor
+
+__all__ = ["save", "load", "SerializationError", "atomic_write", "split_arrays", "join_arrays",
+           "encode", "decode"]
+
+FORMAT_NAME = "tensorlite-save"
+FORMAT_VERSION = 1
+TREE_KEY = "tree.json"
+
+
+class SerializationError(ValueError):
+    """A file given to `load` is damaged, or is not a file written by `save`."""
 
 # JSON cannot hold arrays, tuples, non-string dict keys or NumPy scalars, so those are
 # written as small tagged objects: {"__array__": key}, {"__scalar__": key} (a 0-d array,
 # which keeps the exact dtype, e.g. a float32 step size), {"__tuple__": [...]} and
-# {"__items__": [[key, value], ...]} for a dict whose keys are not all plain strings.
+# {"__items__": [[key, value], ...]} for a dict whose keys are not all plain strings, and
+# {"__tensor__": key, "requires_grad": bool, "parameter": bool} for a Tensor (or Parameter).
 # Python floats survive JSON exactly (repr round-trips), so no precision is lost.
 
-_TAGS = ("__array__", "__scalar__", "__tuple__", "__items__")
+_TAGS = ("__array__", "__scalar__", "__tuple__", "__items__", "__tensor__")
+
+
+def _store(arrays, prefix, array):
+    """Put `array` in `arrays` under `prefix`, or under a variant if a dict key containing '/'
+    already produced the same path (e.g. keys "a/b" and "a" -> "b")."""
+    key, n = prefix, 1
+    while key in arrays:
+        key, n = f"{prefix}~{n}", n + 1
+    arrays[key] = array
+    return key
 
 
 def encode(obj, prefix, arrays):
     """The JSON-able tree for `obj`; its arrays go into `arrays`, keyed by path under `prefix`."""
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
-            raise TypeError(f"cannot store an object array at {prefix!r} without pickle")
-        arrays[prefix] = obj
-        return {"__array__": prefix}
+            raise TypeError(f"cannot save an object array at {prefix!r} without pickle")
+        return {"__array__": _store(arrays, prefix, obj)}
     if isinstance(obj, np.generic):
-        arrays[prefix] = np.asarray(obj)
-        return {"__scalar__": prefix}
+        if isinstance(obj, np.object_):
+            raise TypeError(f"cannot save a NumPy object scalar at {prefix!r} without pickle")
+        return {"__scalar__": _store(arrays, prefix, np.asarray(obj))}
+    if isinstance(obj, Tensor):
+        if obj.data.dtype.hasobject:
+            raise TypeError(f"cannot save an object-dtype Tensor at {prefix!r} without pickle")
+        return {"__tensor__": _store(arrays, prefix, obj.data), "requires_grad": obj.requires_grad,
+                "parameter": type(obj).__name__ == "Parameter"}
     if isinstance(obj, dict):
         plain_keys = all(isinstance(k, str) and k not in _TAGS for k in obj)
         if plain_keys:
@@ -43,7 +85,8 @@ def encode(obj, prefix, arrays):
         return [encode(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"cannot store a value of type {type(obj).__name__} at {prefix!r} in a checkpoint")
+    raise TypeError(f"cannot save a value of type {type(obj).__name__} at {prefix!r}: only dicts, "
+                    f"lists, tuples, NumPy arrays, Tensors, numbers, strings and None can be saved")
 
 
 def decode(obj, arrays):
@@ -55,6 +98,9 @@ def decode(obj, arrays):
             return arrays[obj["__array__"]]
         if "__scalar__" in obj:
             return arrays[obj["__scalar__"]][()]
+        if "__tensor__" in obj:
+            return _tensor(arrays[obj["__tensor__"]], obj.get("requires_grad", False),
+                           obj.get("parameter", False))
         if "__tuple__" in obj:
             return tuple(decode(v, arrays) for v in obj["__tuple__"])
         if "__items__" in obj:
@@ -67,6 +113,13 @@ def _hashable(key):
     return tuple(key) if isinstance(key, list) else key
 
 
+def _tensor(array, requires_grad, parameter):
+    if parameter:
+        from tensorlite.nn import Parameter  # here: nn imports much of the library
+        return Parameter(array, dtype=array.dtype)
+    return Tensor(array, requires_grad=bool(requires_grad), dtype=array.dtype)
+
+
 def split_arrays(obj, prefix=""):
     """(arrays, tree): every array in `obj` moved to `arrays` under its path, the rest as JSON."""
     arrays = {}
@@ -76,3 +129,97 @@ def split_arrays(obj, prefix=""):
 def join_arrays(arrays, tree):
     """The inverse of `split_arrays`."""
     return decode(tree, arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# One file: tl.save / tl.load
+# --------------------------------------------------------------------------------------------
+
+def atomic_write(path, write):
+    """Call `write(file)` on a temporary file beside `path`, flush and fsync it, then rename it
+    over `path` (atomic on POSIX and Windows) and fsync the directory. On any error, including
+    Ctrl-C, the temporary file is removed and an existing `path` is untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                    dir=directory)
+    try:
+        umask = os.umask(0)  # mkstemp makes the file 0600; give it a normal file's permissions
+        os.umask(umask)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename durable; not every platform can open a directory
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save(obj, f):
+    """Save a nest of dicts, lists and tuples holding NumPy arrays, Tensors, numbers, strings
+    and None to `f` (a path, written atomically, or a binary file object), without pickle.
+
+    Anything else raises TypeError naming where it sits, e.g. ``'obj/layers/0'``, and its
+    type; nothing is written then. `load` gives back the same structure: Tensors as Tensors
+    (with requires_grad, Parameters as Parameters), arrays as arrays, tuples as tuples.
+    """
+    arrays = {}
+    tree = encode(obj, "obj", arrays)
+    document = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tree": tree}
+    arrays[TREE_KEY] = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
+    if hasattr(f, "write"):
+        np.savez(f, **arrays)
+    else:
+        atomic_write(f, lambda file: np.savez(file, **arrays))
+
+
+def load(f):
+    """Read what `save` wrote to `f` (a path or a binary file object). Never unpickles: a
+    damaged file, or one not written by `save`, raises SerializationError saying so."""
+    name = getattr(f, "name", f) if hasattr(f, "read") else os.fspath(f)
+    try:
+        npz = np.load(f, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise SerializationError(f"cannot load {name!r}: not a file written by tl.save, or a "
+                                 f"damaged one ({error})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise SerializationError(f"cannot load {name!r}: it holds a single .npy array, not a file "
+                                 f"written by tl.save (use np.load for it)")
+    with npz:
+        try:
+            if TREE_KEY not in npz.files:
+                raise SerializationError(f"cannot load {name!r}: it has no {TREE_KEY}, so it was not "
+                                         f"written by tl.save")
+            document = json.loads(npz[TREE_KEY].tobytes().decode("utf-8"))
+            if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+                raise SerializationError(f"cannot load {name!r}: not a {FORMAT_NAME} file")
+            if document.get("version") != FORMAT_VERSION:
+                raise SerializationError(f"cannot load {name!r}: format version "
+                                         f"{document.get('version')!r} is not supported (this "
+                                         f"tensorlite reads version {FORMAT_VERSION})")
+            arrays = {key: npz[key] for key in npz.files if key != TREE_KEY}
+            return decode(document["tree"], arrays)
+        except SerializationError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, OSError, EOFError,
+                zipfile.BadZipFile, UnicodeDecodeError) as error:
+            raise SerializationError(f"cannot load {name!r}: the file is damaged "
+                                     f"({type(error).__name__}: {error})") from None
