@@ -710,8 +710,9 @@ def _nodes_leading_to(order, targets) -> set:
     included): the only part of the graph that autograd.grad needs to walk."""
     leading = set()
     for node in reversed(order):  # parents before the ops that use them
-        if id(node) in targets or (isinstance(node, Function) and any(
-                parent is not None and id(parent) in leading for parent in node.parents)):
+        # (A released op has lost its parents: keep it, so the walk reaches it and says so.)
+        if id(node) in targets or (isinstance(node, Function) and (node.released or any(
+                parent is not None and id(parent) in leading for parent in node.parents))):
             leading.add(id(node))
     return leading
 
