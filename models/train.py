@@ -468,7 +468,8 @@ def schedule_warnings(settings, saved, explicit):
         return [f"--lr-decay-iters {decay} changes the schedule of the resumed run (it had "
                 f"{saved['lr_decay_iters']}): the learning rate jumps, and the result differs from one "
                 f"uninterrupted run"]
-    if "lr_decay_iters" not in explicit and max_iters > decay:
+    # (a run that was set up to end past its decay horizon knew what it asked for)
+    if "lr_decay_iters" not in explicit and saved.get("max_iters", 0) <= decay < max_iters:
         return [f"--max-iters {max_iters} goes past the resumed run's --lr-decay-iters {decay}: the learning "
                 f"rate stays at --min-lr {settings['min_lr']:g} after iteration {decay}; give --lr-decay-iters "
                 f"to decay over the longer run"]
