@@ -98,9 +98,12 @@ class Pow(Function):
     def forward(self, base, exponent):
         if base.shape != exponent.shape:
             _broadcast_check("pow", base, exponent)
-        # Where the exponent is 0, b^(e-1) is inf at b = 0 (and 0 * inf = nan): backward uses
-        # b^0 there instead, harmless since the factor e = 0 makes that gradient 0 anyway.
-        self.zero_exponent = exponent == 0
+        # Where the exponent is 0 and the base is 0, b^(e-1) is inf (and 0 * inf = nan):
+        # backward uses b^0 there instead, harmless since the factor e = 0 makes that gradient
+        # 0 anyway. Only there: elsewhere b^(e-1) must stay, as its derivative in e is needed
+        # for second derivatives.
+        zero_exponent = exponent == 0
+        self.zero_exponent = zero_exponent & (base == 0) if zero_exponent.any() else zero_exponent
         out = base ** exponent
         self.save_for_backward(base, exponent, out)
         return out
