@@ -555,6 +555,12 @@ def test_matches_torch_when_available():
          lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1)),
         (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
          lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+        (lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1),
+         lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.1)),
+        (lambda ps: optim.RMSprop(ps, lr=0.01, alpha=0.9, momentum=0.8, centered=True, weight_decay=0.1),
+         lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, momentum=0.8, centered=True, weight_decay=0.1)),
+        (lambda ps: optim.RMSprop(ps, lr=0.01),
+         lambda ps: torch.optim.RMSprop(ps, lr=0.01)),
     ]:
         ours = [tl.nn.Parameter(v.copy()) for v in values]
         theirs = [torch.nn.Parameter(torch.tensor(v.copy())) for v in values]
@@ -566,7 +572,7 @@ def test_matches_torch_when_available():
             opt_ours.step()
             opt_theirs.step()
         for p, q in zip(ours, theirs):
-            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-10)
+            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-9, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------
@@ -783,33 +789,8 @@ def test_stacked_schedulers_multiply_like_pytorch():
     np.testing.assert_allclose(lrs, [0.5, 0.75, 0.1, 0.1, 0.01], rtol=1e-12)
 
 
-def test_optimizers_and_schedulers_match_torch_when_available():
+def test_schedulers_match_torch_when_available():
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(22)
-    values = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
-    grads = [[rng.standard_normal(v.shape) for v in values] for _ in range(5)]
-    grads[1][1] = None
-    pairs = [
-        (lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1),
-         lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.1)),
-        (lambda ps: optim.RMSprop(ps, lr=0.01, alpha=0.9, momentum=0.8, centered=True, weight_decay=0.1),
-         lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, momentum=0.8, centered=True, weight_decay=0.1)),
-        (lambda ps: optim.RMSprop(ps, lr=0.01),
-         lambda ps: torch.optim.RMSprop(ps, lr=0.01)),
-    ]
-    for make_ours, make_theirs in pairs:
-        ours = [tl.nn.Parameter(v.copy()) for v in values]
-        theirs = [torch.nn.Parameter(torch.tensor(v.copy())) for v in values]
-        opt_ours, opt_theirs = make_ours(ours), make_theirs(theirs)
-        for step_grads in grads:
-            for p, q, g in zip(ours, theirs, step_grads):
-                p.grad = None if g is None else g.copy()
-                q.grad = None if g is None else torch.tensor(g.copy())
-            opt_ours.step()
-            opt_theirs.step()
-        for p, q in zip(ours, theirs):
-            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-9, atol=1e-12)
-
     torch_schedulers = {
         "LambdaLR": lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.95 ** epoch),
         "StepLR": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5),

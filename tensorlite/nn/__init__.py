@@ -628,13 +628,15 @@ def _implicit_softmax_dim(ndim):
 class Softmax(Module):
     """softmax along ``dim``: exp(x) / sum(exp(x))."""
 
+    function = staticmethod(F.softmax)
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
     def forward(self, x):
         dim = _implicit_softmax_dim(x.ndim) if self.dim is None else self.dim
-        return F.softmax(x, axis=dim)
+        return self.function(x, axis=dim)
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -643,9 +645,7 @@ class Softmax(Module):
 class LogSoftmax(Softmax):
     """log softmax along ``dim``: x - logsumexp(x)."""
 
-    def forward(self, x):
-        dim = _implicit_softmax_dim(x.ndim) if self.dim is None else self.dim
-        return F.log_softmax(x, axis=dim)
+    function = staticmethod(F.log_softmax)
 
 
 class Identity(Module):
