@@ -24,7 +24,6 @@ The rules they implement (nanoGPT's DDP rules, plus exact agreement with one pro
 import contextlib
 import dataclasses
 import os
-import sys
 
 import numpy as np
 
@@ -33,8 +32,8 @@ from tensorlite import distributed as dist
 
 __all__ = [
     "World", "init_world", "configure_threads", "local_micro_steps", "draw_micro_batches",
-    "seed_dropout", "global_sum", "estimate_loss", "agree_on_setup", "fail",
-    "quiet_unless_main",
+    "seed_dropout", "global_sum", "estimate_loss", "agree_on_setup", "report", "fail",
+    "NullMetrics", "quiet_unless_main",
 ]
 
 _DROPOUT_STREAM = 4  # next to train.py's data (1), eval (2) and sample (3) streams
@@ -108,8 +107,10 @@ def local_micro_steps(grad_accum, world):
     Raises ValueError (a usage error) when ``grad_accum`` is not divisible by the world size.
     """
     if grad_accum % world.size != 0:
+        multiple = (grad_accum // world.size + 1) * world.size
         raise ValueError(f"--grad-accum ({grad_accum}) is the global number of micro-batches per "
-                         f"step and must be divisible by the number of processes ({world.size})")
+                         f"step and must be divisible by the number of processes ({world.size}), "
+                         f"e.g. --grad-accum {multiple}")
     per_rank = grad_accum // world.size
     return range(world.rank * per_rank, (world.rank + 1) * per_rank)
 
@@ -200,27 +201,45 @@ def agree_on_setup(world, error=None, code=0):
     return agreed_code, message
 
 
+def report(world, print_error, message, code):
+    """An error every rank met at the same point (a NaN loss): only rank 0 prints it."""
+    if world.is_main:
+        return print_error(message, code)
+    return code
+
+
 def fail(world, print_error, message, code):
-    """An error in the middle of training: print it; under MPI also end every rank."""
+    """An error that may be this rank's alone (a failed write, Ctrl-C): print it; under MPI
+    also end every rank, since the others would wait for this one forever."""
     if world.size > 1:
         dist.abort(message, code)  # prints "rank r: message" and never returns
     return print_error(message, code)
 
 
+class NullMetrics:
+    """The metrics writer of ranks other than 0: they compute the same numbers, rank 0 writes."""
+
+    def write(self, **record):
+        pass
+
+    def close(self):
+        pass
+
+
 @contextlib.contextmanager
-def quiet_unless_main(world=None):
-    """Send stdout (and argparse's usage errors on stderr) to /dev/null on ranks other than 0.
+def quiet_unless_main(world=None, stderr=False):
+    """On ranks other than 0 send stdout, and with ``stderr=True`` also stderr, to /dev/null.
 
     With ``world`` None the rank comes from the launcher's environment, so this works
-    before MPI is initialised (e.g. around argument parsing).
+    before MPI is initialised (e.g. around argument parsing, whose errors go to stderr).
     """
     rank = dist.launcher_rank() if world is None else world.rank
     if rank == 0:
         yield
         return
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        if world is None:
-            with contextlib.redirect_stderr(devnull):
-                yield
-        else:
-            yield
+    with contextlib.ExitStack() as stack:
+        devnull = stack.enter_context(open(os.devnull, "w"))
+        stack.enter_context(contextlib.redirect_stdout(devnull))
+        if stderr:
+            stack.enter_context(contextlib.redirect_stderr(devnull))
+        yield

@@ -49,26 +49,37 @@ assert world == 2, world
 """
 
 
-def run_on_two_ranks(tmp_path, body, timeout=60, setup=""):
-    """Run PREAMBLE + setup + body with `mpiexec -n 2`; return (result, seconds)."""
-    script = tmp_path / "script.py"
-    script.write_text(PREAMBLE + setup + textwrap.dedent(body))
-    env = dict(os.environ, TENSORLITE_KERNELS="numpy", OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def run_job(command, env, cwd, timeout):
+    """Run `command` (mpiexec ...) to the end; fail the test, killing the whole job, if it hangs.
+
+    Returns (CompletedProcess, seconds).
+    """
     started = time.monotonic()
-    # A session of its own, so that a hung job can be killed whole: mpiexec and both ranks.
-    process = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(script)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=tmp_path, start_new_session=True)
+    # A session of its own, so that a hung job can be killed whole: mpiexec and every rank.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=cwd, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
         pytest.fail(f"the job hung for {timeout} s\n{stdout}\n{stderr}")
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     return result, time.monotonic() - started
+
+
+def job_environment(**variables):
+    """This process's environment, the project importable, one thread per rank."""
+    return dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
+                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **variables)
+
+
+def run_on_two_ranks(tmp_path, body, timeout=60, setup=""):
+    """Run PREAMBLE + setup + body with `mpiexec -n 2`; return (result, seconds)."""
+    script = tmp_path / "script.py"
+    script.write_text(PREAMBLE + setup + textwrap.dedent(body))
+    return run_job([MPIEXEC, "-n", "2", sys.executable, str(script)],
+                   job_environment(TENSORLITE_KERNELS="numpy"), tmp_path, timeout)
 
 
 def assert_ok(result):
