@@ -371,7 +371,8 @@ class Var(Function):
         grad = grad.reshape(_kept_shape(x.shape, self.axes))
         centered = x - x.mean(axis=self.axes, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):  # divisor 0: nan, as forward
-            return (grad * (np.float64(2.0) / self.divisor) * centered,)
+            # a Python float (inf for divisor 0) keeps float32 gradients float32
+            return (grad * float(np.float64(2.0) / self.divisor) * centered,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,7 +718,8 @@ class Norm(Function):
             reduce = np.max if p == np.inf else np.min
             out = reduce(magnitude, axis=axes, keepdims=True)
             is_extreme = magnitude == out  # ties split the gradient, as in max
-            self.share = self.sign * is_extreme / is_extreme.sum(axis=axes, keepdims=True)
+            ties = is_extreme.sum(axis=axes, keepdims=True).astype(x.dtype)
+            self.share = self.sign * is_extreme / ties
         elif p == 0:
             out = (x != 0).sum(axis=axes, keepdims=True).astype(x.dtype)
         else:
