@@ -8,7 +8,13 @@ The design follows ``torch.nn``:
   assignment order.  That bookkeeping is all ``parameters()``, ``state_dict()``, ``train()`` and
   friends need: they walk the recorded tree.
 * Layers (``Linear``, ``Embedding``, ``LayerNorm``, ...) are small modules whose ``forward`` calls
-  one function from ``tensorlite.functional``; the math lives there, the state lives here.
+  one function from ``tensorlite.functional``; the math lives there, the state lives here. The
+  same goes for the activation modules (``ReLU``, ``Softmax``, ...) and the loss modules
+  (``MSELoss``, ``CrossEntropyLoss``, ...), whose functions are in ``tensorlite.losses``.
+* Non-learnable state (running statistics, masks, class weights) is a buffer
+  (``register_buffer``): saved in ``state_dict`` and cast by ``to``, but not a parameter.
+* ``register_forward_pre_hook`` / ``register_forward_hook`` run code around a module's forward
+  (to inspect activations or replace inputs or outputs); each returns a handle with ``remove()``.
 
 Example::
 
