@@ -188,6 +188,8 @@ class Net(nn.Module):
         self.fc1 = nn.Linear(3, 5, dtype=np.float64)
         self.fc2 = nn.Linear(5, 2, dtype=np.float64)
         self.unused = nn.Parameter(np.zeros(4))   # never gets a gradient
+        self.register_buffer("scale", np.full(3, 10.0 + rank))          # differs per rank
+        self.register_buffer("mask", np.arange(4) < 2 + rank)           # bool, differs per rank
 
     def forward(self, x, y):
         out = self.fc2(self.fc1(tl.tensor(x)).tanh())
@@ -210,6 +212,8 @@ def test_ddp_broadcasts_rank0_parameters_and_averages_gradients(tmp_path):
         reference = Net()                   # what rank 0 built
         for (name, p), q in zip(model.module.named_parameters(), reference.parameters()):
             assert np.array_equal(p.data, q.data), name
+        assert np.array_equal(model.module.scale.data, [10.0, 10.0, 10.0])
+        assert model.module.mask.data.tolist() == [True, True, False, False]
 
         data = np.random.default_rng(0)
         x, y = data.standard_normal((8, 3)), data.standard_normal((8, 2))

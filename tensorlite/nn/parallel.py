@@ -117,8 +117,9 @@ def _buckets(params, cap_bytes):
 class DistributedDataParallel(Module):
     """Wrap ``module`` for data-parallel training over the ranks of ``tensorlite.distributed``.
 
-    At construction rank 0's parameters are broadcast to every rank (tensorlite modules
-    hold no buffers besides parameters). Calling the wrapper calls ``module``.
+    At construction rank 0's parameters and buffers are broadcast to every rank (buffers
+    only then, since no tensorlite layer updates its buffers in training). Calling the
+    wrapper calls ``module``.
     ``sync_gradients()`` averages the gradients over the ranks, in place; call it after
     ``backward()`` and before clipping or the optimizer step. Inside ``no_sync()`` it does
     nothing, so gradients accumulate locally until the last micro-batch.
@@ -150,12 +151,20 @@ class DistributedDataParallel(Module):
         return self.module(*args, **kwargs)
 
     def _broadcast_parameters(self):
-        """Rank 0's values everywhere: the buckets carry parameters once, at construction."""
+        """Rank 0's values everywhere: the buckets carry parameters once, at construction.
+        Buffers (masks, running statistics; any dtype) go one by one, as raw bytes."""
         for bucket in self._buckets:
             bucket.pack("data")
             dist.broadcast(bucket.flat, src=0)
             bucket.unpack_data()
             bucket.flat.fill(0)
+        for buffer in self.module.buffers():
+            values = np.array(buffer.data, order="C", copy=True)
+            dist.broadcast(values.reshape(-1).view(np.uint8), src=0)
+            if buffer.data.flags.writeable:
+                buffer.data[...] = values  # in place: views of the buffer see it too
+            else:
+                buffer.data = values
 
     @contextlib.contextmanager
     def no_sync(self):
