@@ -304,7 +304,8 @@ def main(argv=None):
         entry = measured["configs"][name]
         if "ddp_step_ms" in entry:
             single = CONFIGS[name][1] * model_settings(name)["block_size"] / (step_ms[name] / 1e3)
-            print(f"\nThroughput, {name}: 1 process x {cores} threads {single:,.0f} tokens/s; "
+            source = "given by --step-ms" if name in given else "measured"
+            print(f"\nThroughput, {name}: 1 process x {cores} threads {single:,.0f} tokens/s ({source}); "
                   f"{ranks} processes x {max(1, cores // ranks)} thread(s) "
                   f"{entry['ddp_tokens_per_s']:,.0f} tokens/s ({entry['ddp_step_ms']:.1f} ms/step)")
             print(f"Overlap, {name}: backward {entry['backward_ms']:.1f} ms; backward then allreduce "
