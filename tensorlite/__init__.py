@@ -30,6 +30,10 @@ from tensorlite.tensor import (  # noqa: E402
 from tensorlite.ops import cat, concatenate, masked_fill, matmul, split, stack, where  # noqa: E402
 from tensorlite import functional  # noqa: E402
 from tensorlite import autograd, func, inplace, nn, optim, profiler  # noqa: E402
+from tensorlite.creation import (  # noqa: E402
+    empty, eye, full, full_like, linspace, rand, rand_like, randint, randn_like,
+)
+from tensorlite.serialization import load, save  # noqa: E402
 
 float32 = _np.float32
 float64 = _np.float64

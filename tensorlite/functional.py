@@ -25,7 +25,8 @@ from tensorlite.tensor import Function, Tensor, rng
 
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "gelu", "relu", "layer_norm", "embedding",
-    "dropout", "linear", "scaled_dot_product_attention",
+    "dropout", "linear", "scaled_dot_product_attention", "mse_loss", "l1_loss",
+    "binary_cross_entropy_with_logits", "nll_loss", "silu",
 ]
 
 
@@ -146,28 +147,6 @@ class CrossEntropyBackward(Function):
         weighted = g * self.row_weight
         grad_logits = grad * p * (weighted - (weighted * p).sum(axis=-1, keepdims=True))
         return grad_logits, (weighted * (p - self.onehot)).sum()
-
-
-def cross_entropy(logits, targets, ignore_index=-100) -> Tensor:
-    """Cross-entropy between logits of shape (N, C) and integer class targets of shape (N,),
-    averaged over the rows whose target is not `ignore_index`. Logits of shape (..., C) with
-    targets of shape (...) are flattened first. Stable for huge logits and -inf entries."""
-    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
-    logits_shape = logits.shape
-    if targets.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
-    if len(logits_shape) < 1 or logits_shape[:-1] != targets.shape:
-        raise ValueError(f"cross_entropy: logits of shape {tuple(logits_shape)} need targets of "
-                         f"shape {tuple(logits_shape[:-1])}, got {targets.shape}")
-    valid = targets != ignore_index
-    if np.any((targets[valid] < 0) | (targets[valid] >= logits_shape[-1])):
-        raise IndexError(f"cross_entropy: targets must lie in [0, {logits_shape[-1]}) "
-                         f"(or equal ignore_index={ignore_index})")
-    if len(logits_shape) != 2:
-        logits = logits.reshape(-1, logits_shape[-1])
-        targets = targets.reshape(-1)
-    return CrossEntropy.apply(logits, targets=targets.astype(np.int64, copy=False),
-                              ignore_index=ignore_index)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -418,3 +397,10 @@ def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None) -> Tensor
         raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got "
                          f"q {tuple(q.shape)} and k {tuple(k.shape)}")
     return ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal, scale=scale)
+
+
+# PyTorch-style losses (cross_entropy included: its common case is the CrossEntropy op above),
+# composed from the ops in tensorlite/losses.py.
+from tensorlite.losses import (  # noqa: E402
+    binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss, nll_loss, silu,
+)
