@@ -9,6 +9,19 @@ Two modules implement the same functions with the same signatures:
 on. The environment variable ``TENSORLITE_KERNELS`` (``numba``, the default, or
 ``numpy``) chooses the set at import; ``use(name)`` switches at run time.
 
+Reproducibility
+---------------
+Each kernel is a fixed sequence of IEEE float operations (the Numba set is compiled
+without ``fastmath``; its sums add in an order written in ``jitted.py``). So on the same
+machine, with the same kernel set and the same thread count, the same inputs give the
+same bytes -- whether the Numba kernels were compiled in this process or loaded from
+the on-disk cache (``NUMBA_CACHE_DIR``), and so a run resumed from a checkpoint continues
+exactly. Not promised: equal bytes across kernel sets (the sets agree to rounding,
+tests/test_kernel_sets.py), across machines or library versions (another CPU, BLAS or
+LLVM may round differently), or across thread counts, where a few reductions split
+work by thread (layer_norm_backward's weight and bias gradients; matrix products are
+handed to BLAS in blocks per thread). tests/test_kernel_reproducibility.py checks this.
+
 Threading policy: one thread pool at a time
 -------------------------------------------
 A process here can hold three thread pools: NumPy's OpenBLAS, SciPy's OpenBLAS (which

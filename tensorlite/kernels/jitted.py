@@ -8,12 +8,25 @@ is done differently for speed. The recurring tricks:
 * fusion: one pass over a row does the max, the exponentials, the sum and the scaling,
   instead of NumPy's four temporary arrays;
 * ``prange`` over rows (or over a flat buffer) spreads the work over Numba's threads;
+* ``_sum``: row sums in an 8-lane SIMD accumulator whose order of additions is
+  written out here rather than left to the compiler (see "Reproducible floating
+  point" below);
 * ``fast_exp``: NumPy's ``exp`` is a library call that stops LLVM from vectorising the
   loop around it, so float32 uses a short polynomial (below) that compiles to SIMD code;
   ``_max`` does the same for running maxima;
 * matrix products are left to BLAS, called on independent pieces (batch items, row
   blocks, the two products of a backward pass) from one parallel loop with BLAS
   itself on one thread -- see ``tensorlite.kernels`` for this threading policy.
+
+Reproducible floating point: every kernel is compiled with IEEE semantics (no
+``fastmath``), so the optimiser may not reorder a sum or fuse a multiply-add; the
+order of every floating-point operation is the one written here. This is what makes a
+kernel give the same bits whether it was compiled in this process or loaded from the
+on-disk cache. With ``fastmath`` it did not: Numba compiles a ``prange`` body as its
+own library, which the compiling process runs, and caches the kernel's module, in
+which that body was optimised a second time after being linked in; with ``reassoc``
+the two optimisations summed a row's partial sums in different orders (``(a+b)+c)+d``
+against ``(a+b)+(c+d)``), so a cold and a warm process disagreed in the last bits.
 
 Each kernel compiles on its first call (``cache=True`` keeps the machine code on disk,
 so later processes load it in milliseconds); importing this module compiles nothing.
@@ -50,10 +63,9 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
 
-# Allow LLVM to reorder sums (so reductions vectorise) and to fuse multiply-adds,
-# but not to assume values are finite: -inf logits and masks must stay exact.
-FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
-_OPTS = dict(cache=True, nogil=True, fastmath=FASTMATH)
+# No fastmath (see "Reproducible floating point" above): reductions vectorise through
+# _sum's explicit SIMD lanes instead of letting LLVM reassociate.
+_OPTS = dict(cache=True, nogil=True)
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -112,6 +124,47 @@ def _max(typingctx, a, b):
         return builder.call(maxnum, args, fastmath=("nnan", "nsz"))
 
     return a(a, b), codegen
+
+
+_LANES = 8
+
+
+@intrinsic
+def _sum(typingctx, a):
+    """Sum of a contiguous 1-D float array, in an order fixed by this code, in SIMD.
+
+    An 8-lane vector accumulator adds a[0:8], a[8:16], ... (lane l sums a[l],
+    a[l + 8], ...); the lanes are then added pairwise, ((l0 + l1) + (l2 + l3)) +
+    ((l4 + l5) + (l6 + l7)), and the n mod 8 tail elements last, one by one. Written
+    as explicit vector code because without the reassociation licence LLVM would not
+    vectorise a plain `total += a[j]` loop -- and with it, LLVM picks the order.
+    """
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+            and isinstance(a.dtype, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        scalar = context.get_value_type(signature.args[0].dtype)
+        vector = ir.VectorType(scalar, _LANES)
+        n = array.nitems
+        body = builder.sub(n, builder.srem(n, n.type(_LANES)))
+        lanes = cgutils.alloca_once_value(builder, ir.Constant(vector, None))
+        with cgutils.for_range_slice(builder, n.type(0), body, n.type(_LANES)) as (j, _):
+            chunk = builder.load(builder.gep(array.data, [j]), typ=vector,
+                                 align=scalar.get_abi_size(context.target_data))
+            builder.store(builder.fadd(builder.load(lanes), chunk), lanes)
+        acc = builder.load(lanes)
+        lane = [builder.extract_element(acc, ir.IntType(32)(k)) for k in range(_LANES)]
+        while len(lane) > 1:  # pairwise: (0+1), (2+3), ... then again
+            lane = [builder.fadd(lane[k], lane[k + 1]) for k in range(0, len(lane), 2)]
+        total = cgutils.alloca_once_value(builder, lane[0])
+        with cgutils.for_range_slice(builder, body, n, n.type(1)) as (j, _):
+            element = builder.load(builder.gep(array.data, [j]))
+            builder.store(builder.fadd(builder.load(total), element), total)
+        return builder.load(total)
+
+    return a.dtype(a), codegen
 
 
 def _exp_float32(x):
@@ -444,12 +497,9 @@ def _softmax_forward(x, out):
         row_max = row[0]
         for j in range(1, n_cols):
             row_max = _max(row_max, row[j])
-        total = _as(row, 0.0)
         for j in range(n_cols):
-            e = fast_exp(row[j] - row_max)
-            y[j] = e
-            total += e
-        inv_total = _as(row, 1.0) / total
+            y[j] = fast_exp(row[j] - row_max)
+        inv_total = _as(row, 1.0) / _sum(y)
         for j in range(n_cols):
             y[j] *= inv_total
 
@@ -470,10 +520,10 @@ def _softmax_backward(y, grad_y, out):
     for i in prange(n_rows):
         y_row = y[i]
         g_row = grad_y[i]
-        dot = _as(y_row, 0.0)
-        for j in range(n_cols):
-            dot += g_row[j] * y_row[j]
         o = out[i]
+        for j in range(n_cols):
+            o[j] = g_row[j] * y_row[j]  # the row's products, summed next
+        dot = _sum(o)
         for j in range(n_cols):
             o[j] = y_row[j] * (g_row[j] - dot)
 
@@ -500,11 +550,10 @@ def _log_softmax_forward(x, out):
         row_max = row[0]
         for j in range(1, n_cols):
             row_max = _max(row_max, row[j])
-        total = _as(row, 0.0)
-        for j in range(n_cols):
-            total += fast_exp(row[j] - row_max)
-        shift = row_max + np.log(total)  # logsumexp of the row
         o = out[i]
+        for j in range(n_cols):
+            o[j] = fast_exp(row[j] - row_max)  # the exponentials, summed next
+        shift = row_max + np.log(_sum(o))  # logsumexp of the row
         for j in range(n_cols):
             o[j] = row[j] - shift
 
@@ -525,9 +574,7 @@ def _log_softmax_backward(y, grad_y, out):
     for i in prange(n_rows):
         y_row = y[i]
         g_row = grad_y[i]
-        total = _as(y_row, 0.0)
-        for j in range(n_cols):
-            total += g_row[j]
+        total = _sum(g_row)
         o = out[i]
         for j in range(n_cols):
             o[j] = g_row[j] - fast_exp(y_row[j]) * total
@@ -568,13 +615,10 @@ def _causal_softmax_forward(scores, scale, out):
         row_max = minus_inf
         for j in range(n_key):
             row_max = _max(row_max, row[j] * scale if j < visible else minus_inf)
-        total = zero
         for j in range(n_key):
             e = fast_exp(row[j] * scale - row_max)
-            e = e if j < visible else zero
-            y[j] = e
-            total += e
-        inv_total = _as(row, 1.0) / total
+            y[j] = e if j < visible else zero
+        inv_total = _as(row, 1.0) / _sum(y)
         for j in range(n_key):
             y[j] *= inv_total
 
@@ -607,9 +651,9 @@ def _causal_softmax_backward(y, grad_y, scale, out):
         g_row = grad_y[b, i]
         o = out[b, i]
         visible = i + offset + 1
-        dot = zero
         for j in range(n_key):
-            dot += g_row[j] * y_row[j] if j < visible else zero
+            o[j] = g_row[j] * y_row[j] if j < visible else zero  # summed next
+        dot = _sum(o)
         for j in range(n_key):
             o[j] = scale * y_row[j] * (g_row[j] - dot) if j < visible else zero
 
@@ -643,16 +687,12 @@ def _layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
     inv_n = _as(x, 1.0) / _as(x, n_cols)
     for i in prange(n_rows):
         row = x[i]
-        total = _as(row, 0.0)
-        for j in range(n_cols):
-            total += row[j]
-        mu = total * inv_n
-        sq = _as(row, 0.0)
+        mu = _sum(row) * inv_n
+        y = out[i]
         for j in range(n_cols):
             d = row[j] - mu
-            sq += d * d
-        rs = _as(row, 1.0) / np.sqrt(sq * inv_n + eps)
-        y = out[i]
+            y[j] = d * d  # squared deviations, summed next
+        rs = _as(row, 1.0) / np.sqrt(_sum(y) * inv_n + eps)
         for j in range(n_cols):
             y[j] = (row[j] - mu) * rs * weight[j] + bias[j]
         mean[i] = mu
@@ -689,15 +729,13 @@ def _layer_norm_backward(grad_y, x, weight, mean, rstd, grad_x, partial_w, parti
             rs = rstd[i]
             gy = grad_y[i]
             xr = x[i]
-            g_sum = _as(x, 0.0)
-            gx_sum = _as(x, 0.0)
+            gxr = grad_x[i]  # scratch for the two row sums, then the result
             for j in range(n_cols):
-                g = gy[j] * weight[j]
-                g_sum += g
-                gx_sum += g * ((xr[j] - mu) * rs)
-            g_mean = g_sum * inv_n
-            gx_mean = gx_sum * inv_n
-            gxr = grad_x[i]
+                gxr[j] = gy[j] * weight[j]
+            g_mean = _sum(gxr) * inv_n
+            for j in range(n_cols):
+                gxr[j] = gy[j] * weight[j] * ((xr[j] - mu) * rs)
+            gx_mean = _sum(gxr) * inv_n
             for j in range(n_cols):
                 xhat = (xr[j] - mu) * rs
                 gxr[j] = rs * (gy[j] * weight[j] - g_mean - xhat * gx_mean)
@@ -782,12 +820,13 @@ def gelu_backward(x, grad_y):
 # cross-entropy
 # reference: reference.cross_entropy, reference.cross_entropy_backward
 #
-# Forward: per row, logsumexp and the row's loss in one pass, no (N, C) temporaries.
+# Forward: per row, logsumexp and the row's loss; the exponentials go to a scratch
+# array so that _sum adds them in its fixed order.
 # Backward: softmax rebuilt from the saved logsumexp, minus the one-hot, times the
 # scale, written once.
 
 @njit(parallel=True, **_OPTS)
-def _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss):
+def _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss, exps):
     n_rows, n_cols = logits.shape
     for i in prange(n_rows):
         row = logits[i]
@@ -796,10 +835,10 @@ def _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss):
             row_max = _max(row_max, row[j])
         # A row of all -inf (or with +inf) has no finite max to shift by.
         shift = row_max if np.isfinite(row_max) else _as(row, 0.0)
-        total = _as(row, 0.0)
+        e = exps[i]  # scratch row: the exponentials, summed next
         for j in range(n_cols):
-            total += fast_exp(row[j] - shift)
-        lse = shift + np.log(total)
+            e[j] = fast_exp(row[j] - shift)
+        lse = shift + np.log(_sum(e))
         logsumexp[i] = lse
         target = targets[i]
         row_loss[i] = lse - row[target] if target != ignore_index else 0.0
@@ -823,7 +862,8 @@ def cross_entropy(logits, targets, ignore_index):
     n_rows = logits.shape[0]
     logsumexp = np.empty(n_rows, logits.dtype)
     row_loss = np.empty(n_rows, np.float64)
-    _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss)
+    _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss,
+                           np.empty_like(logits))
     count = int(np.count_nonzero(counted))
     loss = float(row_loss.sum() / count) if count > 0 else float("nan")
     return loss, logsumexp

@@ -1,0 +1,144 @@
+"""The Numba kernels give the same bits whether compiled in the process or loaded from cache.
+
+Every public kernel of the jitted set runs on fixed, seeded inputs of the GPT's shapes
+(float32 and float64) in a subprocess with an empty NUMBA_CACHE_DIR (cold: every kernel
+compiles and is written to the cache), then in a second subprocess that loads them from
+that cache (warm). The promise of tensorlite.kernels -- same machine, kernel set and
+thread count give the same bytes, cold or warm -- is checked on all outputs; a run on
+another thread count must agree too, except on the outputs documented as depending on it.
+
+Run as a script (``python tests/test_kernel_reproducibility.py OUT.npz``) it writes the
+outputs of one such run.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+# Outputs whose bytes depend on the number of threads (the promise's "same thread count"):
+# layer_norm_backward sums grad_weight and grad_bias over one chunk of rows per thread.
+THREAD_DEPENDENT = {"layer_norm_backward/grad_weight", "layer_norm_backward/grad_bias"}
+
+B, T, C, N_HEAD, VOCAB = 4, 64, 128, 4, 65  # the GPT's shapes, with a smaller batch
+ROWS, HEAD, BH = B * T, C // N_HEAD, B * N_HEAD
+
+
+def kernel_outputs(dtype):
+    """{'kernel/output': array} for every public kernel of the jitted set."""
+    from tensorlite import kernels
+    from tensorlite.kernels import jitted as k, reference
+
+    kernels.use("numba")
+    rng = np.random.default_rng(1234)
+
+    def randn(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    out = {}
+    x, w1, w2 = randn(ROWS, C), randn(C, 4 * C), randn(4 * C, C)
+    out["matmul/out"] = k.matmul(x, w1)
+    out["matmul/out_transposed"] = k.matmul(x, randn(3 * C, C).T)
+    q, kt = randn(BH, T, HEAD), randn(BH, HEAD, T)
+    out["matmul/out_batched"] = k.matmul(q, kt)
+    out["matmul_backward/grad_a"], out["matmul_backward/grad_b"] = k.matmul_backward(
+        randn(ROWS, C), randn(ROWS, 4 * C), w2)
+    logits, grad = randn(ROWS, VOCAB), randn(ROWS, VOCAB)
+    out["softmax/out"] = k.softmax(logits)
+    out["softmax_backward/out"] = k.softmax_backward(reference.softmax(logits), grad)
+    out["log_softmax/out"] = k.log_softmax(logits)
+    out["log_softmax_backward/out"] = k.log_softmax_backward(reference.log_softmax(logits),
+                                                             grad)
+    scores = randn(BH, T, T)
+    out["causal_softmax/out"] = k.causal_softmax(scores, HEAD ** -0.5)
+    out["causal_softmax_backward/out"] = k.causal_softmax_backward(
+        reference.causal_softmax(scores, HEAD ** -0.5), randn(BH, T, T), HEAD ** -0.5)
+    weight, bias = randn(C), randn(C)
+    y, mean, rstd = k.layer_norm(x, weight, bias, 1e-5)
+    out["layer_norm/out"], out["layer_norm/mean"], out["layer_norm/rstd"] = y, mean, rstd
+    _, mean, rstd = reference.layer_norm(x, weight, bias, 1e-5)
+    (out["layer_norm_backward/grad_x"], out["layer_norm_backward/grad_weight"],
+     out["layer_norm_backward/grad_bias"]) = k.layer_norm_backward(randn(ROWS, C), x, weight,
+                                                                    mean, rstd)
+    hidden = randn(ROWS, 4 * C)
+    out["gelu/out"] = k.gelu(hidden)
+    out["gelu_backward/out"] = k.gelu_backward(hidden, randn(ROWS, 4 * C))
+    targets = rng.integers(0, VOCAB, ROWS)
+    targets[::7] = -100  # some ignored rows
+    loss, logsumexp = k.cross_entropy(logits, targets, -100)
+    out["cross_entropy/loss"], out["cross_entropy/logsumexp"] = np.float64(loss), logsumexp
+    out["cross_entropy_backward/out"] = k.cross_entropy_backward(
+        logits, targets, reference.cross_entropy(logits, targets, -100)[1], -100, 1.0)
+    out["embedding_backward/out"] = k.embedding_backward(
+        rng.integers(0, VOCAB, (B, T)), randn(B, T, C), VOCAB)
+    param, exp_avg, exp_avg_sq = randn(100_003), randn(100_003), np.abs(randn(100_003))
+    k.adamw_step(param, randn(100_003), exp_avg, exp_avg_sq, 1e-3, 0.9, 0.95, 1e-8, 0.1, 7)
+    out["adamw_step/param"], out["adamw_step/exp_avg"] = param, exp_avg
+    out["adamw_step/exp_avg_sq"] = exp_avg_sq
+    return out
+
+
+def run_all(path):
+    outputs = {}
+    for dtype in (np.float32, np.float64):
+        for name, value in kernel_outputs(dtype).items():
+            outputs[f"{name}/{np.dtype(dtype).name}"] = np.asarray(value)
+    np.savez(path, **outputs)
+
+
+def run_in_subprocess(path, cache_dir, threads):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), NUMBA_NUM_THREADS=str(threads),
+               TENSORLITE_KERNELS="numba")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    subprocess.run([sys.executable, os.path.abspath(__file__), str(path)], env=env,
+                   check=True, timeout=600)
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
+def differing(first, second):
+    assert first.keys() == second.keys()
+    return sorted(name for name in first
+                  if first[name].dtype != second[name].dtype
+                  or first[name].shape != second[name].shape
+                  or first[name].tobytes() != second[name].tobytes())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    pytest.importorskip("numba")
+    folder = tmp_path_factory.mktemp("reproducibility")
+    cache = folder / "numba_cache"
+    cold = run_in_subprocess(folder / "cold.npz", cache, threads=2)
+    assert any(cache.rglob("*.nbi")), "the cold run wrote no kernel cache"
+    warm = run_in_subprocess(folder / "warm.npz", cache, threads=2)
+    one_thread = run_in_subprocess(folder / "one_thread.npz", cache, threads=1)
+    return cold, warm, one_thread
+
+
+def test_every_public_kernel_is_covered(runs):
+    from tensorlite.kernels import reference
+    public = {name for name in dir(reference)
+              if callable(getattr(reference, name)) and not name.startswith("_")}
+    covered = {name.split("/")[0] for name in runs[0]}
+    assert public <= covered | {"np"}, public - covered
+
+
+def test_cold_and_warm_kernels_give_identical_bytes(runs):
+    cold, warm, _ = runs
+    assert len(cold) == 52  # 26 outputs of 16 kernels, in float32 and float64
+    assert differing(cold, warm) == []
+
+
+def test_another_thread_count_changes_only_the_documented_outputs(runs):
+    cold, _, one_thread = runs
+    allowed = {f"{name}/{dtype}" for name in THREAD_DEPENDENT
+               for dtype in ("float32", "float64")}
+    assert set(differing(cold, one_thread)) <= allowed
+
+
+if __name__ == "__main__":
+    run_all(sys.argv[1])
