@@ -54,7 +54,9 @@ import time
 import numpy as np
 
 import tensorlite as tl
+from tensorlite.nn.parallel import DistributedDataParallel
 from models import checkpoint as ckpt_io
+from models import distributed_training as distributed
 from models.checkpoint import CheckpointError
 from models.data import DataError, TokenDataset, encode_corpus, load_text
 
@@ -488,7 +490,8 @@ class Run:
     the metrics; ``train`` runs the loop; ``save`` writes a checkpoint.
     """
 
-    def __init__(self, explicit, preset, resume, overwrite=False):
+    def __init__(self, explicit, preset, resume, overwrite=False, world=distributed.World()):
+        self.world = world
         if resume and overwrite:
             raise UsageError("--resume continues the run in --out-dir and --overwrite replaces it; give one of them")
         out_dir = explicit.get("out_dir", DEFAULTS["out_dir"])
@@ -504,6 +507,10 @@ class Run:
             self._check_against_checkpoint(explicit, preset)
         self.settings = s = resolve_settings(explicit, preset, saved)
         validate_settings(s)
+        try:
+            distributed.local_micro_steps(s["grad_accum"], world)
+        except ValueError as error:
+            raise UsageError(error) from None
         check_out_dir(s, resume, overwrite)
         if resume:
             self.warnings += schedule_warnings(s, saved, explicit)
@@ -533,6 +540,13 @@ class Run:
         self.saved_iteration = None  # the iteration ckpt.npz holds, once there is one
         if self.checkpoint is not None:
             self._restore()
+        self.ddp = None  # set by distribute(), once every rank has been built
+
+    def distribute(self):
+        """Under MPI: rank 0's weights everywhere, gradients averaged after backward. A
+        collective, so it runs only after every rank agreed that its setup succeeded."""
+        if self.world.size > 1:
+            self.ddp = DistributedDataParallel(self.model)
 
     def _load_data_and_tokenizer(self):
         s = self.settings
@@ -611,6 +625,10 @@ class Run:
         not finite. CheckpointWriteError if the file cannot be written."""
         if not all_finite(self.model):
             return False
+        if not self.world.is_main:  # every rank holds the same state; rank 0 writes it
+            if path == self.ckpt_path:
+                self.saved_iteration = self.iteration
+            return True
         try:
             ckpt_io.save(
                 path, self.model, self.optimizer, self.config, self.tokenizer,
@@ -638,7 +656,7 @@ class Run:
         s = self.settings
         model, optimizer, dataset = self.model, self.optimizer, self.dataset
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        sequences_per_iter = s["batch_size"] * s["grad_accum"]
+        sequences_per_iter = s["batch_size"] * s["grad_accum"]  # global, over all ranks
         tokens_per_iter = sequences_per_iter * s["block_size"]
         model.train()
 
@@ -660,15 +678,21 @@ class Run:
 
             t0 = time.perf_counter()
             loss_sum = 0.0
-            for micro_step in range(s["grad_accum"]):
-                x, y = dataset.get_batch("train", s["batch_size"], s["block_size"], self.data_rng)
+            # This rank's share of the step's micro-batches (all of them in one process).
+            batches = distributed.draw_micro_batches(dataset, s["batch_size"], s["block_size"], self.data_rng,
+                                            s["grad_accum"], self.world)
+            for micro_step, x, y in batches:
+                distributed.seed_dropout(s["seed"], it, micro_step)
                 _, loss = model(x, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(f"the training loss became {loss_value} at iteration {it}")
-                loss_sum += loss_value
-                # Average the gradient over the micro-batches (the loss of one big batch).
-                (loss / s["grad_accum"]).backward()
+                loss_sum += loss.item()
+                # Average the gradient over the micro-batches (the loss of one big batch);
+                # DistributedDataParallel then averages over the ranks.
+                (loss / len(batches)).backward()
+            if self.ddp is not None:
+                self.ddp.sync_gradients()
+            [loss_sum] = distributed.global_sum([loss_sum], self.world)  # a NaN on any rank stops all
+            if not math.isfinite(loss_sum):
+                raise NonFiniteLossError(f"the training loss became {loss_sum} at iteration {it}")
             if s["grad_clip"] > 0:
                 grad_norm = tl.optim.clip_grad_norm_(params, s["grad_clip"])
                 if not math.isfinite(grad_norm):
@@ -706,7 +730,9 @@ class Run:
     def evaluate(self, console, metrics, it, lr):
         """Estimate the losses; save the latest state to ckpt.npz and, if validation improved,
         to best.npz (iteration 0, the untrained model, is not worth a file)."""
-        losses = estimate_loss(self.model, self.dataset, self.settings, it)
+        s = self.settings
+        losses = distributed.estimate_loss(self.model, self.dataset, s["batch_size"], s["block_size"], s["eval_iters"],
+                                  lambda split_index: make_eval_rng(s["seed"], it, split_index), self.world)
         if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
             raise NonFiniteLossError(
                 f"the evaluation loss became train {losses['train']}, val {losses['val']} at iteration {it}")
@@ -749,16 +775,22 @@ def _one_line(error):
 
 
 def main(argv=None):
-    """Entry point of ``tensorlite-train``; returns the process exit code."""
+    """Entry point of ``tensorlite-train``; returns the process exit code.
+
+    Under ``mpiexec -n W`` every process runs this; they find each other through MPI.
+    """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with distributed.quiet_unless_main(stderr=True):  # every rank parses; rank 0 reports
+            args = parser.parse_args(argv)
     except SystemExit as exit_request:  # --help, or argparse's own usage error (code 2)
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
+    world = distributed.init_world()
     try:
-        return _train_from_args(args)
+        with distributed.quiet_unless_main(world):
+            return _train_from_args(args, world)
     except KeyboardInterrupt:
-        return _error("interrupted", EXIT_INTERRUPTED)
+        return distributed.fail(world, _error, "interrupted", EXIT_INTERRUPTED)
 
 
 def _error(message, code):
@@ -770,24 +802,31 @@ def _warn(message):
     print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
-def _train_from_args(args):
+def _train_from_args(args, world):
     explicit = _explicit_settings(args)
+    error, code, run = None, 0, None
     try:
         # Everything is loaded and checked before the first byte is written.
         if "kernels" in explicit:
             tl.kernels.use(explicit["kernels"])
-        run = Run(explicit, args.preset, args.resume, overwrite=args.overwrite)
-    except (DataError, CheckpointError, UsageError) as error:
-        return _error(error, EXIT_USAGE)
+        run = Run(explicit, args.preset, args.resume, overwrite=args.overwrite, world=world)
+    except (DataError, CheckpointError, UsageError) as failure:
+        error, code = failure, EXIT_USAGE
     except MemoryError:
-        return _error("out of memory while preparing the run; choose smaller sizes or a smaller data file",
-                      EXIT_USAGE)
+        error = "out of memory while preparing the run; choose smaller sizes or a smaller data file"
+        code = EXIT_USAGE
+    # Every rank must know whether any rank failed; the failure is reported once.
+    code, message = distributed.agree_on_setup(world, error, code)
+    if code:
+        return _error(message, code) if message is not None else code
+    run.distribute()
+    threads = distributed.configure_threads(world)
 
     s = run.settings
     console = Console(show_progress=not args.no_progress)
     for warning in run.warnings:
         _warn(warning)
-    console.log(tl.kernels.format_runtime_info())
+    console.log(f"{world.describe(threads)}; " + tl.kernels.format_runtime_info())
     n_params = run.model.get_num_params()
     console.log(
         f"model: {n_params / 1e6:.3f}M parameters ({n_params:,}), {s['n_layer']} layers, {s['n_head']} heads, "
@@ -801,27 +840,37 @@ def _train_from_args(args):
             console.log("note: this data is not the text the checkpoint was trained on (same vocabulary)")
     from models.gpt import measure_peak_flops
 
-    run.peak_flops = measure_peak_flops(dtype=s["dtype"])  # this machine's matmul FLOP/s, for MFU
+    # This machine's matmul FLOP/s, for MFU. All ranks measure at once, sharing their host's
+    # cores as they do in training; the sum is the job's peak.
+    [run.peak_flops] = distributed.global_sum([measure_peak_flops(dtype=s["dtype"])], world)
 
-    try:
-        metrics = run.start(console, warn=_warn)
-    except OSError as error:
-        return _error(f"cannot write to {error.filename or s['out_dir']}: {error.strerror or error}", EXIT_USAGE)
+    error = None
+    metrics = distributed.NullMetrics()
+    if world.is_main:
+        try:
+            metrics = run.start(console, warn=_warn)
+        except OSError as failure:
+            error = f"cannot write to {failure.filename or s['out_dir']}: {failure.strerror or failure}"
+    code, message = distributed.agree_on_setup(world, error, EXIT_USAGE if error else 0)
+    if code:
+        return _error(message, code) if message is not None else code
     try:
         run.train(console, metrics)
-        if s["sample_tokens"] > 0:
+        if s["sample_tokens"] > 0 and world.is_main:
             run.sample(console, s["sample_tokens"])
     except NonFiniteLossError as error:
         console.clear_progress()
         kept = (f"the checkpoint {run.ckpt_path} was left untouched" if os.path.exists(run.ckpt_path)
                 else "no checkpoint was written")
-        return _error(f"{error}; training stopped and {kept}. Try a lower --lr or a --grad-clip.", EXIT_NONFINITE)
+        return distributed.report(world, _error, f"{error}; training stopped and {kept}. Try a lower --lr or a --grad-clip.",
+                         EXIT_NONFINITE)
     except KeyboardInterrupt:
         console.clear_progress()
-        return _error(f"interrupted at iteration {run.iteration}; {run.checkpoint_status()}", EXIT_INTERRUPTED)
+        return distributed.fail(world, _error, f"interrupted at iteration {run.iteration}; {run.checkpoint_status()}",
+                       EXIT_INTERRUPTED)
     except CheckpointWriteError as error:
         console.clear_progress()
-        return _error(error, EXIT_IO)
+        return distributed.fail(world, _error, error, EXIT_IO)
     finally:
         metrics.close()
     return EXIT_OK

@@ -412,3 +412,88 @@ def test_setup_errors_are_agreed_and_reported_once(tmp_path):
     """)
     assert_ok(result)
     assert "printed by rank 0" in result.stdout and "printed by rank 1" not in result.stdout
+
+
+# ----------------------------------------------------------------------------------------
+# tensorlite-train under mpiexec
+
+TRAIN_ARGS = ["--kernels", "numpy", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+              "--block-size", "16", "--batch-size", "4", "--grad-accum", "2", "--dropout", "0.1",
+              "--warmup-iters", "5", "--lr-decay-iters", "30", "--eval-interval", "15",
+              "--eval-iters", "4", "--log-interval", "1", "--no-progress"]
+
+
+def trainer(tmp_path, out_dir, *extra):
+    return [sys.executable, "-m", "models.train", *TRAIN_ARGS, "--out-dir", str(tmp_path / out_dir), *extra]
+
+
+def run_trainer(tmp_path, out_dir, *extra, ranks=2):
+    """tensorlite-train on `ranks` processes (1: without mpiexec); returns the CompletedProcess."""
+    command = trainer(tmp_path, out_dir, *extra)
+    if ranks > 1:
+        command = [MPIEXEC, "-n", str(ranks), *command]
+    result, _ = run_job(command, job_environment(), tmp_path, timeout=120)
+    return result
+
+
+def train_losses(out_dir):
+    import json
+    with open(out_dir / "metrics.jsonl") as f:
+        return [record["loss"] for record in map(json.loads, f) if record["event"] == "train"]
+
+
+def checkpoint_arrays(out_dir):
+    import numpy as np
+    with np.load(out_dir / "ckpt.npz") as archive:
+        return {name: archive[name] for name in archive.files if archive[name].dtype.kind == "f"}
+
+
+@needs_mpi
+def test_trainer_on_two_ranks_follows_one_process_and_resumes_exactly(tmp_path):
+    import numpy as np
+
+    single = run_trainer(tmp_path, "single", "--max-iters", "30", ranks=1)
+    assert single.returncode == 0, single.stderr
+    both = run_trainer(tmp_path, "mpi", "--max-iters", "30")
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.count("step 30: train loss") == 1  # rank 0 alone prints
+    assert "2 processes (MPI) x 1 threads" in both.stdout
+    losses, alone = train_losses(tmp_path / "mpi"), train_losses(tmp_path / "single")
+    assert len(losses) == len(alone) == 30
+    np.testing.assert_allclose(losses, alone, rtol=1e-5)
+    params, alone_params = checkpoint_arrays(tmp_path / "mpi"), checkpoint_arrays(tmp_path / "single")
+    assert params.keys() == alone_params.keys()
+    for name in params:
+        np.testing.assert_allclose(params[name], alone_params[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+    first = run_trainer(tmp_path, "resumed", "--max-iters", "15")
+    assert first.returncode == 0, first.stderr
+    second = run_trainer(tmp_path, "resumed", "--max-iters", "30", "--resume")
+    assert second.returncode == 0, second.stderr
+    resumed = checkpoint_arrays(tmp_path / "resumed")
+    for name in params:
+        assert np.array_equal(resumed[name], params[name]), name
+
+
+@needs_mpi
+def test_trainer_reports_a_bad_flag_once(tmp_path):
+    result = run_trainer(tmp_path, "out", "--max-iters", "3", "--grad-accum", "3")
+    assert result.returncode == 2
+    assert result.stderr.count("tensorlite-train: error:") == 1, result.stderr
+    assert "divisible by the number of processes (2)" in result.stderr
+
+
+@needs_mpi
+def test_trainer_with_bad_data_on_one_rank_ends_at_once(tmp_path):
+    good, empty = tmp_path / "good.txt", tmp_path / "empty.txt"
+    good.write_text("a small text to train on, repeated.\n" * 40)
+    empty.write_text("")
+    rank0 = trainer(tmp_path, "out", "--max-iters", "3", "--data", str(good))
+    rank1 = trainer(tmp_path, "out", "--max-iters", "3", "--data", str(empty))
+    # MPMD launch: rank 0 reads the good file, rank 1 the empty one
+    result, seconds = run_job([MPIEXEC, "-n", "1", *rank0, ":", "-n", "1", *rank1],
+                              job_environment(), tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("error:") == 1 and "rank 1: data file is empty" in result.stderr
+    assert seconds < 30
+    assert not (tmp_path / "out").exists()  # nothing written
