@@ -27,7 +27,13 @@ from tensorlite.tensor import (  # noqa: E402
     Function, Tensor, detect_anomaly, enable_grad, grad, is_anomaly_enabled, is_grad_enabled,
     manual_seed, no_grad, rng, to_dot, unbroadcast,
 )
-from tensorlite.ops import cat, concatenate, masked_fill, matmul, split, stack, where  # noqa: E402
+from tensorlite.ops import (  # noqa: E402  (some of these shadow builtins, as in torch)
+    abs, amax, amin, argmax, argmin, argsort, cat, ceil, chunk, clamp, clip, concatenate, cos,
+    cumsum, einsum, exp, expm1, flatten, floor, gather, index_select, log, log1p, logsumexp,
+    masked_fill, matmul, max, maximum, mean, min, minimum, norm, prod, relu, round, rsqrt, scatter_add,
+    sigmoid, sign, sin, sort, split, sqrt, square, squeeze, stack, std, sum, tanh, topk,
+    unsqueeze, var, where,
+)
 from tensorlite import functional  # noqa: E402
 from tensorlite import autograd, func, inplace, nn, optim, profiler  # noqa: E402
 from tensorlite.creation import (  # noqa: E402

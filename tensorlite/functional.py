@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from tensorlite import kernels
-from tensorlite.ops import Exp, MaskedFill, Tanh
+from tensorlite.ops import _UNSET, Exp, MaskedFill, Tanh, either_keyword
 from tensorlite.tensor import Function, Tensor, rng
 
 __all__ = [
@@ -68,9 +68,10 @@ class SoftmaxBackward(Function):
         return g * (grad - s) - grad * g_dot_y, y * (g - g_dot_y)
 
 
-def softmax(x, axis=-1) -> Tensor:
-    """exp(x) / sum(exp(x)) along `axis`, computed stably (the row maximum is subtracted)."""
-    return Softmax.apply(x, axis=axis)
+def softmax(x, dim=_UNSET, *, axis=_UNSET) -> Tensor:
+    """exp(x) / sum(exp(x)) along `dim` (or `axis`; default the last), computed stably (the row
+    maximum is subtracted)."""
+    return Softmax.apply(x, axis=either_keyword("softmax", "dim", dim, "axis", axis, -1))
 
 
 class LogSoftmax(Function):
@@ -101,9 +102,9 @@ class LogSoftmaxBackward(Function):
                 g - (g * p).sum(axis=self.axis, keepdims=True))
 
 
-def log_softmax(x, axis=-1) -> Tensor:
-    """x - logsumexp(x) along `axis`."""
-    return LogSoftmax.apply(x, axis=axis)
+def log_softmax(x, dim=_UNSET, *, axis=_UNSET) -> Tensor:
+    """x - logsumexp(x) along `dim` (or `axis`; default the last)."""
+    return LogSoftmax.apply(x, axis=either_keyword("log_softmax", "dim", dim, "axis", axis, -1))
 
 
 class CrossEntropy(Function):
