@@ -498,7 +498,9 @@ def parse_args(argv):
     parser.add_argument("--allocator-ab", action="store_true",
                         help="compare tensorlite with and without tensorlite.allocator (and torch)")
     parser.add_argument("--no-generate", action="store_true", help="skip the gpt-mini generation run")
-    parser.add_argument("--profile-only", action="store_true", help="print the per-op profile and exit")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="print the per-op profile (tensorlite.profiler) of a shakespeare-cpu step, "
+                             "or of each --configs, in this process, and exit")
     parser.add_argument("--interleaved", action="store_true",
                         help="old mode: tensorlite and torch in one process (labelled as such)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "train.json"))
@@ -518,8 +520,9 @@ def parse_args(argv):
             fail(f"--{option} must be >= 1, got {getattr(args, option)}")
     if args.steps is not None and args.steps < 1:
         fail(f"--steps must be >= 1, got {args.steps}")
+    args.configs_given = args.configs != parser.get_default("configs")
     if args.quick:
-        if args.configs == parser.get_default("configs"):
+        if not args.configs_given:
             args.configs = "tiny,shakespeare-cpu"
         args.rounds, args.warmup = 2, 2
         args.no_generate = True
@@ -543,12 +546,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
-    if args.profile_only:
-        profiler, steps = profile_step("shakespeare-cpu")
+    if args.profile_only:  # shakespeare-cpu unless --configs names others
         import tensorlite as tl
-        print(f"# {tl.kernels.format_runtime_info()}")
-        print(f"\n## Profile of one shakespeare-cpu step (mean over {steps} steps)\n")
-        print(profiler.table(scale=steps))
+        for name in args.names if args.configs_given else ["shakespeare-cpu"]:
+            profiler, steps = profile_step(name)
+            print(f"# {tl.kernels.format_runtime_info()}")
+            print(f"\n## Profile of one {name} step (mean over {steps} steps)\n")
+            print(profiler.table(scale=steps))
         return 0
     if args.interleaved:
         return interleaved_main(args.names, "torch" in args.present, args.steps, args.warmup)
