@@ -31,8 +31,10 @@ finds one changed raises, naming the op, instead of computing a wrong gradient.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import itertools
 import time
 import weakref
 
@@ -500,13 +502,15 @@ class Tensor:
                                "require grad")
         if self._ctx is None:
             if self._hooks is None:
-                self._hooks = {}
+                self._hooks = collections.OrderedDict()
             hooks = self._hooks
         else:
             if self._ctx.output_hooks is None:
-                self._ctx.output_hooks = {}
+                self._ctx.output_hooks = collections.OrderedDict()
             hooks = self._ctx.output_hooks
-        return RemovableHandle(hooks, hook)
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     def retain_grad(self) -> None:
         """Keep the gradient of this non-leaf tensor in `.grad` during backward (leaves always
@@ -545,17 +549,27 @@ class Tensor:
 
 
 class RemovableHandle:
-    """Returned by `register_hook` (and the module hooks): `handle.remove()` unregisters."""
+    """Returned by `register_hook` and the module hook methods: `handle.remove()` unregisters
+    the hook. Also a context manager, so a hook can live for the duration of a `with` block."""
 
-    _next_id = 0
+    _ids = itertools.count()
 
-    def __init__(self, hooks: dict, hook):
-        RemovableHandle._next_id += 1
-        self.hooks, self.id = hooks, RemovableHandle._next_id
-        hooks[self.id] = hook
+    def __init__(self, hooks):
+        # A weak reference: a handle kept around must not keep a freed graph's hooks alive.
+        self._hooks = weakref.ref(hooks)
+        self.id = next(RemovableHandle._ids)
 
     def remove(self):
-        self.hooks.pop(self.id, None)
+        hooks = self._hooks()
+        if hooks is not None:
+            hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+        return False
 
 
 # --------------------------------------------------------------------------------------------

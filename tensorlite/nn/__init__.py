@@ -38,7 +38,6 @@ Example::
 import itertools
 import math
 import warnings
-import weakref
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -47,7 +46,7 @@ from tensorlite import functional as F
 from tensorlite import losses
 # rng(): the library-wide generator that every layer initialisation draws from, so
 # tl.manual_seed(seed) makes model initialisation reproducible.
-from tensorlite.tensor import Tensor, rng as _rng
+from tensorlite.tensor import RemovableHandle, Tensor, rng as _rng
 
 __all__ = [
     "Parameter", "Module", "RemovableHandle", "Linear", "Embedding", "LayerNorm", "Dropout",
@@ -88,31 +87,6 @@ class Parameter(Tensor):
 
 # What load_state_dict returns when strict=False (same shape as PyTorch's result).
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
-
-
-class RemovableHandle:
-    """Returned by the ``register_*_hook`` methods: ``handle.remove()`` unregisters the hook.
-
-    Also a context manager, so a hook can live for the duration of a ``with`` block."""
-
-    _ids = itertools.count()
-
-    def __init__(self, hooks):
-        # A weak reference: a handle kept around must not keep a deleted module's hooks alive.
-        self._hooks = weakref.ref(hooks)
-        self.id = next(RemovableHandle._ids)
-
-    def remove(self):
-        hooks = self._hooks()
-        if hooks is not None:
-            hooks.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.remove()
-        return False
 
 
 def _as_buffer(name, value):
