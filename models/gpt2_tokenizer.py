@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.fileio import atomic_write
+from tensorlite.serialization import atomic_write
 from models.tokenizer import _JSONTokenizer
 
 __all__ = ["GPT2Tokenizer", "bytes_to_unicode", "GPT2_PATTERN", "END_OF_TEXT"]

@@ -27,7 +27,7 @@ import re
 
 import numpy as np
 
-from models.fileio import atomic_write
+from tensorlite.serialization import atomic_write
 
 __all__ = [
     "HFFormatError",

@@ -27,7 +27,7 @@ import math
 import os
 import sys
 
-from models.fileio import atomic_write
+from tensorlite.serialization import atomic_write
 
 PROG = "tensorlite-plot"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -167,6 +167,7 @@ def _pyplot():
 def _save_figure(fig, output):
     """Write the figure atomically (format from the file name's suffix, PNG without one)."""
     fmt = os.path.splitext(os.fspath(output))[1].lstrip(".") or "png"
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     atomic_write(output, lambda f: fig.savefig(f, format=fmt))
 
 
