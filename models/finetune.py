@@ -20,6 +20,7 @@ import tensorlite as tl
 from models import checkpoint as ckpt_io
 from models.checkpoint import CheckpointError
 from models.sft import describe_characters, unencodable_characters
+from models.tokenizer import tokenizer_from_dict  # every kind, GPT-2's included (re-exported)
 
 __all__ = ["FinetuneError", "SHAPE_FIELDS", "load_init_checkpoint", "check_model_flags",
            "tokenizer_from_checkpoint", "unencodable_error", "extend_char_vocab", "model_from_state",
@@ -55,17 +56,6 @@ def check_model_flags(checkpoint, requested, path):
             raise FinetuneError(
                 f"{flag} {requested[field]} does not match {path}, which has {field} = "
                 f"{checkpoint.config[field]}; omit {flag} to take the checkpoint's")
-
-
-def tokenizer_from_dict(d):
-    """A tokenizer of any kind this project writes into checkpoints (char, bpe, gpt2)."""
-    if isinstance(d, dict) and d.get("type") == "gpt2":
-        from models.gpt2_tokenizer import GPT2Tokenizer
-
-        return GPT2Tokenizer.from_dict(d)
-    from models.tokenizer import tokenizer_from_dict as project_tokenizer_from_dict
-
-    return project_tokenizer_from_dict(d)
 
 
 def tokenizer_from_checkpoint(checkpoint, path):

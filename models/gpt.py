@@ -36,6 +36,10 @@ from tensorlite import functional as F
 from tensorlite import nn
 
 
+# Target value of positions the loss leaves out (PyTorch's default ignore_index); -1, nanoGPT's
+# choice, is accepted by GPT.forward as well.
+IGNORE_INDEX = -100
+
 # nanoGPT defines its own LayerNorm because PyTorch's could not drop the bias;
 # tensorlite's nn.LayerNorm(ndim, bias=...) already can, so it is used as is.
 LayerNorm = nn.LayerNorm
@@ -242,6 +246,28 @@ class GPT(nn.Module):
         """Build a freshly initialised model from ``config.to_dict()`` output."""
         return cls(GPTConfig.from_dict(d), dtype=dtype)
 
+    @classmethod
+    def from_pretrained(cls, path, dropout=None):
+        """A GPT with the weights of a Hugging Face GPT-2 directory (``config.json`` +
+        ``model.safetensors``; keys with or without the ``transformer.`` prefix).
+
+        nanoGPT's name, but from a local directory and without torch: it needs the optional
+        ``safetensors`` package (``pip install 'tensorlite[hf]'``). ``dropout`` overrides the
+        config's. Problems with the files raise ``models.hf.HFFormatError`` naming the tensor
+        or field.
+        """
+        from models.hf import gpt_from_pretrained
+
+        return gpt_from_pretrained(path, dropout=dropout)
+
+    def save_pretrained(self, path, tokenizer=None):
+        """Write this model as a Hugging Face GPT-2 directory (``config.json`` +
+        ``model.safetensors``, Conv1D weights transposed to (in, out)); with ``tokenizer``,
+        this project's tokenizer goes beside it so ``from_pretrained`` round-trips."""
+        from models.hf import save_pretrained
+
+        save_pretrained(self, path, tokenizer=tokenizer)
+
     def _init_weights(self, module):
         rng = tl.rng()
         if isinstance(module, nn.Linear):
@@ -264,8 +290,10 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         """idx: int array (B, T) of token ids (a Tensor is accepted too); T <= block_size.
 
-        Returns (logits (B, T, V), loss). With ``targets`` (int array (B, T); -1 marks
-        positions to ignore) the loss is the mean cross-entropy as a scalar Tensor, else None.
+        Returns (logits (B, T, V), loss). With ``targets`` (int array (B, T); -1 or -100 mark
+        positions to ignore: nanoGPT's -1, PyTorch's ignore_index -100 that supervised
+        fine-tuning puts on prompt and padding positions) the loss is the mean cross-entropy
+        over the other positions as a scalar Tensor, else None.
         (nanoGPT returns only the last position's logits without targets; here every position
         comes back, as API.md promises. ``generate`` asks for the last position alone.)
         """
@@ -280,7 +308,10 @@ class GPT(nn.Module):
             targets = _as_token_array(targets)
             if targets.shape != idx.shape:
                 raise ValueError(f"targets shape {targets.shape} does not match idx shape {idx.shape}")
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+            targets = targets.reshape(-1)  # (B*T,)
+            if (targets == -1).any():  # one cheap pass over B*T ints; copies only when needed
+                targets = np.where(targets == -1, IGNORE_INDEX, targets)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def _logits(self, idx, pos_offset, use_cache, last_only):

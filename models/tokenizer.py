@@ -12,7 +12,8 @@ decode(ids) -> str, a vocab_size property, to_dict()/from_dict() (plain JSON
 values, so a checkpoint can embed them) and save(path)/load(path) as JSON.
 BPETokenizer also has encode_bytes(data) and decode_bytes(ids), an exact round trip for
 any bytes, including bytes that are not valid UTF-8.
-`tokenizer_from_dict(d)` and `load_tokenizer(path)` rebuild either kind.
+`tokenizer_from_dict(d)` and `load_tokenizer(path)` rebuild either kind (and GPT-2's own BPE,
+models/gpt2_tokenizer.py).
 """
 
 import heapq
@@ -414,11 +415,16 @@ class BPETokenizer(_JSONTokenizer):
 
 
 def tokenizer_from_dict(d):
-    """Rebuild a CharTokenizer or BPETokenizer from its to_dict() output."""
-    kinds = {"char": CharTokenizer, "bpe": BPETokenizer}
+    """Rebuild a tokenizer from its to_dict() output: CharTokenizer, BPETokenizer, or GPT-2's
+    own BPE (``type`` "gpt2", models/gpt2_tokenizer.py, which needs ``tensorlite[hf]``)."""
     kind = d.get("type") if isinstance(d, dict) else None
+    if kind == "gpt2":
+        from models.gpt2_tokenizer import GPT2Tokenizer  # its regex dependency is optional
+
+        return GPT2Tokenizer.from_dict(d)
+    kinds = {"char": CharTokenizer, "bpe": BPETokenizer}
     if kind not in kinds:
-        raise ValueError(f"unknown tokenizer type {kind!r}; expected one of {sorted(kinds)}")
+        raise ValueError(f"unknown tokenizer type {kind!r}; expected one of {sorted(kinds) + ['gpt2']}")
     return kinds[kind].from_dict(d)
 
 
