@@ -14,13 +14,25 @@ spinning, so that neither is timed while the other's thread pool still holds a c
 
 Prints the runtime (BLAS kernel set and threads), then a markdown table of median
 (min-max) times and the speedup, and writes the same numbers as JSON.
+
+    python benchmarks/bench_kernels.py --against REV [--repeats 41] [--only NAME ...]
+
+compares the Numba kernels of this tree with those of git revision REV instead (an
+A/B of a kernel change): REV's jitted.py is loaded beside this one under another module
+name, both run under the Numba policy, alternating call batch by call batch, and the
+table gives each side's min and median and the ratio new/old of both (compare the
+mins on a loaded machine).
 """
 
 import argparse
+import hashlib
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -132,6 +144,74 @@ def measure(name, make_args, repeats, settle):
             for set_name, s in samples.items()}
 
 
+def load_jitted_at(revision):
+    """The jitted kernel module as of git revision `revision`, imported beside this tree's.
+
+    Its source is written to a file named after its content (so Numba's cache for it
+    stays valid between runs) and imported as tensorlite.kernels.jitted_<hash>, which
+    keeps its relative imports pointing at this tree's reference kernels."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "show", f"{revision}:tensorlite/kernels/jitted.py"],
+                            cwd=root, check=True, capture_output=True, text=True).stdout
+    digest = hashlib.sha1(source.encode()).hexdigest()[:10]
+    folder = os.path.join(tempfile.gettempdir(), "tensorlite_bench_kernels")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"jitted_{digest}.py")
+    if not os.path.exists(path):
+        with open(path + ".tmp", "w") as f:
+            f.write(source)
+        os.replace(path + ".tmp", path)
+    name = f"tensorlite.kernels.jitted_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure_ab(name, make_args, old, new, repeats, budget=0.003):
+    """Seconds per call of kernel `name` in modules old and new, alternating samples."""
+    args = make_args()
+    sides = {"old": getattr(old, name), "new": getattr(new, name)}
+    numbers = {}
+    for side, fn in sides.items():
+        fn(*args)  # compile (or load from the cache)
+        numbers[side] = time_call(fn, args, budget)[1]
+    samples = {side: [] for side in sides}
+    for _ in range(repeats):
+        for side, fn in sides.items():
+            start = time.perf_counter()
+            for _ in range(numbers[side]):
+                fn(*args)
+            samples[side].append((time.perf_counter() - start) / numbers[side])
+    return {side: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)}
+            for side, s in samples.items()}
+
+
+def main_ab(args):
+    kernels.use("numba")
+    old = load_jitted_at(args.against)
+    jitted.matmul(np.ones((64, 64), np.float32), np.ones((64, 64), np.float32))  # load BLAS
+    print("runtime:", kernels.format_runtime_info())
+    print(f"A/B: old = jitted.py at {args.against}, new = this tree; {args.dtype}, "
+          f"{args.repeats} alternating samples each")
+    print()
+    print("| kernel | shape | old min us | new min us | new/old min | old median us "
+          "| new median us | new/old median |")
+    print("|" + "---|" * 8)
+    rows = []
+    for name, shape, make_args in cases(np.dtype(args.dtype), np.random.default_rng(0)):
+        if args.only and name not in args.only:
+            continue
+        result = measure_ab(name, make_args, old, jitted, args.repeats)
+        o, n = result["old"], result["new"]
+        rows.append({"kernel": name, "shape": shape, "dtype": args.dtype, **result})
+        print(f"| {name} | {shape} | {fmt_us(o['min_s'])} | {fmt_us(n['min_s'])} | "
+              f"{n['min_s'] / o['min_s']:.3f} | {fmt_us(o['median_s'])} | "
+              f"{fmt_us(n['median_s'])} | {n['median_s'] / o['median_s']:.3f} |", flush=True)
+    return rows
+
+
 def fmt_us(seconds):
     return f"{seconds * 1e6:,.1f}"
 
@@ -146,7 +226,13 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="kernel names to run (default: all)")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                        "results", "kernels.json"))
+    parser.add_argument("--against", metavar="REV",
+                        help="compare with the Numba kernels of git revision REV instead "
+                             "of the NumPy reference (writes no JSON)")
     args = parser.parse_args(argv)
+    if args.against:
+        main_ab(args)
+        return
 
     kernels.use("numba")
     jitted.matmul(np.ones((64, 64), np.float32), np.ones((64, 64), np.float32))  # load BLAS

@@ -165,6 +165,54 @@ def test_matmul_falls_back_for_integers_and_mixed_dtypes():
 
 
 # ----------------------------------------------------------------------------
+# linear and its backward
+
+@st.composite
+def linear_operands(draw):
+    """(x, weight, bias, grad, dtype): x (N, in), weight (out, in), bias (out,) or None."""
+    n_rows, n_in, n_out = (draw(st.integers(1, 80)) for _ in range(3))
+    dtype = draw(st.sampled_from(FLOATS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = make_array(rng, (n_rows, n_in), dtype, draw(st.sampled_from(LAYOUTS)))
+    weight = make_array(rng, (n_out, n_in), dtype, draw(st.sampled_from(LAYOUTS)))
+    bias = make_array(rng, (n_out,), dtype, draw(st.sampled_from(["contiguous", "strided"])))
+    grad = make_array(rng, (n_rows, n_out), dtype, draw(st.sampled_from(LAYOUTS)))
+    return x, weight, bias if draw(st.booleans()) else None, grad, dtype
+
+
+@given(linear_operands())
+def test_linear_and_backward_match_reference(operands):
+    x, weight, bias, grad, dtype = operands
+    expected = x @ weight.T + (0 if bias is None else bias)
+    assert_close(reference.linear(x, weight, bias), expected, dtype, scale=x.shape[1])
+    assert_close(jitted.linear(x, weight, bias), expected, dtype, scale=x.shape[1])
+    slow = reference.linear_backward(grad, x, weight)
+    assert_close(slow[0], grad @ weight, dtype, scale=weight.shape[0])
+    assert_close(slow[1], grad.T @ x, dtype, scale=x.shape[0])
+    assert_close(slow[2], grad.sum(axis=0), dtype, scale=x.shape[0])
+    fast = jitted.linear_backward(grad, x, weight)
+    for a, b, scale in zip(fast, slow, (weight.shape[0], x.shape[0], x.shape[0])):
+        assert_close(a, b, dtype, scale=scale)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(96, 128, 384), (5, 128, 512), (300, 40, 3)])
+def test_linear_blocks_and_bias_on_the_parallel_path(dtype, shape):
+    """Large enough for the parallel BLAS path: row blocks (tall x) and column blocks
+    (wide output) must each get their slice of the bias, exactly once."""
+    n_rows, n_in, n_out = shape
+    rng = np.random.default_rng(1)
+    x = make_array(rng, (n_rows, n_in), dtype, "contiguous")
+    weight = make_array(rng, (n_out, n_in), dtype, "contiguous")
+    bias = make_array(rng, (n_out,), dtype, "contiguous")
+    assert_close(jitted.linear(x, weight, bias), x @ weight.T + bias, dtype, scale=n_in)
+    grad = make_array(rng, (n_rows, n_out), dtype, "contiguous")
+    for fast, slow in zip(jitted.linear_backward(grad, x, weight),
+                          reference.linear_backward(grad, x, weight)):
+        assert_close(fast, slow, dtype, scale=max(n_rows, n_out))
+
+
+# ----------------------------------------------------------------------------
 # softmax and log-softmax
 
 @given(cases(), st.sampled_from([1.0, 30.0]))
@@ -469,6 +517,39 @@ def test_threading_policy_one_pool_at_a_time():
         kernels._blas.numpy_blas().path]
 
 
+def test_set_num_threads_sticks_across_kernel_sets():
+    import numba
+    jitted.matmul(np.ones((64, 64), np.float32), np.ones((64, 64), np.float32))  # load BLAS
+    numpy_lib = kernels._blas.numpy_blas()
+    try:
+        kernels.set_num_threads(1)
+        assert kernels.get_num_threads() == 1
+        assert numba.get_num_threads() == 1  # the numba set: Numba's pool is limited
+        assert numpy_lib.get_num_threads() == 1
+        assert kernels.runtime_info()["numba"]["threads"] == 1
+        kernels.use("numpy")  # the numpy set: BLAS gets the limit, not its default
+        assert numpy_lib.get_num_threads() == 1
+        kernels.use("numba")
+        assert numba.get_num_threads() == 1  # still in force after switching back
+        x = np.random.default_rng(0).standard_normal((96, 128)).astype(np.float32)
+        w = np.random.default_rng(1).standard_normal((384, 128)).astype(np.float32)
+        assert_close(jitted.linear(x, w, None), x @ w.T, np.float32, scale=128)
+    finally:
+        kernels.set_num_threads(None)
+    assert kernels.get_num_threads() is None
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+    kernels.use("numpy")
+    assert numpy_lib.get_num_threads() == kernels._default_blas_threads[numpy_lib.path]
+    kernels.use("numba")
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_set_num_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="set_num_threads"):
+        kernels.set_num_threads(bad)
+    assert kernels.get_num_threads() is None
+
+
 def test_runtime_info_names_the_blas_kernel_set():
     info = kernels.runtime_info()
     assert info["numpy_blas"]["corename"]  # e.g. 'Haswell', 'SkylakeX', 'Zen'
@@ -482,7 +563,8 @@ def test_both_sets_define_the_same_functions():
     public = ["matmul", "matmul_backward", "softmax", "softmax_backward", "log_softmax",
               "log_softmax_backward", "causal_softmax", "causal_softmax_backward",
               "layer_norm", "layer_norm_backward", "gelu", "gelu_backward", "cross_entropy",
-              "cross_entropy_backward", "embedding_backward", "adamw_step"]
+              "cross_entropy_backward", "embedding_backward", "adamw_step", "linear",
+              "linear_backward"]
     import inspect
     for name in public:
         assert (inspect.signature(getattr(jitted, name))

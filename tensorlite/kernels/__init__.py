@@ -50,6 +50,7 @@ GOMP_SPINCOUNT and NUMBA_NUM_THREADS override these defaults.
 """
 
 import contextlib
+import numbers
 import os
 import sys
 import warnings
@@ -62,6 +63,7 @@ KERNEL_SETS = ("numba", "numpy")
 current = reference  # the active kernel module; replaced by use() below
 _active = "numpy"
 _default_blas_threads = {}  # library path -> thread count before we changed it
+_thread_limit = None  # set_num_threads(n): the threads the active set may use
 
 
 def _load(name):
@@ -81,17 +83,53 @@ def _set_blas_threads(lib, numba_mode):
         return
     if lib.path not in _default_blas_threads:
         _default_blas_threads[lib.path] = lib.get_num_threads()
-    lib.set_num_threads(1 if numba_mode else _default_blas_threads[lib.path])
+    if numba_mode:
+        lib.set_num_threads(1)
+    elif _thread_limit is not None:
+        lib.set_num_threads(_thread_limit)
+    else:
+        lib.set_num_threads(_default_blas_threads[lib.path])
 
 
 def apply_threading_policy():
     """(Re)apply the one-pool policy for the active kernel set (see module docstring).
 
-    Called by use(); the jitted kernels call it again once SciPy's BLAS is loaded.
+    Called by use() and set_num_threads(); the jitted kernels call it again once
+    SciPy's BLAS is loaded.
     """
     numba_mode = _active == "numba"
     _set_blas_threads(_blas.numpy_blas(), numba_mode)
     _set_blas_threads(_blas.scipy_blas(loaded_only=True), numba_mode)
+    if numba_mode and _thread_limit is not None:
+        import numba
+        numba.set_num_threads(min(_thread_limit, numba.config.NUMBA_NUM_THREADS))
+
+
+def set_num_threads(n):
+    """Use at most `n` threads for the kernels, under either kernel set, from now on.
+
+    The limit goes to the one pool that does parallel work (module docstring): with the
+    ``numba`` set to Numba's pool (``numba.set_num_threads``; at most the pool's size,
+    NUMBA_NUM_THREADS), with the ``numpy`` set to BLAS instead of its default. It
+    stays in force across ``use()`` switches, so that, for example, each of several
+    processes sharing a machine (MPI ranks) keeps its share. ``None`` removes the
+    limit. Returns None.
+    """
+    global _thread_limit
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"set_num_threads: n must be a positive integer or None, got {n!r}")
+        n = int(n)
+    _thread_limit = n
+    if n is None and _active == "numba" and "numba" in sys.modules:
+        import numba
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    apply_threading_policy()
+
+
+def get_num_threads():
+    """The thread limit set by set_num_threads, or None when there is none."""
+    return _thread_limit
 
 
 def use(name):

@@ -126,72 +126,148 @@ def _max(typingctx, a, b):
     return a(a, b), codegen
 
 
-_LANES = 8
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding, as LLVM's fma intrinsic.
+
+    Without fastmath LLVM may not fuse `a * b + c` by itself (that is ``contract``,
+    which a second optimisation of the same code may apply differently). An explicit
+    fma is always fused: one FMA instruction on CPUs that have it, a correctly rounded
+    library fma elsewhere -- the same bits either way, in every compilation. LLVM
+    vectorises it like a multiply.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        float_type = args[0].type
+        name = "llvm.fma.f32" if float_type == ir.FloatType() else "llvm.fma.f64"
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(float_type, [float_type] * 3), name)
+        return builder.call(fma, args)
+
+    return a(a, b, c), codegen
+
+
+_LANES = 8  # elements per SIMD accumulator (one AVX register of float32)
+_ACCUMULATORS = 4  # independent accumulators, so additions need not wait on each other
+
+
+def _is_float_vector(a):
+    return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+            and isinstance(a.dtype, types.Float))
+
+
+def _simd_sum_codegen(context, builder, signature, args):
+    """LLVM IR for _sum(a), or for _dot(a, b) = sum(a * b) when given two arrays."""
+    arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args)]
+    scalar = context.get_value_type(signature.return_type)
+    vector = ir.VectorType(scalar, _LANES)
+    align = scalar.get_abi_size(context.target_data)
+    n = arrays[0].nitems
+    step = _LANES * _ACCUMULATORS
+    rounds_end = builder.sub(n, builder.srem(n, n.type(step)))
+    chunks_end = builder.sub(n, builder.srem(n, n.type(_LANES)))
+    zero = ir.Constant(vector, None)
+    accumulators = [cgutils.alloca_once_value(builder, zero) for _ in range(_ACCUMULATORS)]
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector, [vector] * 3),
+        f"llvm.fma.v{_LANES}f{scalar.get_abi_size(context.target_data) * 8}")
+
+    def add_chunk(accumulator, start):
+        chunks = [builder.load(builder.gep(array.data, [start]), typ=vector, align=align)
+                  for array in arrays]
+        if len(chunks) == 1:
+            total = builder.fadd(builder.load(accumulator), chunks[0])
+        else:
+            total = builder.call(fma, [chunks[0], chunks[1], builder.load(accumulator)])
+        builder.store(total, accumulator)
+
+    with cgutils.for_range_slice(builder, n.type(0), rounds_end, n.type(step)) as (j, _):
+        for q, accumulator in enumerate(accumulators):
+            add_chunk(accumulator, builder.add(j, n.type(q * _LANES)))
+    for q in range(_ACCUMULATORS - 1):  # the last < 4 full chunks, in order
+        start = builder.add(rounds_end, n.type(q * _LANES))
+        with builder.if_then(builder.icmp_signed("<", start, chunks_end)):
+            add_chunk(accumulators[q], start)
+    acc = [builder.load(accumulator) for accumulator in accumulators]
+    while len(acc) > 1:  # pairwise: (0+1) + (2+3)
+        acc = [builder.fadd(acc[k], acc[k + 1]) for k in range(0, len(acc), 2)]
+    folded = acc[0]
+    width = _LANES
+    while width > 1:  # fold the upper half of the lanes onto the lower half
+        width //= 2
+        mask = ir.VectorType(ir.IntType(32), width)
+        low = builder.shuffle_vector(folded, folded, ir.Constant(mask, list(range(width))))
+        high = builder.shuffle_vector(folded, folded,
+                                      ir.Constant(mask, list(range(width, 2 * width))))
+        folded = builder.fadd(low, high)
+    total = cgutils.alloca_once_value(builder, builder.extract_element(folded,
+                                                                        ir.IntType(32)(0)))
+    with cgutils.for_range_slice(builder, chunks_end, n, n.type(1)) as (j, _):
+        elements = [builder.load(builder.gep(array.data, [j])) for array in arrays]
+        term = elements[0] if len(elements) == 1 else builder.fmul(elements[0], elements[1])
+        builder.store(builder.fadd(builder.load(total), term), total)
+    return builder.load(total)
 
 
 @intrinsic
 def _sum(typingctx, a):
     """Sum of a contiguous 1-D float array, in an order fixed by this code, in SIMD.
 
-    An 8-lane vector accumulator adds a[0:8], a[8:16], ... (lane l sums a[l],
-    a[l + 8], ...); the lanes are then added pairwise, ((l0 + l1) + (l2 + l3)) +
-    ((l4 + l5) + (l6 + l7)), and the n mod 8 tail elements last, one by one. Written
-    as explicit vector code because without the reassociation licence LLVM would not
-    vectorise a plain `total += a[j]` loop -- and with it, LLVM picks the order.
+    Four 8-lane vector accumulators take turns: accumulator q adds the chunks
+    a[8c : 8c + 8] with c = q (mod 4), so four additions are in flight at once rather
+    than each waiting for the last. The n mod 32 elements past the last full round
+    go chunk by chunk to accumulators 0, 1, 2 and then one by one to a scalar tail.
+    The end is a fixed tree: the accumulators as (acc0 + acc1) + (acc2 + acc3); its
+    lanes folded in halves, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), as
+    SIMD shuffles and adds; and the tail elements last, in order. Written as explicit
+    vector code because without the reassociation licence LLVM would not vectorise a
+    plain `total += a[j]` loop -- and with it, LLVM picks the order.
     """
-    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-            and isinstance(a.dtype, types.Float)):
+    if not _is_float_vector(a):
         return None
+    return a.dtype(a), _simd_sum_codegen
 
-    def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        scalar = context.get_value_type(signature.args[0].dtype)
-        vector = ir.VectorType(scalar, _LANES)
-        n = array.nitems
-        body = builder.sub(n, builder.srem(n, n.type(_LANES)))
-        lanes = cgutils.alloca_once_value(builder, ir.Constant(vector, None))
-        with cgutils.for_range_slice(builder, n.type(0), body, n.type(_LANES)) as (j, _):
-            chunk = builder.load(builder.gep(array.data, [j]), typ=vector,
-                                 align=scalar.get_abi_size(context.target_data))
-            builder.store(builder.fadd(builder.load(lanes), chunk), lanes)
-        acc = builder.load(lanes)
-        lane = [builder.extract_element(acc, ir.IntType(32)(k)) for k in range(_LANES)]
-        while len(lane) > 1:  # pairwise: (0+1), (2+3), ... then again
-            lane = [builder.fadd(lane[k], lane[k + 1]) for k in range(0, len(lane), 2)]
-        total = cgutils.alloca_once_value(builder, lane[0])
-        with cgutils.for_range_slice(builder, body, n, n.type(1)) as (j, _):
-            element = builder.load(builder.gep(array.data, [j]))
-            builder.store(builder.fadd(builder.load(total), element), total)
-        return builder.load(total)
 
-    return a.dtype(a), codegen
+@intrinsic
+def _dot(typingctx, a, b):
+    """sum(a * b) of two contiguous 1-D float arrays of one length, in _sum's order.
+
+    Each chunk's products are added to their accumulator by one fused multiply-add
+    (the tail elements: a multiply, then an add), so no scratch array is written.
+    """
+    if not (_is_float_vector(a) and _is_float_vector(b) and a.dtype == b.dtype):
+        return None
+    return a.dtype(a, b), _simd_sum_codegen
 
 
 def _exp_float32(x):
     """exp(x) for float32 x, vectorisable: exp(x) = 2^k * exp(r).
 
     k = round(x / ln 2) and r = x - k ln 2, |r| <= ln(2)/2, where a degree-7 polynomial
-    (Cephes' expf coefficients) gives exp(r) to about 1e-7 relative error. ln 2 is split
-    in two (Cody-Waite) so k*ln2 is subtracted without rounding error. 2^k is built
-    directly in the float's exponent bits. Inputs below -87.3 give 0 (the result would
-    be subnormal), inputs above 88.3 give inf; every caller here passes x <= 0.
+    (Cephes' expf coefficients, evaluated with fused multiply-adds) gives exp(r) to
+    about 1e-7 relative error. ln 2 is split in two (Cody-Waite) so k*ln2 is subtracted
+    without rounding error. 2^k is built directly in the float's exponent bits. Inputs
+    below -87.3 give 0 (the result would be subnormal), inputs above 88.3 give inf;
+    every caller here passes x <= 0.
     """
     too_small = x < np.float32(-87.3)
     too_big = x > np.float32(88.3)
     xc = np.float32(-87.3) if too_small else x
     xc = np.float32(88.3) if too_big else xc
-    k = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))
-    r = xc - k * np.float32(0.693359375)
-    r = r - k * np.float32(-2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    p = p * r * r + r + np.float32(1.0)
+    k = np.floor(_fma(xc, np.float32(1.4426950408889634), np.float32(0.5)))
+    r = _fma(k, np.float32(-0.693359375), xc)
+    r = _fma(k, np.float32(2.12194440e-4), r)
+    p = np.float32(1.9875691500e-4)  # Horner's scheme, one fused multiply-add per step
+    p = _fma(p, r, np.float32(1.3981999507e-3))
+    p = _fma(p, r, np.float32(8.3334519073e-3))
+    p = _fma(p, r, np.float32(4.1665795894e-2))
+    p = _fma(p, r, np.float32(1.6666665459e-1))
+    p = _fma(p, r, np.float32(5.0000001201e-1))
+    expm1_r = _fma(p, r * r, r)  # exp(r) - 1
     two_to_k = _int32_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-    y = p * two_to_k
+    y = _fma(expm1_r, two_to_k, two_to_k)  # (exp(r) - 1) 2^k + 2^k
     y = np.float32(0.0) if too_small else y
     return np.float32(np.inf) if too_big else y
 
@@ -482,6 +558,77 @@ def matmul_backward(grad, a, b):
 
 
 # ----------------------------------------------------------------------------
+# linear
+# reference: reference.linear, reference.linear_backward
+#
+# Forward: the rows of x are cut into one block per thread; each thread runs BLAS on
+# its block (x_block @ weight^T, the transpose being BLAS's 't' flag) and adds the bias
+# to the block of output it just wrote, while that block is still in cache.
+# Backward: grad @ weight and grad^T @ x run as one parallel launch of gemm calls, as in
+# matmul_backward (grad^T is a 't' flag too: nothing is copied), and the bias gradient
+# is a column sum.
+
+@njit(parallel=True, **_OPTS)
+def _gemm_tasks_bias_parallel(tasks, bases, kind, alpha, beta, bias, out):
+    row_bytes = out.shape[1] * out.itemsize
+    for t in prange(tasks.shape[0]):
+        _run_gemm_task(tasks, t, bases, kind, alpha, beta)
+        # The block this task wrote: rows [r0, r0 + m), columns [c0, c0 + n).
+        r0 = tasks[t, _T_C] // row_bytes
+        c0 = (tasks[t, _T_C] - r0 * row_bytes) // out.itemsize
+        block_bias = bias[c0:c0 + tasks[t, _T_N]]
+        for r in range(r0, r0 + tasks[t, _T_M]):
+            row = out[r, c0:c0 + tasks[t, _T_N]]
+            for j in range(row.shape[0]):
+                row[j] += block_bias[j]
+
+
+def _linear_supported(x, weight, bias):
+    return (_matmul_supported(x, weight.T) and x.ndim == 2 and weight.ndim == 2
+            and (bias is None or (_is_float(bias) and bias.dtype == x.dtype
+                                  and bias.shape == (weight.shape[0],))))
+
+
+def linear(x, weight, bias):
+    """x @ weight^T + bias -- see reference.linear."""
+    if not _linear_supported(x, weight, bias):
+        return reference.linear(x, weight, bias)
+    (m, k), n = x.shape, weight.shape[0]
+    if m * n * k < SMALL_MATMUL or m * n == 0:
+        return reference.linear(x, weight, bias)
+    out = np.empty((m, n), dtype=x.dtype)
+    threads = numba.get_num_threads()
+    tasks, bases, keep = _gemm(x, weight.T, out, threads)
+    if bias is None:
+        _run_gemms(tasks, [bases], out.dtype, parallel=threads > 1)
+        return out
+    if not _blas_ready:
+        _prepare_blas()
+    _gemm_tasks_bias_parallel(tasks, np.array([bases], np.int64), _BLAS_KIND[out.dtype],
+                              _ONE_PTR[out.dtype], _ZERO_PTR[out.dtype], _flat(bias), out)
+    return out
+
+
+def linear_backward(grad, x, weight):
+    """(grad @ weight, grad^T @ x, grad summed over rows) -- see reference.linear_backward."""
+    if not (_linear_supported(x, weight, None) and _is_float(grad) and grad.dtype == x.dtype
+            and grad.shape == (x.shape[0], weight.shape[0])):
+        return reference.linear_backward(grad, x, weight)
+    (m, k), n = x.shape, weight.shape[0]
+    if m * n * k < SMALL_MATMUL or m * n * k == 0:
+        return reference.linear_backward(grad, x, weight)
+    grad_x = np.empty((m, k), dtype=x.dtype)
+    grad_weight = np.empty((n, k), dtype=x.dtype)
+    threads = numba.get_num_threads()
+    pieces = _pieces(2, threads)
+    tasks_x, bases_x, keep_x = _gemm(grad, weight, grad_x, pieces, 0)
+    tasks_w, bases_w, keep_w = _gemm(grad.T, x, grad_weight, pieces, 1)
+    _run_gemms(_concatenated(tasks_x, tasks_w), [bases_x, bases_w], x.dtype,
+               parallel=threads > 1)
+    return grad_x, grad_weight, grad.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------
 # softmax
 # reference: reference.softmax, reference.softmax_backward
 #
@@ -521,9 +668,7 @@ def _softmax_backward(y, grad_y, out):
         y_row = y[i]
         g_row = grad_y[i]
         o = out[i]
-        for j in range(n_cols):
-            o[j] = g_row[j] * y_row[j]  # the row's products, summed next
-        dot = _sum(o)
+        dot = _dot(g_row, y_row)
         for j in range(n_cols):
             o[j] = y_row[j] * (g_row[j] - dot)
 
@@ -577,7 +722,7 @@ def _log_softmax_backward(y, grad_y, out):
         total = _sum(g_row)
         o = out[i]
         for j in range(n_cols):
-            o[j] = g_row[j] - fast_exp(y_row[j]) * total
+            o[j] = _fma(-fast_exp(y_row[j]), total, g_row[j])
 
 
 def log_softmax_backward(y, grad_y):
@@ -694,7 +839,7 @@ def _layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
             y[j] = d * d  # squared deviations, summed next
         rs = _as(row, 1.0) / np.sqrt(_sum(y) * inv_n + eps)
         for j in range(n_cols):
-            y[j] = (row[j] - mu) * rs * weight[j] + bias[j]
+            y[j] = _fma((row[j] - mu) * rs, weight[j], bias[j])
         mean[i] = mu
         rstd[i] = rs
 
@@ -729,17 +874,15 @@ def _layer_norm_backward(grad_y, x, weight, mean, rstd, grad_x, partial_w, parti
             rs = rstd[i]
             gy = grad_y[i]
             xr = x[i]
-            gxr = grad_x[i]  # scratch for the two row sums, then the result
-            for j in range(n_cols):
-                gxr[j] = gy[j] * weight[j]
-            g_mean = _sum(gxr) * inv_n
+            gxr = grad_x[i]  # scratch for a row sum, then the result
+            g_mean = _dot(gy, weight) * inv_n
             for j in range(n_cols):
                 gxr[j] = gy[j] * weight[j] * ((xr[j] - mu) * rs)
             gx_mean = _sum(gxr) * inv_n
             for j in range(n_cols):
                 xhat = (xr[j] - mu) * rs
-                gxr[j] = rs * (gy[j] * weight[j] - g_mean - xhat * gx_mean)
-                dw[j] += gy[j] * xhat
+                gxr[j] = rs * _fma(-xhat, gx_mean, gy[j] * weight[j] - g_mean)
+                dw[j] = _fma(gy[j], xhat, dw[j])
                 db[j] += gy[j]
 
 
@@ -772,17 +915,17 @@ def layer_norm_backward(grad_y, x, weight, mean, rstd):
 # no tanh call, so the float32 loop vectorises through fast_exp.
 
 @njit(inline="always", **_OPTS)
-def _gelu_sigmoid(v):
-    """s = 0.5 (1 + tanh(sqrt(2/pi)(v + 0.044715 v^3))) as 1 / (1 + exp(-2u))."""
-    u = _as(v, reference.GELU_SCALE) * (v + _as(v, reference.GELU_CUBIC) * v * v * v)
-    return _as(v, 1.0) / (_as(v, 1.0) + fast_exp(_as(v, -2.0) * u))
+def _gelu_denominator(v):
+    """1 + exp(-2u) = 1 / s, where s = 0.5 (1 + tanh u) and u = sqrt(2/pi)(v + 0.044715 v^3)."""
+    inner = _fma(_as(v, reference.GELU_CUBIC) * v * v, v, v)  # v + 0.044715 v^3
+    return _as(v, 1.0) + fast_exp(_as(v, -2.0 * reference.GELU_SCALE) * inner)
 
 
 @njit(parallel=True, **_OPTS)
 def _gelu_forward(x, out):
     for i in prange(x.shape[0]):
         v = x[i]
-        out[i] = v * _gelu_sigmoid(v)
+        out[i] = v / _gelu_denominator(v)  # v * s
 
 
 def gelu(x):
@@ -802,8 +945,9 @@ def _gelu_backward(x, grad_y, out):
     one = _as(x, 1.0)
     for i in prange(x.shape[0]):
         v = x[i]
-        s = _gelu_sigmoid(v)
-        out[i] = grad_y[i] * (s + v * s * (one - s) * c * (one + cubic3 * v * v))
+        s = _as(v, 1.0) / _gelu_denominator(v)
+        slope = c * _fma(cubic3, v * v, one)  # du/dx times 2
+        out[i] = grad_y[i] * _fma(v * s * (one - s), slope, s)
 
 
 def gelu_backward(x, grad_y):

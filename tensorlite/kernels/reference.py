@@ -43,6 +43,31 @@ def matmul_backward(grad, a, b):
 
 
 # ----------------------------------------------------------------------------
+# linear layer: a matrix product with the weight transposed, plus a bias
+
+def linear(x, weight, bias):
+    """y = x @ weight^T + bias, as in torch.nn.functional.linear.
+
+    x: (N, in), weight: (out, in), bias: (out,) or None. Returns (N, out).
+    """
+    y = np.matmul(x, weight.T)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(grad, x, weight):
+    """Gradients of y = linear(x, weight, bias) given grad = dL/dy (N, out).
+
+    Returns (grad_x, grad_weight, grad_bias):
+      grad_x      = grad @ weight     # (N, in)
+      grad_weight = grad^T @ x        # (out, in)
+      grad_bias   = sum of grad rows  # (out,)
+    """
+    return np.matmul(grad, weight), np.matmul(grad.T, x), grad.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------
 # softmax and log-softmax over the last axis
 
 def softmax(x):
