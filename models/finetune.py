@@ -50,12 +50,16 @@ def check_model_flags(checkpoint, requested, path):
     ``requested`` maps GPTConfig field names (n_layer, n_embd, ...) to the values asked for;
     fields not in it are taken from the checkpoint.
     """
+    from models.gpt import GPTConfig
+
+    defaults = GPTConfig.__dataclass_fields__  # a field a config leaves out has GPTConfig's default
     for field in SHAPE_FIELDS:
-        if field in requested and field in checkpoint.config and requested[field] != checkpoint.config[field]:
+        have = checkpoint.config.get(field, defaults[field].default)
+        if field in requested and requested[field] != have:
             flag = "--" + field.replace("_", "-")
             raise FinetuneError(
-                f"{flag} {requested[field]} does not match {path}, which has {field} = "
-                f"{checkpoint.config[field]}; omit {flag} to take the checkpoint's")
+                f"{flag} {requested[field]} does not match {path}, which has {field} = {have}; "
+                f"omit {flag} to take the checkpoint's")
 
 
 def tokenizer_from_checkpoint(checkpoint, path):
@@ -65,12 +69,13 @@ def tokenizer_from_checkpoint(checkpoint, path):
         raise FinetuneError(f"{path} holds no usable tokenizer: {' '.join(str(error).split())}") from None
 
 
-def unencodable_error(tokenizer, text, data_name, path):
-    """A FinetuneError naming the first characters of ``text`` the tokenizer lacks, or None."""
+def unencodable_error(tokenizer, text, data_name, path, extendable=True):
+    """A FinetuneError naming the first characters of ``text`` the tokenizer lacks, or None.
+    ``extendable``: suggest --extend-vocab (which only a new --init-from run can use)."""
     unknown = unencodable_characters(tokenizer, text)
     if not unknown:
         return None
-    hint = "; pass --extend-vocab to add them" if hasattr(tokenizer, "stoi") else ""
+    hint = "; pass --extend-vocab to add them" if extendable and hasattr(tokenizer, "stoi") else ""
     return FinetuneError(f"{data_name} has {describe_characters(unknown)} that the tokenizer of {path} "
                          f"cannot encode{hint}")
 

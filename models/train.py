@@ -14,6 +14,23 @@ Examples::
     tensorlite-train --preset tiny                          # about half a minute on two cores
     tensorlite-train --preset shakespeare-cpu --data input.txt --out-dir out-shakespeare
     tensorlite-train --out-dir out-shakespeare --resume --max-iters 3000
+    tensorlite-train --init-from out-shakespeare/ckpt.npz --data-format sft --data qa.jsonl --out-dir out-sft
+
+Fine-tuning: ``--init-from CKPT`` takes the weights and the tokenizer of a checkpoint (a run of
+this trainer, or a Hugging Face GPT-2 converted by ``tensorlite-convert``) and nothing else: the
+optimizer, the learning-rate schedule, the iteration count and the best validation loss start
+afresh on the new ``--data``. Shape flags (--n-layer, --n-head, --n-embd, --block-size, --bias)
+must match the checkpoint or be omitted; --dropout may change. Text the tokenizer cannot encode
+is an error naming the characters, unless ``--extend-vocab`` grows a char vocabulary (and the
+embedding rows with it, see models/finetune.py).
+
+``--data-format sft`` reads JSON lines of {"prompt": ..., "completion": ...} (models/sft.py):
+the loss counts only the completion tokens (and the end marker, a newline for char and byte
+tokenizers); prompt and padding positions get the target -100, which the loss ignores. Examples
+are packed whole into rows of --block-size positions; a longer example loses the left of its
+prompt, then the tail of its completion (the run says how many were truncated). The last 10 %
+of the examples are the validation split. Each micro-batch's loss is the mean over its scored
+tokens.
 
 Resuming is exact (with the same kernel set and thread count: parallel kernels sum
 in an order that depends on the number of threads): the checkpoint holds the model,
@@ -57,8 +74,10 @@ import tensorlite as tl
 from tensorlite.nn.parallel import DistributedDataParallel
 from models import checkpoint as ckpt_io
 from models import distributed_training as distributed
+from models import finetune
 from models.checkpoint import CheckpointError
-from models.data import DataError, TokenDataset, encode_corpus, load_text
+from models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
+from models.sft import IGNORE_INDEX, SFTDataset, describe_characters, parse_sft_lines, unencodable_characters
 
 PROG = "tensorlite-train"
 
@@ -73,6 +92,8 @@ EXIT_OK, EXIT_IO, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULTS = dict(
     # data
     data=None,  # None: the built-in pydoc_data.topics corpus
+    data_format="text",  # text, or sft: JSON lines of prompt/completion pairs
+    init_from=None,  # a checkpoint whose weights and tokenizer start the run
     tokenizer="char",
     bpe_vocab_size=512,
     # model (GPTConfig; vocab_size comes from the tokenizer)
@@ -130,8 +151,10 @@ INT_SETTINGS = ("bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "
                 "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval", "eval_iters", "log_interval",
                 "seed", "sample_tokens")
 FLOAT_SETTINGS = ("dropout", "lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip")
-CHOICE_SETTINGS = {"tokenizer": ("char", "bpe"), "dtype": ("float32", "float64"), "bias": (True, False)}
-PATH_SETTINGS = ("data", "out_dir", "metrics")  # a string, or None where DEFAULTS has None
+# (a "gpt2" tokenizer comes only from a checkpoint: --init-from a converted GPT-2, then --resume)
+CHOICE_SETTINGS = {"tokenizer": ("char", "bpe", "gpt2"), "dtype": ("float32", "float64"), "bias": (True, False),
+                   "data_format": ("text", "sft")}
+PATH_SETTINGS = ("data", "out_dir", "metrics", "init_from")  # a string, or None where DEFAULTS has None
 
 CKPT_NAME, BEST_NAME, METRICS_NAME = "ckpt.npz", "best.npz", "metrics.jsonl"
 
@@ -161,6 +184,9 @@ def build_parser():
     g = p.add_argument_group("data")
     g.add_argument("--data", default=S, metavar="PATH",
                    help="UTF-8 text file (default: Python's built-in help text, pydoc_data.topics)")
+    g.add_argument("--data-format", choices=("text", "sft"), default=S,
+                   help="text (default), or sft: JSON lines of {\"prompt\": ..., \"completion\": ...}, "
+                        "loss on the completions only (needs --data)")
     g.add_argument("--tokenizer", choices=("char", "bpe"), default=S, help="char (default) or bpe")
     g.add_argument("--bpe-vocab-size", type=int, default=S, metavar="N", help="vocabulary size of --tokenizer bpe (512)")
 
@@ -194,6 +220,12 @@ def build_parser():
     g.add_argument("--seed", type=int, default=S, help="random seed (1337)")
     g.add_argument("--out-dir", default=S, metavar="DIR", help="where ckpt.npz and metrics.jsonl go (out)")
     g.add_argument("--resume", action="store_true", help="continue from <out-dir>/ckpt.npz")
+    g.add_argument("--init-from", default=S, metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights and tokenizer, with a fresh "
+                        "optimizer, schedule and iteration count")
+    g.add_argument("--extend-vocab", action="store_true",
+                   help="with --init-from and a char tokenizer: add the data's new characters to the "
+                        "vocabulary (new embedding rows drawn as at initialisation)")
     g.add_argument("--overwrite", action="store_true",
                    help="start afresh in an out dir that holds a previous run (its files are replaced)")
     g.add_argument("--metrics", default=S, metavar="PATH", help="JSON-lines metrics file (<out-dir>/metrics.jsonl)")
@@ -270,6 +302,8 @@ def validate_settings(s, name=flag):
             f"{name('lr_decay_iters')} ({s['lr_decay_iters']}) must be >= {name('warmup_iters')} ({s['warmup_iters']})")
     if not 0 <= s["seed"] < 2 ** 63:
         raise UsageError(f"{name('seed')} must be in [0, 2**63), got {s['seed']}")
+    if s["data_format"] == "sft" and s["data"] is None:
+        raise UsageError(f"{name('data_format')} sft needs {name('data')} FILE: JSON lines of prompt/completion pairs")
 
 
 # ----------------------------------------------------------------------------------------
@@ -279,7 +313,7 @@ def validate_settings(s, name=flag):
 #   eval generator             fresh per evaluation from (seed, iteration, split): evaluating
 #                              consumes nothing that training uses, so resume stays exact
 
-_DATA_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 1, 2, 3
+_DATA_STREAM, _EVAL_STREAM, _SAMPLE_STREAM, _EXTEND_VOCAB_STREAM = 1, 2, 3, 4
 
 
 def make_data_rng(seed):
@@ -314,23 +348,6 @@ def tokenizer_from_dict(d):
 
 def fingerprint(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@tl.no_grad()
-def estimate_loss(model, dataset, settings, iteration):
-    """Mean loss over eval_iters random batches of each split, dropout off, no graph."""
-    model.eval()
-    out = {}
-    for split_index, split in enumerate(("train", "val")):
-        rng = make_eval_rng(settings["seed"], iteration, split_index)
-        losses = np.empty(settings["eval_iters"])
-        for k in range(settings["eval_iters"]):
-            x, y = dataset.get_batch(split, settings["batch_size"], settings["block_size"], rng)
-            _, loss = model(x, y)
-            losses[k] = loss.item()
-        out[split] = float(losses.mean())
-    model.train()
-    return out
 
 
 def all_finite(model):
@@ -434,6 +451,30 @@ def saved_settings(checkpoint, path):
     return saved
 
 
+def load_init_checkpoint(path, explicit, preset):
+    """--init-from: the checkpoint (every array checked) and the settings its weights fix (the
+    model's shape, the tokenizer kind, the dtype). A flag or preset asking for another value is
+    an error naming the flag; dropout is not fixed."""
+    checkpoint = finetune.load_init_checkpoint(path)
+    config, tokenizer, dtype = ckpt_io.check_gpt(checkpoint, path)
+    requested = {k: v for k, v in explicit.items() if k in MODEL_KEYS}
+    finetune.check_model_flags(checkpoint, requested, path)
+    for key, value in (PRESETS[preset] if preset else {}).items():
+        if key in MODEL_KEYS and key not in requested and value != getattr(config, key):
+            raise finetune.FinetuneError(f"--preset {preset} sets {flag(key)} {value}, but {path} has {key} = "
+                                         f"{getattr(config, key)}; give {flag(key)} {getattr(config, key)} "
+                                         f"or drop --preset")
+    fixed = {key: getattr(config, key) for key in MODEL_KEYS}
+    fixed.update(tokenizer=checkpoint.tokenizer["type"], dtype=str(dtype))
+    if fixed["tokenizer"] == "bpe":
+        fixed["bpe_vocab_size"] = tokenizer.vocab_size
+    for key in ("tokenizer", "dtype"):
+        if key in explicit and explicit[key] != fixed[key]:
+            raise finetune.FinetuneError(f"{flag(key)} {explicit[key]} does not match {path}, which has {key} = "
+                                         f"{fixed[key]}; omit {flag(key)} to take the checkpoint's")
+    return checkpoint, fixed
+
+
 def check_out_dir(settings, resume, overwrite):
     """A new run must not destroy a previous one: refuse an out dir holding a run's files."""
     out_dir = settings["out_dir"]
@@ -485,26 +526,39 @@ def schedule_warnings(settings, saved, explicit):
 class Run:
     """Everything a training run needs, prepared and checked before anything is written.
 
-    ``Run(explicit, preset, resume, overwrite)`` validates and builds (settings, data,
-    tokenizer, model, optimizer, restored state); ``start`` prepares the out dir and opens
-    the metrics; ``train`` runs the loop; ``save`` writes a checkpoint.
+    ``Run(explicit, preset, resume, overwrite, extend_vocab=...)`` validates and builds (settings,
+    data, tokenizer, model, optimizer, restored state or --init-from weights); ``start``
+    prepares the out dir and opens the metrics; ``train`` runs the loop; ``save`` writes a
+    checkpoint.
     """
 
-    def __init__(self, explicit, preset, resume, overwrite=False, world=distributed.World()):
+    def __init__(self, explicit, preset, resume, overwrite=False, world=distributed.World(), extend_vocab=False):
         self.world = world
         if resume and overwrite:
             raise UsageError("--resume continues the run in --out-dir and --overwrite replaces it; give one of them")
+        init_path = explicit.get("init_from")
+        if init_path is not None and resume:
+            raise UsageError("--init-from starts a new run from a checkpoint's weights and --resume continues the "
+                             "run in --out-dir; give one of them")
+        if extend_vocab and init_path is None:
+            raise UsageError("--extend-vocab grows the vocabulary of the --init-from checkpoint; give --init-from")
         out_dir = explicit.get("out_dir", DEFAULTS["out_dir"])
         self.ckpt_path = os.path.join(out_dir, CKPT_NAME)  # latest state, for --resume
         self.best_path = os.path.join(out_dir, BEST_NAME)  # lowest validation loss
+        if init_path is not None and os.path.abspath(init_path) in map(os.path.abspath, (self.ckpt_path, self.best_path)):
+            raise UsageError(f"--init-from {init_path} is a file this run would replace; copy it elsewhere or "
+                             f"choose another --out-dir")
         self.overwrite = overwrite
-        self.checkpoint = None
+        self.checkpoint = None       # the checkpoint resumed (--resume)
+        self.init_checkpoint = None  # the checkpoint fine-tuned from (--init-from)
         self.warnings = []
         saved = None
         if resume:
             self.checkpoint = load_checkpoint_for_resume(self.ckpt_path)
             saved = saved_settings(self.checkpoint, self.ckpt_path)
             self._check_against_checkpoint(explicit, preset)
+        elif init_path is not None:
+            self.init_checkpoint, saved = load_init_checkpoint(init_path, explicit, preset)
         self.settings = s = resolve_settings(explicit, preset, saved)
         validate_settings(s)
         try:
@@ -514,24 +568,30 @@ class Run:
         check_out_dir(s, resume, overwrite)
         if resume:
             self.warnings += schedule_warnings(s, saved, explicit)
+        # global, over all ranks (SFT rows count their padding too)
+        self.tokens_per_iter = s["batch_size"] * s["grad_accum"] * s["block_size"]
 
-        self._load_data_and_tokenizer()
+        self._load_data_and_tokenizer(extend_vocab)
         from models.gpt import GPT, GPTConfig
 
         self.config = GPTConfig(
             vocab_size=self.tokenizer.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"],
             n_head=s["n_head"], n_embd=s["n_embd"], dropout=s["dropout"], bias=s["bias"],
         )
-        if self.checkpoint is not None and self.checkpoint.config.get("vocab_size") != self.config.vocab_size:
+        source_path, source_vocab = self._source_vocab_size()
+        if source_vocab is not None and source_vocab != self.config.vocab_size:
             raise CheckpointError(
-                f"{self.ckpt_path} has vocab_size {self.checkpoint.config.get('vocab_size')} "
-                f"but its tokenizer has {self.config.vocab_size} tokens")
+                f"{source_path} has vocab_size {source_vocab} but its tokenizer has {self.config.vocab_size} tokens")
         check_training_memory(self.config, s)
         self._encode_data()
 
         # Model. Seed first: parameter initialisation draws from the library generator.
         tl.manual_seed(s["seed"])
-        self.model = GPT(self.config, dtype=np.dtype(s["dtype"]))
+        if self.init_checkpoint is not None:
+            self.model = finetune.model_from_state(self.config.to_dict(), self.init_state)
+            del self.init_state
+        else:
+            self.model = GPT(self.config, dtype=np.dtype(s["dtype"]))
         self.optimizer = self.model.configure_optimizers(
             weight_decay=s["weight_decay"], learning_rate=s["lr"], betas=(s["beta1"], s["beta2"]))
         self.data_rng = make_data_rng(s["seed"])
@@ -548,30 +608,96 @@ class Run:
         if self.world.size > 1:
             self.ddp = DistributedDataParallel(self.model)
 
-    def _load_data_and_tokenizer(self):
+    def _source_vocab_size(self):
+        """(path, number of embedding rows) of the checkpoint the weights come from, or (None, None)."""
+        if self.checkpoint is not None:
+            return self.ckpt_path, self.checkpoint.config.get("vocab_size")
+        if self.init_checkpoint is not None:
+            return self.settings["init_from"], int(self.init_state["transformer.wte.weight"].shape[0])
+        return None, None
+
+    def _load_data_and_tokenizer(self, extend_vocab):
+        """Read the data; take the tokenizer from the checkpoint (checking that it can encode
+        the data) or build it from the data."""
         s = self.settings
-        self.text, self.data_name = load_text(s["data"])
-        self.data_fingerprint = fingerprint(self.text)
-        if self.checkpoint is None:
+        if s["data_format"] == "sft":
+            raw = read_text_file(s["data"])
+            self.data_name = os.fspath(s["data"])
+            self.examples = parse_sft_lines(raw.split("\n"), name=self.data_name)
+            # What the tokenizer must encode: every prompt and completion, and the end marker.
+            self.text = "".join(ex.prompt + ex.completion for ex in self.examples) + "\n"
+        else:
+            raw, self.data_name = load_text(s["data"])
+            self.text = raw
+        self.data_fingerprint = fingerprint(raw)
+        self.extended_chars = []
+        if self.init_checkpoint is not None:
+            self._tokenizer_from_init_checkpoint(extend_vocab)
+        elif self.checkpoint is None:
             self.tokenizer = build_tokenizer(s["tokenizer"], self.text, s["bpe_vocab_size"])
-            return
-        self.tokenizer = tokenizer_from_dict(self.checkpoint.tokenizer)  # checked by load_checkpoint_for_resume
-        if s["tokenizer"] == "char":
-            # A char vocabulary is the set of characters of the corpus: it must be identical.
-            fresh = build_tokenizer("char", self.text, s["bpe_vocab_size"])
-            if fresh.to_dict() != self.checkpoint.tokenizer:
-                raise CheckpointError(
-                    f"{self.ckpt_path} was trained on a different character vocabulary "
-                    f"({self.tokenizer.vocab_size} characters) than {self.data_name} ({fresh.vocab_size} characters)")
+        else:
+            self.tokenizer = tokenizer_from_dict(self.checkpoint.tokenizer)  # checked by load_checkpoint_for_resume
+            if s["init_from"] is not None or s["data_format"] == "sft":
+                # A fine-tuning run: its vocabulary need only cover the data.
+                error = finetune.unencodable_error(self.tokenizer, self.text, self.data_name, self.ckpt_path,
+                                                   extendable=False)
+                if error is not None:
+                    raise error
+            elif s["tokenizer"] == "char":
+                # A char vocabulary is the set of characters of the corpus: it must be identical.
+                fresh = build_tokenizer("char", self.text, s["bpe_vocab_size"])
+                if fresh.to_dict() != self.checkpoint.tokenizer:
+                    raise CheckpointError(
+                        f"{self.ckpt_path} was trained on a different character vocabulary "
+                        f"({self.tokenizer.vocab_size} characters) than {self.data_name} ({fresh.vocab_size} characters)")
+
+    def _tokenizer_from_init_checkpoint(self, extend_vocab):
+        """--init-from: the checkpoint's tokenizer and weights (self.init_state), the vocabulary
+        grown by the data's new characters with --extend-vocab."""
+        s, path = self.settings, self.settings["init_from"]
+        self.tokenizer = tokenizer_from_dict(self.init_checkpoint.tokenizer)  # checked by check_gpt
+        self.init_state = self.init_checkpoint.model_state
+        if extend_vocab:
+            self.extended_chars = unencodable_characters(self.tokenizer, self.text)
+            self.tokenizer, self.init_state = finetune.extend_char_vocab(
+                self.tokenizer, self.init_state, self.text,
+                rng=np.random.default_rng([s["seed"], _EXTEND_VOCAB_STREAM]))
+        else:
+            error = finetune.unencodable_error(self.tokenizer, self.text, self.data_name, path)
+            if error is not None:
+                raise error
 
     def _encode_data(self):
+        block_size = self.settings["block_size"]
+        if self.settings["data_format"] == "sft":
+            self.dataset = SFTDataset(self.examples, self.tokenizer, val_fraction=0.1, name=self.data_name)
+            del self.examples, self.text
+            self.dataset.check_block_size(block_size)
+            self.truncated = self.dataset.truncated(block_size)  # builds the rows now
+            return
         try:
             tokens = encode_corpus(self.text, self.tokenizer)
         except (KeyError, ValueError) as error:
             raise DataError(f"{self.data_name} cannot be encoded with the checkpoint's vocabulary: {error}") from None
         del self.text  # the token array is all the loop needs
         self.dataset = TokenDataset(tokens, val_fraction=0.1, name=self.data_name)
-        self.dataset.check_block_size(self.settings["block_size"])
+        self.dataset.check_block_size(block_size)
+
+    def describe_data(self):
+        """Log lines about the data: its size and, for SFT, what is scored and what was cut."""
+        if self.settings["data_format"] != "sft":
+            return [f"data: {self.data_name}: {len(self.dataset.train):,} train / {len(self.dataset.val):,} val tokens"]
+        block_size = self.settings["block_size"]
+        splits = self.dataset.example_splits
+        rows = {split: self.dataset.rows(split, block_size) for split in splits}
+        scored = {split: int((y != IGNORE_INDEX).sum()) for split, (_, y) in rows.items()}
+        lines = [f"data: {self.data_name} (sft): {len(splits['train']):,} train / {len(splits['val']):,} val examples "
+                 f"packed into {len(rows['train'][0]):,} / {len(rows['val'][0]):,} rows of {block_size} tokens; "
+                 f"loss on {scored['train']:,} / {scored['val']:,} completion tokens"]
+        if self.truncated:
+            lines.append(f"note: {self.truncated} example(s) longer than --block-size + 1 = {block_size + 1} tokens "
+                         f"were truncated (the prompt from the left, then the completion from the right)")
+        return lines
 
     def _restore(self):
         """Take on the checkpoint's state; the settings of this invocation win over the
@@ -657,7 +783,7 @@ class Run:
         model, optimizer, dataset = self.model, self.optimizer, self.dataset
         params = [p for group in optimizer.param_groups for p in group["params"]]
         sequences_per_iter = s["batch_size"] * s["grad_accum"]  # global, over all ranks
-        tokens_per_iter = sequences_per_iter * s["block_size"]
+        tokens_per_iter = self.tokens_per_iter
         model.train()
 
         window_losses, window_time, window_iters = [], 0.0, 0
@@ -714,7 +840,8 @@ class Run:
                 console.log(
                     f"iter {self.iteration}: loss {train_loss:.4f}, lr {lr:.3e}, {ms_per_iter:.1f} ms/iter, "
                     f"{tokens_per_s:,.0f} tokens/s, mfu {100 * mfu:.1f}%")
-                metrics.write(event="train", iter=self.iteration, loss=train_loss,
+                metrics.write(event="train", iter=self.iteration, tokens=self.iteration * tokens_per_iter,
+                              loss=train_loss,
                               mean_loss=float(np.mean(window_losses)), lr=lr,
                               ms_per_iter=ms_per_iter, tokens_per_s=tokens_per_s, mfu=mfu)
                 window_losses, window_time, window_iters = [], 0.0, 0
@@ -737,7 +864,8 @@ class Run:
             raise NonFiniteLossError(
                 f"the evaluation loss became train {losses['train']}, val {losses['val']} at iteration {it}")
         console.log(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        metrics.write(event="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"], lr=lr)
+        metrics.write(event="eval", iter=it, tokens=it * self.tokens_per_iter, train_loss=losses["train"],
+                      val_loss=losses["val"], lr=lr)
         improved = losses["val"] < self.best_val_loss
         if improved:
             self.best_val_loss = losses["val"]
@@ -809,7 +937,8 @@ def _train_from_args(args, world):
         # Everything is loaded and checked before the first byte is written.
         if "kernels" in explicit:
             tl.kernels.use(explicit["kernels"])
-        run = Run(explicit, args.preset, args.resume, overwrite=args.overwrite, world=world)
+        run = Run(explicit, args.preset, args.resume, overwrite=args.overwrite, world=world,
+                  extend_vocab=args.extend_vocab)
     except (DataError, CheckpointError, UsageError) as failure:
         error, code = failure, EXIT_USAGE
     except MemoryError:
@@ -831,8 +960,14 @@ def _train_from_args(args, world):
     console.log(
         f"model: {n_params / 1e6:.3f}M parameters ({n_params:,}), {s['n_layer']} layers, {s['n_head']} heads, "
         f"{s['n_embd']} wide, block {s['block_size']}, vocab {run.config.vocab_size} ({s['tokenizer']}), {s['dtype']}")
-    console.log(
-        f"data: {run.data_name}: {len(run.dataset.train):,} train / {len(run.dataset.val):,} val tokens")
+    for line in run.describe_data():
+        console.log(line)
+    if run.init_checkpoint is not None:
+        console.log(f"initialised from {s['init_from']} (iteration {run.init_checkpoint.iteration} of its run): "
+                    f"its weights and tokenizer; fresh optimizer, schedule and iteration count")
+    if run.extended_chars:
+        console.log(f"extended the vocabulary by {describe_characters(run.extended_chars)} "
+                    f"to {run.config.vocab_size} tokens")
     if run.checkpoint is not None:
         console.log(f"resuming from {run.ckpt_path} at iteration {run.iteration} "
                     f"(best val loss {run.best_val_loss:.4f})")
@@ -858,6 +993,7 @@ def _train_from_args(args, world):
         run.train(console, metrics)
         if s["sample_tokens"] > 0 and world.is_main:
             run.sample(console, s["sample_tokens"])
+        console.log(f"plot: tensorlite-plot {s['metrics']} -o {os.path.join(s['out_dir'], 'loss.png')}")
     except NonFiniteLossError as error:
         console.clear_progress()
         kept = (f"the checkpoint {run.ckpt_path} was left untouched" if os.path.exists(run.ckpt_path)

@@ -1,4 +1,5 @@
-"""Shared pytest configuration: Hypothesis profiles and the kernel-set fixture.
+"""Shared pytest configuration: Hypothesis profiles, the kernel-set fixture, and what the
+command-line tests share (tiny model flags, a small corpus file, hiding an optional package).
 
 Hypothesis profiles, chosen with the environment variable HYPOTHESIS_PROFILE:
 
@@ -12,6 +13,7 @@ Every profile prints the reproduction blob of a failing example, and none has
 a deadline: the first call of a Numba kernel compiles it, which would trip one.
 """
 
+import builtins
 import os
 
 import pytest
@@ -45,3 +47,36 @@ def kernel_set(request):
         yield request.param
     finally:
         kernels.use(previous)
+
+
+# Flags of a model small enough that a training step takes a few milliseconds, and of a run that
+# evaluates, logs and warms up almost at once. Tests take them with ``from conftest import ...``.
+TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "4"]
+QUICK = ["--eval-interval", "2", "--eval-iters", "1", "--log-interval", "1", "--warmup-iters", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+    """About 20 000 characters of the built-in corpus as a data file (read-only)."""
+    from models.data import default_corpus_text
+
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(default_corpus_text()[:20_000], encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def hide_package(monkeypatch):
+    """``hide_package("matplotlib")``: importing it or its submodules raises ImportError for the
+    rest of the test, as if the optional package were not installed."""
+    real_import = builtins.__import__
+
+    def hide(prefix):
+        def import_without(name, *args, **kwargs):
+            if name.startswith(prefix):
+                raise ImportError(name)
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", import_without)
+
+    return hide

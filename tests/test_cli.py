@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 
 from models import sample, train
-from models.data import default_corpus_text
+
+from conftest import QUICK, TINY_MODEL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "4"]
-QUICK = ["--eval-interval", "2", "--eval-iters", "1", "--log-interval", "1", "--warmup-iters", "1", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(default_corpus_text()[:20_000], encoding="utf-8")
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -283,16 +283,7 @@ def test_damaged_files(tmp_path, rng, capsys):
         hf.gpt_from_pretrained(tmp_path / "nowhere")
 
 
-def test_missing_safetensors_package_is_one_line(monkeypatch, tmp_path):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_safetensors(name, *args, **kwargs):
-        if name.startswith("safetensors"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_safetensors)
+def test_missing_safetensors_package_is_one_line(hide_package, tmp_path):
+    hide_package("safetensors")
     with pytest.raises(hf.HFFormatError, match=r"pip install 'tensorlite\[hf\]'"):
         hf._safetensors_numpy()

@@ -1,6 +1,5 @@
 """tensorlite-plot (models/plot.py) on metrics files written by the test."""
 
-import builtins
 import json
 
 import pytest
@@ -96,16 +95,9 @@ def test_usage_errors(tmp_path, capsys, mpl):
     assert run(capsys, a, "--tokens-per-iter", "0")[0] == 2
 
 
-def test_without_matplotlib_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+def test_without_matplotlib_one_line_and_exit_2(tmp_path, capsys, hide_package):
     a = write_metrics(tmp_path / "a" / "metrics.jsonl")
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    hide_package("matplotlib")
     code, _, err = run(capsys, a, "-o", tmp_path / "p.png")
     assert code == 2 and err.strip() == "tensorlite-plot: error: plotting needs matplotlib: pip install 'tensorlite[plot]'"
     assert not (tmp_path / "p.png").exists()

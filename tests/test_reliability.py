@@ -16,18 +16,10 @@ import pytest
 
 from models import checkpoint as ckpt_io
 from models import data, sample, train
-from models.data import default_corpus_text
+
+from conftest import QUICK, TINY_MODEL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "4"]
-QUICK = ["--eval-interval", "2", "--eval-iters", "1", "--log-interval", "1", "--warmup-iters", "1", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(default_corpus_text()[:20_000], encoding="utf-8")
-    return str(path)
 
 
 def train_args(corpus_file, out_dir, *extra):
@@ -416,11 +408,11 @@ def test_best_and_latest_checkpoints_are_kept_apart(corpus_file, tmp_path, capsy
     # Validation improves, then diverges late (still finite): best.npz keeps the good state.
     val_losses = iter([4.0, 3.0, 2.0, 2.5, 2.7])
 
-    def fake_estimate(model, dataset, settings, iteration):
+    def fake_estimate(*args, **kwargs):
         loss = next(val_losses)
         return {"train": loss, "val": loss}
 
-    monkeypatch.setattr(train, "estimate_loss", fake_estimate)
+    monkeypatch.setattr(train.distributed, "estimate_loss", fake_estimate)
     out = tmp_path / "out"
     code, stdout, err = call(train.main, train_args(corpus_file, out, "--max-iters", "8"), capsys)
     assert code == 0, err

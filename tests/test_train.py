@@ -17,22 +17,13 @@ import tensorlite as tl
 from models import checkpoint as ckpt_io
 from models import train
 from models.checkpoint import CheckpointError
-from models.data import DataError, TokenDataset, default_corpus_text, encode_corpus, load_text, read_text_file
+from models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
 from models.gpt import GPT, GPTConfig
 from models.tokenizer import CharTokenizer
 
+from conftest import TINY_MODEL
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# A model small enough that a training step takes a few milliseconds.
-TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    """About 20 000 characters of the built-in corpus as a data file."""
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(default_corpus_text()[:20_000], encoding="utf-8")
-    return str(path)
 
 
 def run_args(corpus_file, out_dir, *extra):
