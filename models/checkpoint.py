@@ -34,13 +34,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tensorlite.serialization import decode, encode
+from tensorlite.serialization import atomic_write, decode, encode
 
 __all__ = ["CheckpointError", "Checkpoint", "save", "load", "remove_stale_temp_files", "check_gpt",
            "check_training_state", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -118,31 +117,15 @@ def save(path, model, optimizer, config, tokenizer, rng_state, iteration, extra=
     meta_bytes = json.dumps(meta, sort_keys=False).encode("utf-8")
     arrays[META_KEY] = np.frombuffer(meta_bytes, dtype=np.uint8)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
-    try:
-        # mkstemp creates the file 0600; give the checkpoint the permissions of a normal file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        # Whatever went wrong (disk full, Ctrl-C), the old checkpoint is untouched;
-        # only the half-written temporary file has to go.
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Whatever goes wrong (disk full, Ctrl-C), the old checkpoint is untouched and the
+    # half-written temporary file .<name>.<random>.tmp is removed (remove_stale_temp_files
+    # cleans up after a killed process).
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _temp_prefix(path):
+    # atomic_write's temporary files are named .<name>.<random>.tmp
     return "." + os.path.basename(path) + "."
 
 
@@ -161,20 +144,6 @@ def remove_stale_temp_files(path):
         except OSError:
             pass
     return removed
-
-
-def _fsync_directory(directory):
-    """Make the rename durable. Not every platform can open a directory (Windows cannot)."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 # ----------------------------------------------------------------------------------------

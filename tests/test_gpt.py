@@ -90,14 +90,18 @@ def test_shapes_with_and_without_targets():
     np.testing.assert_array_equal(model(tl.Tensor(idx))[0].data, all_logits.data)
 
 
-def test_loss_equals_numpy_cross_entropy_and_ignores_minus_one():
+@pytest.mark.parametrize("ignored", [(-1,), (-100,), (-1, -100)], ids=["nanogpt", "pytorch", "both"])
+def test_loss_equals_numpy_cross_entropy_and_ignores_minus_one_and_minus_100(ignored):
     model = tiny_model()
     idx, targets = random_batch(model.config)
-    targets[0, :3] = -1
+    targets[0, :3] = ignored[0]
+    targets[1, 1:4] = ignored[-1]
+    given = targets.copy()
     logits, loss = model(idx, targets)
+    assert np.array_equal(targets, given)  # the caller's targets are not rewritten
     z = logits.data.reshape(-1, 11)
     t = targets.reshape(-1)
-    keep = t != -1
+    keep = t >= 0
     logsumexp = np.log(np.exp(z).sum(-1))
     expected = np.mean(logsumexp[keep] - z[keep, t[keep]])
     assert loss.item() == pytest.approx(expected, rel=1e-12)

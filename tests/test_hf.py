@@ -103,7 +103,7 @@ def rng():
 def test_from_pretrained_logits_match_reference(tmp_path, rng, prefix, with_lm_head):
     t = hf_tensors(rng, prefix=prefix, with_lm_head=with_lm_head)
     write_hf_dir(tmp_path / "m", t)
-    model = hf.gpt_from_pretrained(tmp_path / "m")
+    model = GPT.from_pretrained(tmp_path / "m")  # nanoGPT's name for models.hf.gpt_from_pretrained
     assert model.config == GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=NH, n_embd=C, dropout=0.0)
     idx = rng.integers(0, V, size=(3, T))
     logits, _ = model(idx)
@@ -121,13 +121,14 @@ def test_from_pretrained_float64_file_stays_float64(tmp_path, rng):
 
 def test_save_pretrained_then_from_pretrained_is_exact(tmp_path):
     model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=NH, n_embd=C))
-    hf.save_pretrained(model, tmp_path / "out")
+    model.save_pretrained(tmp_path / "out")
     tensors = st.load_file(str(tmp_path / "out" / hf.WEIGHTS_NAME))
     assert "lm_head.weight" not in tensors  # tied, as GPT2LMHeadModel writes it
     assert tensors["transformer.h.0.attn.c_attn.weight"].shape == (C, 3 * C)  # Conv1D (in, out)
     with open(tmp_path / "out" / hf.CONFIG_NAME) as f:
         assert json.load(f)["activation_function"] == "gelu_new"
-    again = hf.gpt_from_pretrained(tmp_path / "out")
+    again = GPT.from_pretrained(tmp_path / "out", dropout=0.1)
+    assert again.config.dropout == 0.1
     for name, value in model.state_dict().items():
         assert np.array_equal(again.state_dict()[name], value), name
 
