@@ -158,57 +158,85 @@ def _is_float_vector(a):
             and isinstance(a.dtype, types.Float))
 
 
-def _simd_sum_codegen(context, builder, signature, args):
-    """LLVM IR for _sum(a), or for _dot(a, b) = sum(a * b) when given two arrays."""
-    arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args)]
-    scalar = context.get_value_type(signature.return_type)
-    vector = ir.VectorType(scalar, _LANES)
-    align = scalar.get_abi_size(context.target_data)
-    n = arrays[0].nitems
-    step = _LANES * _ACCUMULATORS
-    rounds_end = builder.sub(n, builder.srem(n, n.type(step)))
-    chunks_end = builder.sub(n, builder.srem(n, n.type(_LANES)))
-    zero = ir.Constant(vector, None)
-    accumulators = [cgutils.alloca_once_value(builder, zero) for _ in range(_ACCUMULATORS)]
-    fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vector, [vector] * 3),
-        f"llvm.fma.v{_LANES}f{scalar.get_abi_size(context.target_data) * 8}")
+def _simd_reduction(step):
+    """LLVM IR generator for a sum over the elements of 1-D arrays in _sum's order.
 
-    def add_chunk(accumulator, start):
-        chunks = [builder.load(builder.gep(array.data, [start]), typ=vector, align=align)
-                  for array in arrays]
-        if len(chunks) == 1:
-            total = builder.fadd(builder.load(accumulator), chunks[0])
-        else:
-            total = builder.call(fma, [chunks[0], chunks[1], builder.load(accumulator)])
-        builder.store(total, accumulator)
+    step(builder, fma, values, accumulator) -> the accumulator after one step, where
+    values holds, per argument, a chunk of 8 elements (in the SIMD body) or one element
+    (in the tail) of an array argument, or a scalar argument broadcast to match.
+    """
+    def codegen(context, builder, signature, args):
+        scalar = context.get_value_type(signature.return_type)
+        vector = ir.VectorType(scalar, _LANES)
+        align = scalar.get_abi_size(context.target_data)
+        bits = align * 8
+        arrays = {position: context.make_array(kind)(context, builder, value)
+                  for position, (kind, value) in enumerate(zip(signature.args, args))
+                  if isinstance(kind, types.Array)}
+        n = arrays[0].nitems
+        fma_of = {width: cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(kind, [kind] * 3), name)
+            for width, kind, name in ((_LANES, vector, f"llvm.fma.v{_LANES}f{bits}"),
+                                      (1, scalar, f"llvm.fma.f{bits}"))}
 
-    with cgutils.for_range_slice(builder, n.type(0), rounds_end, n.type(step)) as (j, _):
-        for q, accumulator in enumerate(accumulators):
-            add_chunk(accumulator, builder.add(j, n.type(q * _LANES)))
-    for q in range(_ACCUMULATORS - 1):  # the last < 4 full chunks, in order
-        start = builder.add(rounds_end, n.type(q * _LANES))
-        with builder.if_then(builder.icmp_signed("<", start, chunks_end)):
-            add_chunk(accumulators[q], start)
-    acc = [builder.load(accumulator) for accumulator in accumulators]
-    while len(acc) > 1:  # pairwise: (0+1) + (2+3)
-        acc = [builder.fadd(acc[k], acc[k + 1]) for k in range(0, len(acc), 2)]
-    folded = acc[0]
-    width = _LANES
-    while width > 1:  # fold the upper half of the lanes onto the lower half
-        width //= 2
-        mask = ir.VectorType(ir.IntType(32), width)
-        low = builder.shuffle_vector(folded, folded, ir.Constant(mask, list(range(width))))
-        high = builder.shuffle_vector(folded, folded,
-                                      ir.Constant(mask, list(range(width, 2 * width))))
-        folded = builder.fadd(low, high)
-    total = cgutils.alloca_once_value(builder, builder.extract_element(folded,
-                                                                        ir.IntType(32)(0)))
-    with cgutils.for_range_slice(builder, chunks_end, n, n.type(1)) as (j, _):
-        elements = [builder.load(builder.gep(array.data, [j])) for array in arrays]
-        term = elements[0] if len(elements) == 1 else builder.fmul(elements[0], elements[1])
-        builder.store(builder.fadd(builder.load(total), term), total)
-    return builder.load(total)
+        def values_at(start, width):
+            kind = vector if width > 1 else scalar
+            values = []
+            for position, value in enumerate(args):
+                if position in arrays:
+                    address = builder.gep(arrays[position].data, [start])
+                    values.append(builder.load(address, typ=kind, align=align))
+                elif width > 1:
+                    values.append(_splat(builder, value, vector))
+                else:
+                    values.append(value)
+            return values
+
+        def fma(width):
+            return lambda a, b, c: builder.call(fma_of[width], [a, b, c])
+
+        def add_chunk(accumulator, start):
+            total = step(builder, fma(_LANES), values_at(start, _LANES), builder.load(accumulator))
+            builder.store(total, accumulator)
+
+        rounds_end = builder.sub(n, builder.srem(n, n.type(_LANES * _ACCUMULATORS)))
+        chunks_end = builder.sub(n, builder.srem(n, n.type(_LANES)))
+        accumulators = [cgutils.alloca_once_value(builder, ir.Constant(vector, None))
+                        for _ in range(_ACCUMULATORS)]
+        with cgutils.for_range_slice(builder, n.type(0), rounds_end,
+                                     n.type(_LANES * _ACCUMULATORS)) as (j, _):
+            for q, accumulator in enumerate(accumulators):
+                add_chunk(accumulator, builder.add(j, n.type(q * _LANES)))
+        for q in range(_ACCUMULATORS - 1):  # the last < 4 full chunks, in order
+            start = builder.add(rounds_end, n.type(q * _LANES))
+            with builder.if_then(builder.icmp_signed("<", start, chunks_end)):
+                add_chunk(accumulators[q], start)
+        acc = [builder.load(accumulator) for accumulator in accumulators]
+        while len(acc) > 1:  # pairwise: (0+1) + (2+3)
+            acc = [builder.fadd(acc[k], acc[k + 1]) for k in range(0, len(acc), 2)]
+        folded = acc[0]
+        width = _LANES
+        while width > 1:  # fold the upper half of the lanes onto the lower half
+            width //= 2
+            mask = ir.VectorType(ir.IntType(32), width)
+            low = builder.shuffle_vector(folded, folded, ir.Constant(mask, list(range(width))))
+            high = builder.shuffle_vector(folded, folded,
+                                          ir.Constant(mask, list(range(width, 2 * width))))
+            folded = builder.fadd(low, high)
+        total = cgutils.alloca_once_value(
+            builder, builder.extract_element(folded, ir.IntType(32)(0)))
+        with cgutils.for_range_slice(builder, chunks_end, n, n.type(1)) as (j, _):
+            builder.store(step(builder, fma(1), values_at(j, 1), builder.load(total)), total)
+        return builder.load(total)
+
+    return codegen
+
+
+def _splat(builder, value, vector):
+    """`value` in every lane of a vector of type `vector`."""
+    lanes = builder.insert_element(ir.Constant(vector, None), value, ir.IntType(32)(0))
+    return builder.shuffle_vector(lanes, lanes, ir.Constant(
+        ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
 
 
 @intrinsic
@@ -227,19 +255,34 @@ def _sum(typingctx, a):
     """
     if not _is_float_vector(a):
         return None
-    return a.dtype(a), _simd_sum_codegen
+    return a.dtype(a), _simd_reduction(lambda builder, fma, values, acc:
+                                       builder.fadd(acc, values[0]))
 
 
 @intrinsic
 def _dot(typingctx, a, b):
     """sum(a * b) of two contiguous 1-D float arrays of one length, in _sum's order.
 
-    Each chunk's products are added to their accumulator by one fused multiply-add
-    (the tail elements: a multiply, then an add), so no scratch array is written.
+    Each product is added to its accumulator by a fused multiply-add, so no scratch
+    array of products is written.
     """
     if not (_is_float_vector(a) and _is_float_vector(b) and a.dtype == b.dtype):
         return None
-    return a.dtype(a, b), _simd_sum_codegen
+    return a.dtype(a, b), _simd_reduction(lambda builder, fma, values, acc:
+                                          fma(values[0], values[1], acc))
+
+
+@intrinsic
+def _sum_squared_deviations(typingctx, a, center):
+    """sum((a - center)^2) of a contiguous 1-D float array, in _sum's order."""
+    if not (_is_float_vector(a) and center == a.dtype):
+        return None
+
+    def step(builder, fma, values, acc):
+        deviation = builder.fsub(values[0], values[1])
+        return fma(deviation, deviation, acc)
+
+    return a.dtype(a, center), _simd_reduction(step)
 
 
 def _exp_float32(x):
@@ -248,14 +291,14 @@ def _exp_float32(x):
     k = round(x / ln 2) and r = x - k ln 2, |r| <= ln(2)/2, where a degree-7 polynomial
     (Cephes' expf coefficients, evaluated with fused multiply-adds) gives exp(r) to
     about 1e-7 relative error. ln 2 is split in two (Cody-Waite) so k*ln2 is subtracted
-    without rounding error. 2^k is built directly in the float's exponent bits. Inputs
-    below -87.3 give 0 (the result would be subnormal), inputs above 88.3 give inf;
-    every caller here passes x <= 0.
+    without rounding error. 2^k is built directly in the float's exponent bits. x is
+    first clamped to [-88, 88.7], which keeps k in [-127, 128]; the two ends of that
+    range are the bit patterns of 0 and of inf, so inputs below about -87.7 give 0
+    (the result would be subnormal) and inputs above about 88.4 give inf with no
+    further test. A NaN passes both clamps and gives NaN.
     """
-    too_small = x < np.float32(-87.3)
-    too_big = x > np.float32(88.3)
-    xc = np.float32(-87.3) if too_small else x
-    xc = np.float32(88.3) if too_big else xc
+    xc = np.float32(-88.0) if x < np.float32(-88.0) else x
+    xc = np.float32(88.7) if xc > np.float32(88.7) else xc
     k = np.floor(_fma(xc, np.float32(1.4426950408889634), np.float32(0.5)))
     r = _fma(k, np.float32(-0.693359375), xc)
     r = _fma(k, np.float32(2.12194440e-4), r)
@@ -265,11 +308,9 @@ def _exp_float32(x):
     p = _fma(p, r, np.float32(4.1665795894e-2))
     p = _fma(p, r, np.float32(1.6666665459e-1))
     p = _fma(p, r, np.float32(5.0000001201e-1))
-    expm1_r = _fma(p, r * r, r)  # exp(r) - 1
+    exp_r = _fma(p, r * r, r) + np.float32(1.0)
     two_to_k = _int32_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-    y = _fma(expm1_r, two_to_k, two_to_k)  # (exp(r) - 1) 2^k + 2^k
-    y = np.float32(0.0) if too_small else y
-    return np.float32(np.inf) if too_big else y
+    return exp_r * two_to_k
 
 
 def fast_exp(x):
@@ -825,6 +866,8 @@ def causal_softmax_backward(y, grad_y, scale):
 # normalised, scaled, shifted output. Backward: rows are cut into one chunk per thread;
 # each chunk writes its rows of grad_x and sums its own partial grad_weight/grad_bias,
 # and the few partial sums are added at the end (no two threads write the same place).
+# A chunk keeps the current row's grad_y * weight and xhat in two scratch rows, which
+# its two row sums and the final pass read instead of computing them again.
 
 @njit(parallel=True, **_OPTS)
 def _layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
@@ -834,10 +877,7 @@ def _layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
         row = x[i]
         mu = _sum(row) * inv_n
         y = out[i]
-        for j in range(n_cols):
-            d = row[j] - mu
-            y[j] = d * d  # squared deviations, summed next
-        rs = _as(row, 1.0) / np.sqrt(_sum(y) * inv_n + eps)
+        rs = _as(row, 1.0) / np.sqrt(_sum_squared_deviations(row, mu) * inv_n + eps)
         for j in range(n_cols):
             y[j] = _fma((row[j] - mu) * rs, weight[j], bias[j])
         mean[i] = mu
@@ -861,7 +901,7 @@ def layer_norm(x, weight, bias, eps):
 
 
 @njit(parallel=True, **_OPTS)
-def _layer_norm_backward(grad_y, x, weight, mean, rstd, grad_x, partial_w, partial_b):
+def _layer_norm_backward(grad_y, x, weight, mean, rstd, grad_x, partial_w, partial_b, scratch):
     n_rows, n_cols = x.shape
     n_chunks = partial_w.shape[0]
     rows_per_chunk = (n_rows + n_chunks - 1) // n_chunks
@@ -869,20 +909,22 @@ def _layer_norm_backward(grad_y, x, weight, mean, rstd, grad_x, partial_w, parti
     for chunk in prange(n_chunks):
         dw = partial_w[chunk]
         db = partial_b[chunk]
+        g = scratch[chunk, 0]  # the row's grad_y * weight
+        xhat = scratch[chunk, 1]  # the row's normalised input
         for i in range(chunk * rows_per_chunk, min(n_rows, (chunk + 1) * rows_per_chunk)):
             mu = mean[i]
             rs = rstd[i]
             gy = grad_y[i]
             xr = x[i]
-            gxr = grad_x[i]  # scratch for a row sum, then the result
-            g_mean = _dot(gy, weight) * inv_n
             for j in range(n_cols):
-                gxr[j] = gy[j] * weight[j] * ((xr[j] - mu) * rs)
-            gx_mean = _sum(gxr) * inv_n
+                g[j] = gy[j] * weight[j]
+                xhat[j] = (xr[j] - mu) * rs
+            g_mean = _sum(g) * inv_n
+            gx_mean = _dot(g, xhat) * inv_n
+            gxr = grad_x[i]
             for j in range(n_cols):
-                xhat = (xr[j] - mu) * rs
-                gxr[j] = rs * _fma(-xhat, gx_mean, gy[j] * weight[j] - g_mean)
-                dw[j] = _fma(gy[j], xhat, dw[j])
+                gxr[j] = rs * _fma(-xhat[j], gx_mean, g[j] - g_mean)
+                dw[j] = _fma(gy[j], xhat[j], dw[j])
                 db[j] += gy[j]
 
 
@@ -899,7 +941,8 @@ def layer_norm_backward(grad_y, x, weight, mean, rstd):
     partial_b = np.zeros((n_chunks, n_cols), dtype)
     grad_x = np.empty_like(x)
     _layer_norm_backward(np.ascontiguousarray(grad_y, dtype=dtype), x, weight,
-                         _flat(mean, dtype), _flat(rstd, dtype), grad_x, partial_w, partial_b)
+                         _flat(mean, dtype), _flat(rstd, dtype), grad_x, partial_w, partial_b,
+                         np.empty((n_chunks, 2, n_cols), dtype))
     return grad_x, partial_w.sum(axis=0), partial_b.sum(axis=0)
 
 
