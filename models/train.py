@@ -545,7 +545,8 @@ class Run:
         out_dir = explicit.get("out_dir", DEFAULTS["out_dir"])
         self.ckpt_path = os.path.join(out_dir, CKPT_NAME)  # latest state, for --resume
         self.best_path = os.path.join(out_dir, BEST_NAME)  # lowest validation loss
-        if init_path is not None and os.path.abspath(init_path) in map(os.path.abspath, (self.ckpt_path, self.best_path)):
+        replaced = {os.path.abspath(self.ckpt_path), os.path.abspath(self.best_path)}
+        if init_path is not None and os.path.abspath(init_path) in replaced:
             raise UsageError(f"--init-from {init_path} is a file this run would replace; copy it elsewhere or "
                              f"choose another --out-dir")
         self.overwrite = overwrite
@@ -841,8 +842,7 @@ class Run:
                     f"iter {self.iteration}: loss {train_loss:.4f}, lr {lr:.3e}, {ms_per_iter:.1f} ms/iter, "
                     f"{tokens_per_s:,.0f} tokens/s, mfu {100 * mfu:.1f}%")
                 metrics.write(event="train", iter=self.iteration, tokens=self.iteration * tokens_per_iter,
-                              loss=train_loss,
-                              mean_loss=float(np.mean(window_losses)), lr=lr,
+                              loss=train_loss, mean_loss=float(np.mean(window_losses)), lr=lr,
                               ms_per_iter=ms_per_iter, tokens_per_s=tokens_per_s, mfu=mfu)
                 window_losses, window_time, window_iters = [], 0.0, 0
 

@@ -150,6 +150,11 @@ def test_extend_vocab_needs_init_from_and_init_from_excludes_resume(pretrained, 
     code, _, err = call(["--init-from", tmp_path / "missing.npz", "--out-dir", tmp_path / "d"], capsys)
     one_line_error(code, err, "checkpoint not found")
     assert not any((tmp_path / name).exists() for name in "abcd")
+    before = open(pretrained, "rb").read()
+    code, _, err = call(["--init-from", pretrained, "--data", corpus_file, "--overwrite",
+                         "--out-dir", os.path.dirname(pretrained)], capsys)
+    one_line_error(code, err, "is a file this run would replace")
+    assert open(pretrained, "rb").read() == before
 
 
 def manual_masked_loss(model, tokenizer, x):
