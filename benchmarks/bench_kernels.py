@@ -22,6 +22,13 @@ A/B of a kernel change): REV's jitted.py is loaded beside this one under another
 name, both run under the Numba policy, alternating call batch by call batch, and the
 table gives each side's min and median and the ratio new/old of both (compare the
 mins on a loaded machine).
+
+    python benchmarks/bench_kernels.py --linear [--repeats 15]
+
+times a linear layer's forward and backward (the GPT's four weight shapes, at the
+shakespeare-cpu and gpt-mini sizes) two ways in alternation: as separate kernels (a
+matmul with weight.T, the bias added in a second pass; two matmul launches and a
+column sum backward) and with the fused linear / linear_backward kernels.
 """
 
 import argparse
@@ -172,20 +179,9 @@ def load_jitted_at(revision):
 def measure_ab(name, make_args, old, new, repeats, budget=0.003):
     """Seconds per call of kernel `name` in modules old and new, alternating samples."""
     args = make_args()
-    sides = {"old": getattr(old, name), "new": getattr(new, name)}
-    numbers = {}
-    for side, fn in sides.items():
-        fn(*args)  # compile (or load from the cache)
-        numbers[side] = time_call(fn, args, budget)[1]
-    samples = {side: [] for side in sides}
-    for _ in range(repeats):
-        for side, fn in sides.items():
-            start = time.perf_counter()
-            for _ in range(numbers[side]):
-                fn(*args)
-            samples[side].append((time.perf_counter() - start) / numbers[side])
-    return {side: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)}
-            for side, s in samples.items()}
+    return measure_ab_calls({side: (lambda fn=getattr(module, name): fn(*args))
+                             for side, module in (("old", old), ("new", new))},
+                            repeats, budget)
 
 
 def main_ab(args):
@@ -212,6 +208,71 @@ def main_ab(args):
     return rows
 
 
+LINEAR_CONFIGS = {  # rows of x, n_embd: the four weights are (3C, C), (C, C), (4C, C), (C, 4C)
+    "shakespeare-cpu": (12 * 64, 128),
+    "gpt-mini": (32 * 512, 384),
+}
+
+
+def linear_separate(module, x, weight, bias, grad):
+    """Forward and backward of a linear layer from matmul kernels, bias in a second pass."""
+    out = module.matmul(x, weight.T)
+    out += bias
+    return out, module.matmul(grad, weight), module.matmul(grad.T, x), grad.sum(axis=0)
+
+
+def linear_fused(module, x, weight, bias, grad):
+    """Forward and backward of a linear layer from the fused linear kernels."""
+    return (module.linear(x, weight, bias),) + module.linear_backward(grad, x, weight)
+
+
+def main_linear(args):
+    kernels.use("numba")
+    jitted.matmul(np.ones((64, 64), np.float32), np.ones((64, 64), np.float32))  # load BLAS
+    print("runtime:", kernels.format_runtime_info())
+    print(f"linear forward + backward, {args.dtype}: separate kernels (matmul, bias pass, "
+          "two matmuls, column sum) against fused linear / linear_backward")
+    print()
+    print("| config | x | weight | separate min ms | fused min ms | fused/separate min "
+          "| separate median ms | fused median ms | fused/separate median |")
+    print("|" + "---|" * 9)
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(args.dtype)
+    for config, (rows, width) in LINEAR_CONFIGS.items():
+        for n_out, n_in in ((3 * width, width), (width, width), (4 * width, width),
+                            (width, 4 * width)):
+            x = rng.standard_normal((rows, n_in)).astype(dtype)
+            weight = rng.standard_normal((n_out, n_in)).astype(dtype)
+            bias = rng.standard_normal(n_out).astype(dtype)
+            grad = rng.standard_normal((rows, n_out)).astype(dtype)
+            sides = {"separate": linear_separate, "fused": linear_fused}
+            result = measure_ab_calls(
+                {side: (lambda fn=fn: fn(jitted, x, weight, bias, grad))
+                 for side, fn in sides.items()}, args.repeats)
+            a, b = result["separate"], result["fused"]
+            print(f"| {config} | {x.shape} | {weight.shape} | {a['min_s'] * 1e3:.3f} | "
+                  f"{b['min_s'] * 1e3:.3f} | {b['min_s'] / a['min_s']:.3f} | "
+                  f"{a['median_s'] * 1e3:.3f} | {b['median_s'] * 1e3:.3f} | "
+                  f"{b['median_s'] / a['median_s']:.3f} |", flush=True)
+
+
+def measure_ab_calls(calls, repeats, budget=0.003):
+    """Seconds per call of each zero-argument callable in `calls`, alternating samples."""
+    numbers = {}
+    for side, fn in calls.items():
+        fn()  # compile (or load from the cache)
+        numbers[side] = time_call(fn, (), budget)[1]
+    samples = {side: [] for side in calls}
+    for _ in range(repeats):
+        for side, fn in calls.items():
+            start = time.perf_counter()
+            for _ in range(numbers[side]):
+                fn()
+            samples[side].append((time.perf_counter() - start) / numbers[side])
+    return {side: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)}
+            for side, s in samples.items()}
+
+
 def fmt_us(seconds):
     return f"{seconds * 1e6:,.1f}"
 
@@ -229,7 +290,13 @@ def main(argv=None):
     parser.add_argument("--against", metavar="REV",
                         help="compare with the Numba kernels of git revision REV instead "
                              "of the NumPy reference (writes no JSON)")
+    parser.add_argument("--linear", action="store_true",
+                        help="time a linear layer's forward + backward, separate kernels "
+                             "against the fused linear kernels (writes no JSON)")
     args = parser.parse_args(argv)
+    if args.linear:
+        main_linear(args)
+        return
     if args.against:
         main_ab(args)
         return

@@ -1008,27 +1008,30 @@ def gelu_backward(x, grad_y):
 # reference: reference.cross_entropy, reference.cross_entropy_backward
 #
 # Forward: per row, logsumexp and the row's loss; the exponentials go to a scratch
-# array so that _sum adds them in its fixed order.
+# row (one per thread's chunk of rows) so that _sum adds them in its fixed order.
 # Backward: softmax rebuilt from the saved logsumexp, minus the one-hot, times the
 # scale, written once.
 
 @njit(parallel=True, **_OPTS)
 def _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss, exps):
     n_rows, n_cols = logits.shape
-    for i in prange(n_rows):
-        row = logits[i]
-        row_max = row[0]
-        for j in range(1, n_cols):
-            row_max = _max(row_max, row[j])
-        # A row of all -inf (or with +inf) has no finite max to shift by.
-        shift = row_max if np.isfinite(row_max) else _as(row, 0.0)
-        e = exps[i]  # scratch row: the exponentials, summed next
-        for j in range(n_cols):
-            e[j] = fast_exp(row[j] - shift)
-        lse = shift + np.log(_sum(e))
-        logsumexp[i] = lse
-        target = targets[i]
-        row_loss[i] = lse - row[target] if target != ignore_index else 0.0
+    n_chunks = exps.shape[0]
+    rows_per_chunk = (n_rows + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        e = exps[chunk]  # scratch row: a row's exponentials, summed next
+        for i in range(chunk * rows_per_chunk, min(n_rows, (chunk + 1) * rows_per_chunk)):
+            row = logits[i]
+            row_max = row[0]
+            for j in range(1, n_cols):
+                row_max = _max(row_max, row[j])
+            # A row of all -inf (or with +inf) has no finite max to shift by.
+            shift = row_max if np.isfinite(row_max) else _as(row, 0.0)
+            for j in range(n_cols):
+                e[j] = fast_exp(row[j] - shift)
+            lse = shift + np.log(_sum(e))
+            logsumexp[i] = lse
+            target = targets[i]
+            row_loss[i] = lse - row[target] if target != ignore_index else 0.0
 
 
 def _check_targets(targets, n_classes, ignore_index):
@@ -1049,8 +1052,9 @@ def cross_entropy(logits, targets, ignore_index):
     n_rows = logits.shape[0]
     logsumexp = np.empty(n_rows, logits.dtype)
     row_loss = np.empty(n_rows, np.float64)
+    n_chunks = max(1, min(numba.get_num_threads(), n_rows))
     _cross_entropy_forward(logits, targets, ignore_index, logsumexp, row_loss,
-                           np.empty_like(logits))
+                           np.empty((n_chunks, logits.shape[1]), logits.dtype))
     count = int(np.count_nonzero(counted))
     loss = float(row_loss.sum() / count) if count > 0 else float("nan")
     return loss, logsumexp
