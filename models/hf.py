@@ -367,7 +367,7 @@ def read_hf_tokenizer(path, gpt2_tokenizer=False):
     tensorlite_tokenizer.json (written by ``hf_from_checkpoint``) is used when present. GPT-2's own
     byte-level BPE (vocab.json + merges.txt) is used only when asked for with ``gpt2_tokenizer``.
     """
-    from models.finetune import tokenizer_from_dict
+    from models.tokenizer import tokenizer_from_dict
 
     own = os.path.join(path, TOKENIZER_NAME)
     if gpt2_tokenizer:
@@ -403,7 +403,7 @@ def checkpoint_from_hf(hf_dir, ckpt_path, gpt2_tokenizer=False):
 
 
 def _check_vocab(tokenizer_dict, vocab_size, where):
-    from models.finetune import tokenizer_from_dict
+    from models.tokenizer import tokenizer_from_dict
 
     n = tokenizer_from_dict(tokenizer_dict).vocab_size
     if n > vocab_size:

@@ -25,7 +25,7 @@ The SFT step is a plain loop over the library (GPT, AdamW, models/sft.py). With 
 
     tensorlite-train --preset tiny --out-dir out-sft-addition/pretrain
     tensorlite-train --init-from out-sft-addition/pretrain/ckpt.npz --data-format sft \\
-        --data out-sft-addition/sft/train.jsonl --out-dir out-sft-addition/sft \\
+        --data out-sft-addition/sft/train.jsonl --out-dir out-sft-addition/sft-cli \\
         --max-iters 3000 --lr 1e-3 --min-lr 1e-4 --warmup-iters 100 --batch-size 32
 """
 
