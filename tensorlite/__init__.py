@@ -22,6 +22,10 @@ if ("OPENBLAS_CORETYPE" in _os.environ and "numpy" not in _sys.modules
 
 import numpy as _np  # noqa: E402
 
+# glibc malloc options, so that a training step reuses the memory the previous step freed instead
+# of mapping and faulting it in again (opt out with TENSORLITE_KEEP_MALLOC=1; see allocator.py).
+from tensorlite import allocator  # noqa: E402,F401
+
 from tensorlite import kernels  # noqa: E402
 from tensorlite.tensor import (  # noqa: E402
     Function, Tensor, detect_anomaly, enable_grad, grad, is_anomaly_enabled, is_grad_enabled,
