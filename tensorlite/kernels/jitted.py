@@ -866,8 +866,8 @@ def causal_softmax_backward(y, grad_y, scale):
 # normalised, scaled, shifted output. Backward: rows are cut into one chunk per thread;
 # each chunk writes its rows of grad_x and sums its own partial grad_weight/grad_bias,
 # and the few partial sums are added at the end (no two threads write the same place).
-# A chunk keeps the current row's grad_y * weight and xhat in two scratch rows, which
-# its two row sums and the final pass read instead of computing them again.
+# A row's grad_y * weight (in a scratch row per chunk) and xhat (in its row of grad_x,
+# until the last pass overwrites it) are computed once, for both row sums and the end.
 
 @njit(parallel=True, **_OPTS)
 def _layer_norm_forward(x, weight, bias, eps, out, mean, rstd):
@@ -909,22 +909,22 @@ def _layer_norm_backward(grad_y, x, weight, mean, rstd, grad_x, partial_w, parti
     for chunk in prange(n_chunks):
         dw = partial_w[chunk]
         db = partial_b[chunk]
-        g = scratch[chunk, 0]  # the row's grad_y * weight
-        xhat = scratch[chunk, 1]  # the row's normalised input
+        g = scratch[chunk]  # the row's grad_y * weight
         for i in range(chunk * rows_per_chunk, min(n_rows, (chunk + 1) * rows_per_chunk)):
             mu = mean[i]
             rs = rstd[i]
             gy = grad_y[i]
             xr = x[i]
+            gxr = grad_x[i]  # first the row's xhat, then its gradient
             for j in range(n_cols):
                 g[j] = gy[j] * weight[j]
-                xhat[j] = (xr[j] - mu) * rs
+                gxr[j] = (xr[j] - mu) * rs
             g_mean = _sum(g) * inv_n
-            gx_mean = _dot(g, xhat) * inv_n
-            gxr = grad_x[i]
+            gx_mean = _dot(g, gxr) * inv_n
             for j in range(n_cols):
-                gxr[j] = rs * _fma(-xhat[j], gx_mean, g[j] - g_mean)
-                dw[j] = _fma(gy[j], xhat[j], dw[j])
+                xhat = gxr[j]
+                gxr[j] = rs * _fma(-xhat, gx_mean, g[j] - g_mean)
+                dw[j] = _fma(gy[j], xhat, dw[j])
                 db[j] += gy[j]
 
 
@@ -942,7 +942,7 @@ def layer_norm_backward(grad_y, x, weight, mean, rstd):
     grad_x = np.empty_like(x)
     _layer_norm_backward(np.ascontiguousarray(grad_y, dtype=dtype), x, weight,
                          _flat(mean, dtype), _flat(rstd, dtype), grad_x, partial_w, partial_b,
-                         np.empty((n_chunks, 2, n_cols), dtype))
+                         np.empty((n_chunks, n_cols), dtype))
     return grad_x, partial_w.sum(axis=0), partial_b.sum(axis=0)
 
 
