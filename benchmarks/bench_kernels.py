@@ -176,6 +176,23 @@ def load_jitted_at(revision):
     return module
 
 
+def measure_ab_calls(calls, repeats, budget=0.003):
+    """Seconds per call of each zero-argument callable in `calls`, alternating samples."""
+    numbers = {}
+    for side, fn in calls.items():
+        fn()  # compile (or load from the cache)
+        numbers[side] = time_call(fn, (), budget)[1]
+    samples = {side: [] for side in calls}
+    for _ in range(repeats):
+        for side, fn in calls.items():
+            start = time.perf_counter()
+            for _ in range(numbers[side]):
+                fn()
+            samples[side].append((time.perf_counter() - start) / numbers[side])
+    return {side: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)}
+            for side, s in samples.items()}
+
+
 def measure_ab(name, make_args, old, new, repeats, budget=0.003):
     """Seconds per call of kernel `name` in modules old and new, alternating samples."""
     args = make_args()
@@ -254,23 +271,6 @@ def main_linear(args):
                   f"{b['min_s'] * 1e3:.3f} | {b['min_s'] / a['min_s']:.3f} | "
                   f"{a['median_s'] * 1e3:.3f} | {b['median_s'] * 1e3:.3f} | "
                   f"{b['median_s'] / a['median_s']:.3f} |", flush=True)
-
-
-def measure_ab_calls(calls, repeats, budget=0.003):
-    """Seconds per call of each zero-argument callable in `calls`, alternating samples."""
-    numbers = {}
-    for side, fn in calls.items():
-        fn()  # compile (or load from the cache)
-        numbers[side] = time_call(fn, (), budget)[1]
-    samples = {side: [] for side in calls}
-    for _ in range(repeats):
-        for side, fn in calls.items():
-            start = time.perf_counter()
-            for _ in range(numbers[side]):
-                fn()
-            samples[side].append((time.perf_counter() - start) / numbers[side])
-    return {side: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)}
-            for side, s in samples.items()}
 
 
 def fmt_us(seconds):
