@@ -300,31 +300,33 @@ def dropout(x, p=0.5, training=True) -> Tensor:
 
 class Linear(Function):
     """x @ weight.T + bias with weight in PyTorch's (out, in) layout. Leading axes of x are
-    folded into rows, so each product is one 2-D matrix multiply and BLAS reads the transposed
-    weight in place instead of a copy."""
+    folded into rows, so each product is one 2-D matrix multiply; BLAS reads the transposed
+    weight (and, in backward, the transposed gradient) in place instead of a copy, and the bias
+    is added to each block of the output while it is still in cache."""
 
     def forward(self, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                              f"{weight.shape} (expected last axis {weight.shape[1]})")
         self.save_for_backward(x, weight)
-        out = kernels.current.matmul(x.reshape(-1, x.shape[-1]), weight.T)  # (N, out)
-        if bias is not None:
-            out += bias
+        out = kernels.current.linear(x.reshape(-1, x.shape[-1]), weight, bias)  # (N, out)
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
         x, weight = self.saved
+        needs_x, needs_weight = self.needs_input_grad[:2]
+        needs_bias = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        grad = grad.reshape((-1, grad.shape[-1]))  # (N, out)
+        rows = x.reshape((-1, x.shape[-1]))  # (N, in)
+        if not isinstance(grad, Tensor) and needs_x and needs_weight:
+            # The usual case: both products in one parallel launch.
+            grad_x, grad_weight, grad_bias = kernels.current.linear_backward(grad, rows, weight)
+            return grad_x.reshape(x.shape), grad_weight, grad_bias if needs_bias else None
         # create_graph: `@` records MatMul ops; otherwise call the kernel directly.
         matmul = (lambda a, b: a @ b) if isinstance(grad, Tensor) else kernels.current.matmul
-        grad = grad.reshape((-1, grad.shape[-1]))  # (N, out)
-        grad_x = grad_weight = grad_bias = None
-        if self.needs_input_grad[0]:
-            grad_x = matmul(grad, weight).reshape(x.shape)
-        if self.needs_input_grad[1]:
-            grad_weight = matmul(grad.T, x.reshape((-1, x.shape[-1])))  # (out, in)
-        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
-            grad_bias = grad.sum(axis=0)
+        grad_x = matmul(grad, weight).reshape(x.shape) if needs_x else None
+        grad_weight = matmul(grad.T, rows) if needs_weight else None  # (out, in)
+        grad_bias = grad.sum(axis=0) if needs_bias else None
         return grad_x, grad_weight, grad_bias
 
 
