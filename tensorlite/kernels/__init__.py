@@ -194,6 +194,8 @@ def runtime_info():
                          "threading_layer": layer,
                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                          "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
+    from tensorlite import allocator
+    info["malloc"] = allocator.info()
     return info
 
 
@@ -216,6 +218,9 @@ def format_runtime_info(info=None):
                          f"OMP_WAIT_POLICY={numba_info['omp_wait_policy']}")
     coretype = info["openblas_coretype_env"]
     parts.append(f"OPENBLAS_CORETYPE={coretype if coretype else '(unset)'}")
+    if "malloc" in info:
+        from tensorlite import allocator
+        parts.append(allocator.format_info(info["malloc"]))
     return " ".join(parts)
 
 
