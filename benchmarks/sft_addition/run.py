@@ -1,7 +1,7 @@
 """Worked example: pretrain a tiny GPT on raw text, then teach it 2-digit addition by SFT.
 
-    python examples/sft_addition/run.py                      # everything, into out-sft-addition/
-    python examples/sft_addition/run.py --pretrain-iters 200 --sft-iters 200   # a quick smoke run
+    python benchmarks/sft_addition/run.py                      # everything, into out-sft-addition/
+    python benchmarks/sft_addition/run.py --pretrain-iters 200 --sft-iters 200   # a quick smoke run
 
 Steps:
 

@@ -1,6 +1,6 @@
 """Newton's method with tl.func: L2-regularised logistic regression in float64.
 
-    python examples/newton.py
+    python benchmarks/newton.py
 
 Each step solves H(w) d = g(w) with the exact Hessian from `tl.func.hessian` and the gradient from
 `tl.func.grad`, and moves to w - d. The loss is smooth and strictly convex, so from w = 0 the
