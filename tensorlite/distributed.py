@@ -25,6 +25,7 @@ rank an uncaught exception prints its traceback and calls ``abort``, which is
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 INSTALL_HINT = "pip install tensorlite[mpi]  (mpi4py and MPICH)"
+ABORT_GRACE_SECONDS = 0.2  # see abort()
 
 # Environment variables that MPI launchers set in every process they start, as
 # (rank variable, world-size variable) pairs: MPICH / Intel MPI (Hydra's PMI),
@@ -268,6 +270,9 @@ def abort(message, code=1):
     print(f"{rank}{' '.join(str(message).split())}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     if _group is not None and _group.world_size > 1:
+        # The launcher forwards each rank's output asynchronously, and MPI_Abort tears the job
+        # down at once: give it a moment to pass the line on, or the reason could be lost.
+        time.sleep(ABORT_GRACE_SECONDS)
         _group.comm.Abort(code)
     raise SystemExit(code)
 
