@@ -74,12 +74,23 @@ def loss_of_parameters(model, names, x, y):
     return loss
 
 
-def median_seconds(work, repeats):
-    times = []
+def seconds(work):
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def alternating_seconds(first, second, repeats):
+    """Time `first` and `second` alternately, so that both meet the same machine (a shared
+    machine's speed drifts); returns both lists of times and the per-pair ratios second/first."""
+    times_first, times_second = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
+        times_first.append(seconds(first))
+        times_second.append(seconds(second))
+    return times_first, times_second, [b / a for a, b in zip(times_first, times_second)]
+
+
+def summary(times):
     return statistics.median(times), min(times), max(times)
 
 
@@ -127,14 +138,16 @@ def main(argv=None):
         return func.hvp(loss, tuple(p.detach() for p in parameters), tangent)
 
     first_order_step(), hessian_vector_product()  # warm-up: Numba compiles, caches fill
-    step_time = median_seconds(first_order_step, args.repeats)
-    hvp_time = median_seconds(hessian_vector_product, args.repeats)
-    print("\n(a) cost, median [min, max] over", args.repeats, "repeats")
+    step_times, hvp_times, ratios = alternating_seconds(first_order_step, hessian_vector_product,
+                                                        args.repeats)
+    step_time, hvp_time = summary(step_times), summary(hvp_times)
+    print("\n(a) cost, median [min, max] over", args.repeats, "alternating repeats")
     print(f"  first-order step (forward + backward): {step_time[0] * 1e3:8.2f} ms "
           f"[{step_time[1] * 1e3:.2f}, {step_time[2] * 1e3:.2f}]")
     print(f"  hvp (forward + 2 backward passes)    : {hvp_time[0] * 1e3:8.2f} ms "
           f"[{hvp_time[1] * 1e3:.2f}, {hvp_time[2] * 1e3:.2f}]")
-    print(f"  ratio hvp / step: {hvp_time[0] / step_time[0]:.2f}x")
+    print(f"  ratio hvp / step, median of per-pair ratios: {statistics.median(ratios):.2f}x "
+          f"[{min(ratios):.2f}, {max(ratios):.2f}]")
 
     # (b) sharpness: power iteration on v -> H v
     print(f"\n(b) top Hessian eigenvalue by power iteration ({args.power_iters} iterations)")

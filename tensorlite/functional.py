@@ -175,13 +175,14 @@ class GeluBackward(Function):
         # gelu'(x)  = (1 + t)/2 + x/2 (1 - t^2) u'
         # gelu''(x) = (1 - t^2) u' + x/2 (1 - t^2) (u'' - 2 t u'^2)
         x, grad = self.saved
-        t = Tanh.run(_GELU_C * (x + 0.044715 * x * x * x))
-        du = _GELU_C * (1 + 3 * 0.044715 * x * x)
-        d2u = _GELU_C * 6 * 0.044715 * x
+        x_squared = x * x
+        t = Tanh.run(x * (_GELU_C + (_GELU_C * 0.044715) * x_squared))  # tanh(u)
+        du = _GELU_C + (3 * _GELU_C * 0.044715) * x_squared  # u'
         sech2 = 1 - t * t
-        first = 0.5 * (1 + t) + 0.5 * x * sech2 * du
-        second = sech2 * du + 0.5 * x * sech2 * (d2u - 2 * t * du * du)
-        return g * grad * second, g * first
+        half_x_sech2 = (0.5 * x) * sech2
+        first = 0.5 + 0.5 * t + half_x_sech2 * du
+        second = sech2 * du + half_x_sech2 * ((6 * _GELU_C * 0.044715) * x - 2 * t * du * du)
+        return (g * grad) * second, g * first
 
 
 def gelu(x) -> Tensor:
