@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorlite.ops import BroadcastTo, GetItem, MaskedFill, Where, _index_to_numpy
+from tensorlite.ops import BroadcastTo, GetItem, MaskedFill, _index_to_numpy, clamp
 from tensorlite.tensor import Function, Tensor, is_grad_enabled, no_grad
 
 
@@ -116,12 +116,7 @@ def clamp_(x, min=None, max=None):
     """Values limited to [min, max] in place; the gradient passes where nothing was clipped."""
     if min is None and max is None:
         raise ValueError("clamp_: give min, max, or both")
-
-    def clamp(old):
-        clipped = np.clip(old.data, min, max)
-        return Where.apply(old, clipped, condition=clipped == old.data)
-
-    return _modify_in_place(x, "clamp_", clamp)
+    return _modify_in_place(x, "clamp_", lambda old: clamp(old, min, max), min, max)
 
 
 def copy_(x, source):
