@@ -67,26 +67,19 @@ def init_world():
 
 
 def configure_threads(world):
-    """Give each process its share of this host's cores, under the one-pool policy.
-
-    The Numba set does its parallel work in Numba's pool (BLAS stays on one thread); the
-    NumPy set in OpenBLAS's. Returns the thread count; the caller prints it.
+    """Give each process its share of this host's cores, under the one-pool policy
+    (``tl.kernels.set_num_threads``: Numba's pool with the Numba set, BLAS with the NumPy set).
+    Returns the thread count; the caller prints it.
     """
-    threads = max(1, (os.cpu_count() or 1) // world.local_size)
     if world.size == 1:
         return _current_threads()
+    threads = max(1, (os.cpu_count() or 1) // world.local_size)
     if tl.kernels.active() == "numba":
         import numba
 
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        numba.set_num_threads(threads)
-    else:
-        # Entered for the rest of the process: the run is the process's whole life.
-        _run_scope.enter_context(tl.kernels.blas_threads(threads))
+    tl.kernels.set_num_threads(threads)
     return threads
-
-
-_run_scope = contextlib.ExitStack()
 
 
 def _current_threads():
