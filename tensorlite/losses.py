@@ -1,6 +1,6 @@
 """Loss functions with PyTorch's names, arguments and `reduction=` semantics.
 
-Every loss here is composed from existing differentiable ops (arithmetic, `relu`, `sigmoid`,
+Every loss here is composed from existing differentiable ops (arithmetic, `abs`, `log1p`, `sigmoid`,
 `log_softmax`, indexing, `masked_fill`, reductions), so its gradient is whatever autograd derives
 from those ops: no new backward to trust. The one exception is `cross_entropy` in its common
 case (index targets, `reduction="mean"`, no weight, no label smoothing), which takes the fused
@@ -62,11 +62,6 @@ def _as_array(value):
     return np.asarray(value.data if isinstance(value, Tensor) else value)
 
 
-def _abs(x):
-    # |x| from two relus: its gradient at 0 is 0, as torch.abs's is.
-    return x.relu() + (-x).relu()
-
-
 def _elementwise_target(op, input, target):
     """The target as a Tensor; shapes that broadcast to something else warn, as in PyTorch."""
     target = _as_tensor(target, input)
@@ -96,7 +91,7 @@ def mse_loss(input, target, reduction="mean") -> Tensor:
 def l1_loss(input, target, reduction="mean") -> Tensor:
     """|input - target|, reduced (gradient 0 where they are equal, as torch's)."""
     _check_reduction("l1_loss", reduction)
-    return _reduce(_abs(input - _elementwise_target("l1_loss", input, target)), reduction)
+    return _reduce((input - _elementwise_target("l1_loss", input, target)).abs(), reduction)
 
 
 def silu(x) -> Tensor:
@@ -112,8 +107,8 @@ def _softplus_of_negative(x):
     of a fresh logistic regression). Writing max(-x, 0) = (|x| - x) / 2 gathers the kinks into
     g(|x|) with g(a) = a/2 + log(1 + exp(-a)), whose slope at a = 0 is exactly 0, so the result
     is right whatever subgradient |x| takes at 0: d/dx = -1/2 + 0 = -sigmoid(0)."""
-    magnitude = _abs(x)
-    return 0.5 * (magnitude - x) + (1.0 + (-magnitude).exp()).log()
+    magnitude = x.abs()
+    return 0.5 * (magnitude - x) + (-magnitude).exp().log1p()
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
