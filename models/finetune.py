@@ -20,11 +20,11 @@ import tensorlite as tl
 from models import checkpoint as ckpt_io
 from models.checkpoint import CheckpointError
 from models.sft import describe_characters, unencodable_characters
-from models.tokenizer import tokenizer_from_dict  # every kind, GPT-2's included (re-exported)
+from models.tokenizer import tokenizer_from_dict
 
 __all__ = ["FinetuneError", "SHAPE_FIELDS", "load_init_checkpoint", "check_model_flags",
            "tokenizer_from_checkpoint", "unencodable_error", "extend_char_vocab", "model_from_state",
-           "init_from_checkpoint", "tokenizer_from_dict"]
+           "init_from_checkpoint"]
 
 # GPTConfig fields fixed by the checkpoint's weights; dropout is not among them.
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias")
