@@ -343,23 +343,20 @@ class ScaledDotProductAttention(Function):
     are the LAST Tq positions of the Tk keys, so one new query attends to a whole KV cache.
 
     Like FlashAttention, it does not keep the (Tq, Tk) attention matrix for backward, which
-    would be the largest activation of a GPT: backward recomputes it from q and k with the
-    same kernels (so the same numbers), one extra q @ k^T for memory linear in T."""
+    would be the largest activation of a GPT: it keeps each query's logsumexp (Tq numbers), and
+    backward rebuilds the matrix from q, k and those, one extra q @ k^T for memory linear in T.
+    The output is stored as (B, Tq, nh, hs) behind its (B, nh, Tq, hs) shape, so the usual
+    `y.transpose(1, 2).reshape(B, T, C)` that merges the heads afterwards copies nothing."""
 
     def forward(self, q, k, v, is_causal=False, scale=None):
         self.save_for_backward(q, k, v)
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         self.is_causal = is_causal
-        return kernels.current.matmul(self._attention(q, k), v)  # (B, nh, Tq, hs)
-
-    def _attention(self, q, k):
-        scores = kernels.current.matmul(q, k.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
-        if self.is_causal:
-            return kernels.current.causal_softmax(scores, self.scale)
-        return kernels.current.softmax(scores * np.asarray(self.scale, scores.dtype))
+        out, self.logsumexp = kernels.current.attention(q, k, v, self.scale, is_causal)
+        return out  # (B, nh, Tq, hs)
 
     def _attention_composite(self, q, k):
-        """The same attention matrix from differentiable operations (create_graph)."""
+        """The attention matrix from differentiable operations (create_graph)."""
         scores = (q @ k.swapaxes(-1, -2)) * self.scale  # (B, nh, Tq, Tk)
         if self.is_causal:
             Tq, Tk = scores.shape[-2:]
@@ -375,19 +372,8 @@ class ScaledDotProductAttention(Function):
             grad_v = attention.swapaxes(-1, -2) @ grad
             grad_scores = SoftmaxBackward.apply(attention, grad @ v.swapaxes(-1, -2)) * self.scale
             return grad_scores @ k, grad_scores.swapaxes(-1, -2) @ q, grad_v
-        matmul = kernels.current.matmul
-        attention = self._attention(q, k)  # (B, nh, Tq, Tk), recomputed
-        grad_v = matmul(attention.swapaxes(-1, -2), grad)  # (B, nh, Tk, hs)
-        grad_attention = matmul(grad, v.swapaxes(-1, -2))  # (B, nh, Tq, Tk)
-        if self.is_causal:
-            grad_scores = kernels.current.causal_softmax_backward(
-                attention, grad_attention, self.scale)
-        else:
-            grad_scores = kernels.current.softmax_backward(attention, grad_attention)
-            grad_scores *= np.asarray(self.scale, grad_scores.dtype)
-        grad_q = matmul(grad_scores, k)  # (B, nh, Tq, hs)
-        grad_k = matmul(grad_scores.swapaxes(-1, -2), q)  # (B, nh, Tk, hs)
-        return grad_q, grad_k, grad_v
+        return kernels.current.attention_backward(grad, q, k, v, self.logsumexp, self.scale,
+                                                  self.is_causal)
 
 
 def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None) -> Tensor:

@@ -42,4 +42,12 @@ def test_numpy_and_numba_kernels_give_the_same_training_run():
     assert reference_losses[-1] < reference_losses[0]  # it did train
     for name, value in reference_params.items():
         assert numba_params[name].dtype == np.float32, name  # float32 end to end
-        np.testing.assert_allclose(numba_params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+        fast = numba_params[name]
+        if name.endswith("attn.c_attn.bias"):
+            # The key bias adds q . b_k to every score of a query, which softmax ignores: its
+            # gradient is 0 up to rounding, and Adam turns rounding noise into +-lr steps.
+            keys = slice(value.shape[0] // 3, 2 * value.shape[0] // 3)
+            np.testing.assert_allclose(fast[keys], value[keys], atol=2 * 6 * 3e-3,  # 2 lr a step
+                                       err_msg=name)
+            fast, value = np.delete(fast, np.r_[keys]), np.delete(value, np.r_[keys])
+        np.testing.assert_allclose(fast, value, rtol=1e-4, atol=1e-5, err_msg=name)

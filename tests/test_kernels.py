@@ -246,50 +246,90 @@ def test_softmax_handles_minus_infinity(module):
 
 
 # ----------------------------------------------------------------------------
-# causal softmax
+# attention
+
+def make_heads(rng, batch, n, dim, dtype, layout):
+    """(*batch, n, dim) queries, keys or values in one of the layouts attention meets:
+    LAYOUTS, or 'packed': the heads of a (B, T, 3, nh, hs) q/k/v projection, as a GPT
+    hands them over (row stride 3 * nh * hs, head stride hs)."""
+    if layout == "packed" and len(batch) == 2:
+        packed = rng.standard_normal((batch[0], n, 3, batch[1], dim)).astype(dtype)
+        return packed[:, :, rng.integers(3)].transpose(0, 2, 1, 3)
+    return make_array(rng, batch + (n, dim), dtype, "contiguous" if layout == "packed" else layout)
+
 
 @st.composite
-def causal_cases(draw):
+def attention_cases(draw):
     tq = draw(st.integers(1, 20))
+    is_causal = draw(st.booleans())
     tk = tq + draw(st.sampled_from([0, 0, 1, 7]))  # Tq == Tk is the training case
-    lead = tuple(draw(st.lists(st.integers(1, 4), max_size=2)))
+    batch = tuple(draw(st.lists(st.integers(1, 4), max_size=3)))
+    dim = draw(st.integers(1, 40))
     dtype = draw(st.sampled_from(FLOATS))
-    layout = draw(st.sampled_from(LAYOUTS))
+    layouts = draw(st.lists(st.sampled_from(LAYOUTS + ["packed"]), min_size=4, max_size=4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scale = draw(st.sampled_from([1.0, 0.125, 8.0]))
-    return rng, lead + (tq, tk), dtype, layout, scale
+    return rng, batch, tq, tk, dim, dtype, layouts, scale, is_causal
 
 
-@given(causal_cases())
-def test_causal_softmax_and_backward(case):
-    rng, shape, dtype, layout, scale = case
-    scores = make_array(rng, shape, dtype, layout)
-    y = reference.causal_softmax(scores, scale)
-    fast = jitted.causal_softmax(scores, scale)
-    assert_close(fast, y, dtype)
-    tq, tk = shape[-2:]
-    masked = ~reference._causal_mask(tq, tk)
-    assert np.all(fast[..., masked] == 0)  # exactly zero, not tiny
-    grad = make_array(rng, shape, dtype, layout)
-    grad_fast = jitted.causal_softmax_backward(y, grad, scale)
-    assert_close(grad_fast, reference.causal_softmax_backward(y, grad, scale), dtype)
-    assert np.all(grad_fast[..., masked] == 0)
+@given(attention_cases())
+def test_attention_and_backward(case):
+    rng, batch, tq, tk, dim, dtype, layouts, scale, is_causal = case
+    q = make_heads(rng, batch, tq, dim, dtype, layouts[0])
+    k = make_heads(rng, batch, tk, dim, dtype, layouts[1])
+    v = make_heads(rng, batch, tk, dim, dtype, layouts[2])
+    out, logsumexp = jitted.attention(q, k, v, scale, is_causal)
+    expected_out, expected_logsumexp = reference.attention(q, k, v, scale, is_causal)
+    assert_close(out, expected_out, dtype)
+    assert_close(logsumexp, expected_logsumexp, dtype, scale=10.0)
+    grad = make_heads(rng, batch, tq, dim, dtype, layouts[3])
+    grads = jitted.attention_backward(grad, q, k, v, logsumexp, scale, is_causal)
+    expected = reference.attention_backward(grad, q, k, v, expected_logsumexp, scale, is_causal)
+    for actual, wanted in zip(grads, expected):
+        assert_close(actual, wanted, dtype, scale=10.0)
+
+
+def test_attention_reference_matches_the_definition():
+    """softmax(q k^T * scale) v with the mask as an explicit loop over queries and keys."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal(shape) for shape in [(2, 3, 4), (2, 5, 4), (2, 5, 4)])
+    out, logsumexp = reference.attention(q, k, v, 0.5, True)
+    for b in range(2):
+        for i in range(3):
+            visible = i + 5 - 3 + 1  # query i sits at position i + Tk - Tq
+            scores = [0.5 * q[b, i] @ k[b, j] for j in range(visible)]
+            weights = np.exp(scores) / np.sum(np.exp(scores))
+            np.testing.assert_allclose(out[b, i], weights @ v[b, :visible], rtol=1e-12)
+            np.testing.assert_allclose(logsumexp[b, i], np.log(np.sum(np.exp(scores))),
+                                       rtol=1e-12)
 
 
 def test_causal_mask_aligns_queries_to_the_end_of_the_keys():
-    """Two queries over five keys (a KV cache of three): query 0 is at position 3."""
+    """Two queries over five keys (a KV cache of three): query 0 is at position 3, so with
+    equal scores it averages the first four values and query 1 all five."""
     mask = reference._causal_mask(2, 5)
     np.testing.assert_array_equal(mask, [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
-    scores = np.zeros((2, 5), np.float64)
+    q, k = np.zeros((2, 3)), np.zeros((5, 3))
+    v = np.arange(15.0).reshape(5, 3)
     for module in (reference, jitted):
-        y = module.causal_softmax(scores, 1.0)
-        np.testing.assert_allclose(y, [[0.25] * 4 + [0.0], [0.2] * 5])
+        out, _ = module.attention(q, k, v, 1.0, True)
+        np.testing.assert_allclose(out, [v[:4].mean(axis=0), v.mean(axis=0)])
+
+
+def test_attention_output_merges_heads_without_a_copy():
+    """The output is stored (B, T, nh, hs): moving the heads next to hs is a free view."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 3, 4, 5)).astype(np.float32) for _ in range(3))
+    out, _ = jitted.attention(q, k, v, 0.5, True)
+    merged = out.transpose(0, 2, 1, 3).reshape(2, 4, 15)
+    assert np.shares_memory(merged, out)
 
 
 @pytest.mark.parametrize("module", [reference, jitted])
-def test_causal_softmax_rejects_more_queries_than_keys(module):
-    with pytest.raises(ValueError):
-        module.causal_softmax(np.zeros((3, 2), np.float32), 1.0)
+def test_attention_rejects_more_queries_than_keys_when_causal(module):
+    with pytest.raises(ValueError, match="Tq <= Tk"):
+        module.attention(np.zeros((3, 2), np.float32), np.zeros((2, 2), np.float32),
+                         np.zeros((2, 2), np.float32), 1.0, True)
 
 
 # ----------------------------------------------------------------------------
@@ -561,7 +601,7 @@ def test_runtime_info_names_the_blas_kernel_set():
 
 def test_both_sets_define_the_same_functions():
     public = ["matmul", "matmul_backward", "softmax", "softmax_backward", "log_softmax",
-              "log_softmax_backward", "causal_softmax", "causal_softmax_backward",
+              "log_softmax_backward", "attention", "attention_backward",
               "layer_norm", "layer_norm_backward", "gelu", "gelu_backward", "cross_entropy",
               "cross_entropy_backward", "embedding_backward", "adamw_step", "linear",
               "linear_backward"]

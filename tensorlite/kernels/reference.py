@@ -106,7 +106,8 @@ def log_softmax_backward(y, grad_y):
 
 
 # ----------------------------------------------------------------------------
-# causal (masked, scaled) softmax used by attention
+# attention: softmax(q @ k^T * scale [causal mask]) @ v, without keeping the
+# (Tq, Tk) attention matrix for backward
 
 def _causal_mask(tq, tk):
     """Boolean (Tq, Tk) mask, True where query i may see key j.
@@ -120,31 +121,47 @@ def _causal_mask(tq, tk):
     return cols <= rows + offset
 
 
-def causal_softmax(scores, scale):
-    """Fused mask + scale + softmax for attention.
+def _attention_probabilities(q, k, scale, is_causal, logsumexp=None):
+    """(p, logsumexp): p = softmax over keys of the scaled (masked) scores."""
+    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * q.dtype.type(scale)  # (..., Tq, Tk)
+    if is_causal:
+        scores = np.where(_causal_mask(*scores.shape[-2:]), scores, -np.inf)
+    if logsumexp is None:
+        row_max = scores.max(axis=-1, keepdims=True)  # finite: a row sees at least one key
+        total = np.exp(scores - row_max).sum(axis=-1, keepdims=True)
+        logsumexp = (row_max + np.log(total))[..., 0]
+    return np.exp(scores - logsumexp[..., None]), logsumexp
 
-    scores: (..., Tq, Tk) with Tq <= Tk. Returns y of the same shape with
-    y = softmax(scale * scores) over the keys each query may see, and masked
-    entries exactly 0.
+
+def attention(q, k, v, scale, is_causal):
+    """Scaled dot-product attention of queries q (..., Tq, D) over keys k and values v
+    (..., Tk, D), same leading axes. With is_causal, query i sees keys j <= i + Tk - Tq
+    (queries aligned to the end of the keys, Tq <= Tk).
+
+    Returns (out (..., Tq, D), logsumexp (..., Tq)): logsumexp of each query's scaled,
+    masked scores is all backward needs to rebuild the attention matrix from q and k.
     """
-    tq, tk = scores.shape[-2:]
-    if tq > tk:
-        raise ValueError("causal softmax needs scores (..., Tq, Tk) with Tq <= Tk, "
-                         f"got {scores.shape}")
-    visible = _causal_mask(tq, tk)
-    z = np.where(visible, scores * scores.dtype.type(scale), -np.inf)
-    m = z.max(axis=-1, keepdims=True)  # finite: every row sees at least one key
-    e = np.exp(z - m)  # exp(-inf) = 0 on masked entries
-    return (e / e.sum(axis=-1, keepdims=True)).astype(scores.dtype, copy=False)
+    if is_causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"attention: causal attention needs Tq <= Tk, got q {q.shape} and "
+                         f"k {k.shape}")
+    p, logsumexp = _attention_probabilities(q, k, scale, is_causal)
+    out = np.matmul(p, v).astype(q.dtype, copy=False)
+    return out, logsumexp.astype(q.dtype, copy=False)
 
 
-def causal_softmax_backward(y, grad_y, scale):
-    """dL/dscores for y = causal_softmax(scores, scale).
+def attention_backward(grad, q, k, v, logsumexp, scale, is_causal):
+    """(grad_q, grad_k, grad_v) for out = attention(q, k, v, scale, is_causal)[0].
 
-    The softmax backward, times the scale applied before the softmax. Masked
-    entries have y = 0, so their gradient is 0 with no explicit mask.
+    With p the attention matrix (rebuilt from logsumexp) and dp = grad @ v^T, the
+    softmax backward is ds = p * (dp - rowsum(p * dp)); the scores were q @ k^T * scale.
     """
-    return (scale * softmax_backward(y, grad_y)).astype(y.dtype, copy=False)
+    p, _ = _attention_probabilities(q, k, scale, is_causal, logsumexp)  # (..., Tq, Tk)
+    grad_v = np.matmul(np.swapaxes(p, -1, -2), grad)
+    grad_p = np.matmul(grad, np.swapaxes(v, -1, -2))
+    grad_scores = p * (grad_p - (p * grad_p).sum(axis=-1, keepdims=True)) * q.dtype.type(scale)
+    grad_q = np.matmul(grad_scores, k)
+    grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q)
+    return tuple(g.astype(q.dtype, copy=False) for g in (grad_q, grad_k, grad_v))
 
 
 # ----------------------------------------------------------------------------
