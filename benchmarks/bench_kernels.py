@@ -72,7 +72,10 @@ def cases(dtype, rng):
     adam_state = [randn(N_PARAMS), randn(N_PARAMS), randn(N_PARAMS), np.abs(randn(N_PARAMS))]
     x_ln = randn(ROWS, C)
     _, ln_mean, ln_rstd = reference.layer_norm(x_ln, randn(C), randn(C), 1e-5)
-    causal_y = reference.causal_softmax(randn(BH, T, T), HEAD ** -0.5)
+    # q, k, v as a GPT hands them over: heads of one packed (B, T, 3, nh, hs) projection
+    packed = randn(B, T, 3, N_HEAD, HEAD)
+    q, k, v = (packed[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    attention_lse = reference.attention(q, k, v, HEAD ** -0.5, True)[1]
     return [
         ("matmul", "(768,128)@(128,512)", lambda: (randn(ROWS, C), randn(C, 4 * C))),
         ("matmul", "(768,512)@(512,128)", lambda: (randn(ROWS, 4 * C), randn(4 * C, C))),
@@ -92,9 +95,13 @@ def cases(dtype, rng):
         ("softmax", "(768,65)", lambda: (randn(ROWS, VOCAB),)),
         ("softmax_backward", "(768,65)", lambda: (probs(ROWS, VOCAB), randn(ROWS, VOCAB))),
         ("log_softmax", "(768,65)", lambda: (randn(ROWS, VOCAB),)),
-        ("causal_softmax", "(48,64,64)", lambda: (randn(BH, T, T), HEAD ** -0.5)),
-        ("causal_softmax_backward", "(48,64,64)",
-         lambda: (causal_y, randn(BH, T, T), HEAD ** -0.5)),
+        ("attention", "causal (12,4,64,32)", lambda: (q, k, v, HEAD ** -0.5, True)),
+        ("attention_backward", "causal (12,4,64,32)",
+         lambda: (randn(B, N_HEAD, T, HEAD), q, k, v, attention_lse, HEAD ** -0.5, True)),
+        ("linear", "(768,128)@(512,128).T+b", lambda: (randn(ROWS, C), randn(4 * C, C),
+                                                       randn(4 * C))),
+        ("linear_backward", "(768,128)@(512,128).T",
+         lambda: (randn(ROWS, 4 * C), randn(ROWS, C), randn(4 * C, C))),
         ("layer_norm", "(768,128)", lambda: (x_ln, randn(C), randn(C), 1e-5)),
         ("layer_norm_backward", "(768,128)",
          lambda: (randn(ROWS, C), x_ln, randn(C), ln_mean, ln_rstd)),
