@@ -183,22 +183,21 @@ class Function:
     def apply(cls, *inputs, **params) -> "Tensor":
         op = cls()
         tensors = _as_tensors(inputs)
-        started = time.perf_counter() if _State.profiler is not None else None
-        data = op.forward(*[t.data for t in tensors], **params)
-        if started is not None:
-            _State.profiler.record(op.name, "forward", time.perf_counter() - started)
-        if _State.anomaly_enabled:
-            _check_forward_finite(op, data, tensors)
-        requires_grad = _State.grad_enabled and any(t.requires_grad for t in tensors)
+        if _State.profiler is None and not _State.anomaly_enabled:
+            data = op.forward(*[t.data for t in tensors], **params)
+        else:
+            data = _observed_forward(op, tensors, params)
+        needs_input_grad = tuple([t.requires_grad for t in tensors])
+        requires_grad = _State.grad_enabled and any(needs_input_grad)
         out = Tensor._make(data, requires_grad)
         if cls.is_view:
             out._version_counter = tensors[0]._version_counter
         if requires_grad:
             # Where each input's gradient goes: the op that made it, the leaf itself, or nowhere.
-            op.parents = tuple((t._ctx if t._ctx is not None else t) if t.requires_grad else None
-                               for t in tensors)
-            op.input_shapes = tuple(t.data.shape for t in tensors)
-            op.needs_input_grad = tuple(t.requires_grad for t in tensors)
+            op.parents = tuple([(t._ctx if t._ctx is not None else t) if t.requires_grad else None
+                                for t in tensors])
+            op.input_shapes = tuple([t.data.shape for t in tensors])
+            op.needs_input_grad = needs_input_grad
             if op.saved_arrays:
                 _record_saved_sources(op, tensors, out)
             out._ctx = op
@@ -234,9 +233,15 @@ def _record_saved_sources(op, tensors, out):
     input not yet taken, so that `x * x.detach()` keeps its two inputs apart."""
     sources, versions = [], []
     for array in op.saved_arrays:
-        matches = [i for i, t in enumerate(tensors) if t.data is array]
-        if matches:
-            source = next((i for i in matches if i not in sources), matches[0])
+        source = None
+        for i, t in enumerate(tensors):
+            if t.data is array:
+                if i not in sources:
+                    source = i
+                    break
+                if source is None:  # every input holding this array is taken: share the first
+                    source = i
+        if source is not None:
             counter = tensors[source]._version_counter
         elif array is out.data:
             source, counter = _OUTPUT, out._version_counter
@@ -281,7 +286,7 @@ def _saved_as_tensors(op):
 def _as_tensors(inputs):
     """Tensors pass through; numbers and arrays become constants. A Python number takes the
     dtype of the first floating tensor input, so `x * 2.0` stays float32."""
-    if all(isinstance(x, Tensor) for x in inputs):
+    if all([isinstance(x, Tensor) for x in inputs]):
         return inputs
     reference_dtype = next((x.dtype for x in inputs if isinstance(x, Tensor) and x.dtype.kind == "f"),
                            np.float32)
@@ -294,6 +299,18 @@ def _as_tensors(inputs):
         else:
             converted.append(Tensor(x))
     return tuple(converted)
+
+
+def _observed_forward(op, tensors, params):
+    """`op.forward` under the profiler (timed) and/or detect_anomaly (checked): kept out of
+    `apply`, whose usual path is then a single test."""
+    started = time.perf_counter()
+    data = op.forward(*[t.data for t in tensors], **params)
+    if _State.profiler is not None:
+        _State.profiler.record(op.name, "forward", time.perf_counter() - started)
+    if _State.anomaly_enabled:
+        _check_forward_finite(op, data, tensors)
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -620,15 +637,16 @@ def _run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None
         captured = [None] * len(inputs)
     with _GradMode(create_graph):  # a create_graph pass records everything, sums included
         for node in order:
-            node_grad = grads.pop(id(node), None)
-            if node_grad is None or (wanted is not None and id(node) not in wanted):
+            key = id(node)
+            node_grad = grads.pop(key, None)
+            if node_grad is None or (wanted is not None and key not in wanted):
                 continue
             is_leaf = isinstance(node, Tensor)
             hooks = node._hooks if is_leaf else node.output_hooks
             if hooks:
                 node_grad = _run_hooks(hooks, node_grad, create_graph)
-            if targets is not None and id(node) in targets:
-                for position in targets[id(node)]:
+            if targets is not None and key in targets:
+                for position in targets[key]:
                     captured[position] = node_grad
             if is_leaf:
                 if targets is None:
@@ -646,13 +664,14 @@ def _run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None
             for parent, shape, input_grad in zip(op.parents, op.input_shapes, input_grads):
                 if parent is None or input_grad is None:
                     continue
-                if wanted is not None and id(parent) not in wanted:
-                    continue
-                input_grad = unbroadcast(input_grad, shape)
-                if input_grad.shape != shape:
-                    raise RuntimeError(f"{op.name}.backward returned a gradient of shape "
-                                       f"{input_grad.shape} for an input of shape {shape}")
                 key = id(parent)
+                if wanted is not None and key not in wanted:
+                    continue
+                if input_grad.shape != shape:
+                    input_grad = unbroadcast(input_grad, shape)
+                    if input_grad.shape != shape:
+                        raise RuntimeError(f"{op.name}.backward returned a gradient of shape "
+                                           f"{input_grad.shape} for an input of shape {shape}")
                 # `+` (not `+=`): an op may hand the same array to several inputs.
                 grads[key] = grads[key] + input_grad if key in grads else input_grad
             if not retain_graph:
@@ -662,7 +681,9 @@ def _run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None
 
 def _op_backward(op, grad, create_graph):
     """Call `op.backward`: on arrays, or, for create_graph, on Tensors so it is recorded."""
-    started = time.perf_counter() if _State.profiler is not None else None
+    if not create_graph and _State.profiler is None and not _State.anomaly_enabled:
+        return op.backward(grad)  # the usual case
+    started = time.perf_counter()
     if not create_graph:
         input_grads = op.backward(grad)
     else:
@@ -677,7 +698,7 @@ def _op_backward(op, grad, create_graph):
             if isinstance(input_grad, np.ndarray):
                 raise RuntimeError(f"op '{op.name}' cannot be differentiated twice: its backward "
                                    f"returned an array, not a Tensor, for input {position}")
-    if started is not None:
+    if _State.profiler is not None:
         _State.profiler.record(op.name, "backward", time.perf_counter() - started)
     if _State.anomaly_enabled:
         _check_backward_finite(op, input_grads, grad)
