@@ -20,7 +20,7 @@ import builtins
 import numpy as np
 
 from tensorlite import kernels
-from tensorlite.tensor import Function, Tensor
+from tensorlite.tensor import Function, IndexedGrad, Tensor
 
 _UNSET = object()  # "argument not passed", so that passing both spellings can be told apart
 
@@ -444,8 +444,12 @@ class GetItem(Function):
         return np.asarray(x[self.index])
 
     def backward(self, grad):
-        return (IndexBackward.run(grad, index=self.index, advanced=self.advanced,
-                                  input_shape=self.input_shape),)
+        if isinstance(grad, Tensor):  # create_graph: a recorded op, differentiable again
+            return (IndexBackward.apply(grad, index=self.index, advanced=self.advanced,
+                                        input_shape=self.input_shape),)
+        # A plain backward leaves placing `grad` at `index` to the engine, which adds all the
+        # pieces of x's gradient (e.g. from q, k, v = qkv.split(...)) into one buffer.
+        return (IndexedGrad(grad, self.index, self.advanced, self.input_shape),)
 
 
 class IndexBackward(Function):

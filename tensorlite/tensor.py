@@ -320,6 +320,8 @@ def _observed_forward(op, tensors, params):
 def _non_finite(value):
     """'nan' or 'inf' if the floating array (or Tensor) holds such values, else None."""
     array = value.data if isinstance(value, Tensor) else value
+    if isinstance(array, IndexedGrad):
+        array = array.values
     if array is None or np.asarray(array).dtype.kind != "f" or np.all(np.isfinite(array)):
         return None
     return "nan" if np.isnan(array).any() else "inf"
@@ -590,6 +592,47 @@ class RemovableHandle:
 
 
 # --------------------------------------------------------------------------------------------
+# IndexedGrad: the gradient of x[index], placed by the engine.
+# --------------------------------------------------------------------------------------------
+
+class IndexedGrad:
+    """The gradient of `x[index]` with respect to x, not yet placed: `values` belong at
+    `index` of an array of x's shape that is zero everywhere else.
+
+    A plain backward of `x[index]` (ops.GetItem) returns this instead of zero-filling a whole
+    array of x's shape, and the engine adds every piece that reaches x into one buffer. So
+    `q, k, v = qkv.split(C, axis=2)` costs one (B, T, 3C) gradient, not three zero-filled ones
+    and two sums of them. (A create_graph backward records the op IndexBackward instead.)"""
+
+    def __init__(self, values, index, advanced, shape):
+        self.values = values  # the gradient of x[index], shape of x[index]
+        self.index = index
+        self.advanced = advanced  # integer arrays in the index: an element may be picked twice
+        self.shape = shape  # x's shape
+
+    def add_to(self, buffer):
+        """buffer[index] += values (scatter-added for integer arrays, so repeats add up)."""
+        if self.advanced:
+            np.add.at(buffer, self.index, self.values)
+        else:
+            buffer[self.index] += self.values
+
+
+def _assemble(pieces, dense):
+    """A node's gradient: `dense` (the sum of its ordinary gradients, or None) plus every
+    IndexedGrad piece added at its index, in one fresh buffer."""
+    dtypes = [piece.values.dtype for piece in pieces] + ([] if dense is None else [dense.dtype])
+    dtype = np.result_type(*dtypes)
+    if dense is None:
+        buffer = np.zeros(pieces[0].shape, dtype=dtype)
+    else:
+        buffer = np.array(dense, dtype=dtype, copy=True)
+    for piece in pieces:
+        piece.add_to(buffer)
+    return buffer
+
+
+# --------------------------------------------------------------------------------------------
 # The reverse pass, shared by Tensor.backward and autograd.grad.
 # --------------------------------------------------------------------------------------------
 
@@ -625,6 +668,7 @@ def _run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None
     visited, and the gradients reaching the inputs are returned, None for an unused one."""
     roots = [t._ctx if t._ctx is not None else t for t in outputs]
     grads = {}  # gradients summed so far, keyed by node identity
+    pieces = {}  # IndexedGrad pieces still to be placed into a node's gradient, keyed likewise
     for root, grad in zip(roots, output_grads):
         grads[id(root)] = grads[id(root)] + grad if id(root) in grads else grad
     order = _topological_order(roots)
@@ -639,6 +683,8 @@ def _run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None
         for node in order:
             key = id(node)
             node_grad = grads.pop(key, None)
+            if key in pieces:
+                node_grad = _assemble(pieces.pop(key), node_grad)
             if node_grad is None or (wanted is not None and key not in wanted):
                 continue
             is_leaf = isinstance(node, Tensor)
@@ -672,8 +718,11 @@ def _run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None
                     if input_grad.shape != shape:
                         raise RuntimeError(f"{op.name}.backward returned a gradient of shape "
                                            f"{input_grad.shape} for an input of shape {shape}")
-                # `+` (not `+=`): an op may hand the same array to several inputs.
-                grads[key] = grads[key] + input_grad if key in grads else input_grad
+                if isinstance(input_grad, IndexedGrad):
+                    pieces.setdefault(key, []).append(input_grad)
+                else:
+                    # `+` (not `+=`): an op may hand the same array to several inputs.
+                    grads[key] = grads[key] + input_grad if key in grads else input_grad
             if not retain_graph:
                 op._release()
     return captured
