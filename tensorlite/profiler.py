@@ -6,7 +6,9 @@
 
 Op time is measured around each op's own `forward` and `backward` (the array work, mostly in
 kernels). Everything else in the block's wall time is the engine's and the caller's Python:
-building graph nodes, the topological sort, the gradient bookkeeping, the optimizer call.
+building graph nodes, the topological sort, the gradient bookkeeping (summing the gradients that
+reach a node along several paths, placing the gradients of slices such as `split`'s pieces,
+copying leaf gradients into `.grad`), the optimizer call.
 """
 
 from __future__ import annotations
