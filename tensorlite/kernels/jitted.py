@@ -536,12 +536,16 @@ def _prepare_blas():
     _blas_ready = True
 
 
-def _run_gemms(tasks, bases, dtype, parallel):
+def _blas_constants(dtype):
+    """(BLAS kind, pointer to 1, pointer to 0) for dtype, loading BLAS on first use."""
     if not _blas_ready:
         _prepare_blas()
+    return _BLAS_KIND[dtype], _ONE_PTR[dtype], _ZERO_PTR[dtype]
+
+
+def _run_gemms(tasks, bases, dtype, parallel):
     kernel = _gemm_tasks_parallel if parallel else _gemm_tasks_serial
-    kernel(tasks, np.array(bases, np.int64), _BLAS_KIND[dtype], _ONE_PTR[dtype],
-           _ZERO_PTR[dtype])
+    kernel(tasks, np.array(bases, np.int64), *_blas_constants(dtype))
 
 
 def _matmul_supported(a, b):
@@ -643,10 +647,8 @@ def linear(x, weight, bias):
     if bias is None:
         _run_gemms(tasks, [bases], out.dtype, parallel=threads > 1)
         return out
-    if not _blas_ready:
-        _prepare_blas()
-    _gemm_tasks_bias_parallel(tasks, np.array([bases], np.int64), _BLAS_KIND[out.dtype],
-                              _ONE_PTR[out.dtype], _ZERO_PTR[out.dtype], _flat(bias), out)
+    _gemm_tasks_bias_parallel(tasks, np.array([bases], np.int64), *_blas_constants(out.dtype),
+                              _flat(bias), out)
     return out
 
 
@@ -821,7 +823,7 @@ ATTENTION_QUERY_BLOCK = 64
 
 
 @njit(**_OPTS)
-def _query_blocks(n_query, n_key, is_causal):
+def _query_blocks(n_query, is_causal):
     """(block size, number of blocks) for the queries of one head."""
     size = min(ATTENTION_QUERY_BLOCK, n_query) if is_causal else n_query
     return size, (n_query + size - 1) // size
@@ -834,7 +836,7 @@ def _attention_forward(kind, q, k, v, scale, is_causal, out, logsumexp, one_ptr,
     offset = n_key - n_query
     minus_inf = _as(q, -np.inf)
     zero = _as(q, 0.0)
-    block, n_blocks = _query_blocks(n_query, n_key, is_causal)
+    block, _ = _query_blocks(n_query, is_causal)
     for item in prange(n_batch * n_head):
         b = item // n_head
         h = item - b * n_head
@@ -863,16 +865,6 @@ def _attention_forward(kind, q, k, v, scale, is_causal, out, logsumexp, one_ptr,
                      one_ptr, zero_ptr)
 
 
-def _check_attention(q, k, v, is_causal):
-    if (q.ndim < 2 or k.shape != v.shape or q.shape[:-2] != k.shape[:-2]
-            or q.shape[-1] != k.shape[-1]):
-        raise ValueError(f"attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                         f"together")
-    if is_causal and q.shape[-2] > k.shape[-2]:
-        raise ValueError(f"attention: causal attention needs Tq <= Tk, got q {q.shape} and "
-                         f"k {k.shape}")
-
-
 def _heads(x):
     """x (..., T, D) as a 4-D (batch, head, T, D) array that BLAS can read: a view where
     NumPy can make one, copied if D is not its unit-stride axis."""
@@ -898,16 +890,10 @@ def _attention_supported(*arrays):
             and all(a.size > 0 for a in arrays))
 
 
-def _blas_constants(dtype):
-    if not _blas_ready:
-        _prepare_blas()
-    return _BLAS_KIND[dtype], _ONE_PTR[dtype], _ZERO_PTR[dtype]
-
-
 def attention(q, k, v, scale, is_causal):
     """softmax(q @ k^T * scale [causal mask]) @ v and its logsumexp -- see
     reference.attention."""
-    _check_attention(q, k, v, is_causal)
+    reference._check_attention(q, k, v, is_causal)
     if not _attention_supported(q, k, v):
         return reference.attention(q, k, v, scale, is_causal)
     n_query, dim = q.shape[-2:]
@@ -926,7 +912,7 @@ def _attention_backward(kind, grad, q, k, v, logsumexp, scale, is_causal, grad_q
     n_key = k.shape[2]
     offset = n_key - n_query
     zero = _as(q, 0.0)
-    block, n_blocks = _query_blocks(n_query, n_key, is_causal)
+    block, n_blocks = _query_blocks(n_query, is_causal)
     for item in prange(n_batch * n_head):
         b = item // n_head
         h = item - b * n_head
@@ -969,7 +955,7 @@ def _attention_backward(kind, grad, q, k, v, logsumexp, scale, is_causal, grad_q
 
 def attention_backward(grad, q, k, v, logsumexp, scale, is_causal):
     """(grad_q, grad_k, grad_v) of attention -- see reference.attention_backward."""
-    _check_attention(q, k, v, is_causal)
+    reference._check_attention(q, k, v, is_causal)
     if not (_attention_supported(grad, q, k, v, logsumexp) and grad.shape == q.shape
             and logsumexp.shape == q.shape[:-1]):
         return reference.attention_backward(grad, q, k, v, logsumexp, scale, is_causal)

@@ -133,6 +133,18 @@ def _attention_probabilities(q, k, scale, is_causal, logsumexp=None):
     return np.exp(scores - logsumexp[..., None]), logsumexp
 
 
+def _check_attention(q, k, v, is_causal):
+    """Raise ValueError unless q (..., Tq, D), k and v (..., Tk, D) fit together (and, when
+    causal, Tq <= Tk). Both kernel sets call it."""
+    if (q.ndim < 2 or k.shape != v.shape or q.shape[:-2] != k.shape[:-2]
+            or q.shape[-1] != k.shape[-1]):
+        raise ValueError(f"attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit "
+                         f"together")
+    if is_causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"attention: causal attention needs Tq <= Tk, got q {q.shape} and "
+                         f"k {k.shape}")
+
+
 def attention(q, k, v, scale, is_causal):
     """Scaled dot-product attention of queries q (..., Tq, D) over keys k and values v
     (..., Tk, D), same leading axes. With is_causal, query i sees keys j <= i + Tk - Tq
@@ -141,9 +153,7 @@ def attention(q, k, v, scale, is_causal):
     Returns (out (..., Tq, D), logsumexp (..., Tq)): logsumexp of each query's scaled,
     masked scores is all backward needs to rebuild the attention matrix from q and k.
     """
-    if is_causal and q.shape[-2] > k.shape[-2]:
-        raise ValueError(f"attention: causal attention needs Tq <= Tk, got q {q.shape} and "
-                         f"k {k.shape}")
+    _check_attention(q, k, v, is_causal)
     p, logsumexp = _attention_probabilities(q, k, scale, is_causal)
     out = np.matmul(p, v).astype(q.dtype, copy=False)
     return out, logsumexp.astype(q.dtype, copy=False)
@@ -155,6 +165,7 @@ def attention_backward(grad, q, k, v, logsumexp, scale, is_causal):
     With p the attention matrix (rebuilt from logsumexp) and dp = grad @ v^T, the
     softmax backward is ds = p * (dp - rowsum(p * dp)); the scores were q @ k^T * scale.
     """
+    _check_attention(q, k, v, is_causal)
     p, _ = _attention_probabilities(q, k, scale, is_causal, logsumexp)  # (..., Tq, Tk)
     grad_v = np.matmul(np.swapaxes(p, -1, -2), grad)
     grad_p = np.matmul(grad, np.swapaxes(v, -1, -2))
