@@ -296,14 +296,7 @@ class Module:
         A parameter shared by two modules (tied weights) is yielded once, under the first name
         met, unless ``remove_duplicate=False``.
         """
-        seen = set()
-        for module_name, module in self.named_modules(prefix, remove_duplicate):
-            for name, param in module._parameters.items():
-                if remove_duplicate:
-                    if id(param) in seen:
-                        continue
-                    seen.add(id(param))
-                yield (f"{module_name}.{name}" if module_name else name), param
+        return self._named_members("_parameters", prefix, remove_duplicate)
 
     def parameters(self):
         """Every learnable parameter once (tied weights are not repeated)."""
@@ -312,13 +305,18 @@ class Module:
 
     def named_buffers(self, prefix="", remove_duplicate=True):
         """(dotted name, buffer) pairs, in the order of ``named_parameters`` (None skipped)."""
+        return self._named_members("_buffers", prefix, remove_duplicate)
+
+    def _named_members(self, store, prefix, remove_duplicate):
+        """(dotted name, value) of every module's `store` dict (parameters or buffers), each
+        value once unless remove_duplicate is False; None entries skipped."""
         seen = set()
         for module_name, module in self.named_modules(prefix, remove_duplicate):
-            for name, buffer in module._buffers.items():
-                if buffer is None or (remove_duplicate and id(buffer) in seen):
+            for name, value in getattr(module, store).items():
+                if value is None or (remove_duplicate and id(value) in seen):
                     continue
-                seen.add(id(buffer))
-                yield (f"{module_name}.{name}" if module_name else name), buffer
+                seen.add(id(value))
+                yield (f"{module_name}.{name}" if module_name else name), value
 
     def buffers(self):
         """Every buffer once."""
