@@ -1253,10 +1253,8 @@ def embedding_backward(indices, grad, num_embeddings):
 # writes three of them once, instead of NumPy's dozen passes and temporaries.
 
 @njit(parallel=True, **_OPTS)
-def _adamw_step(param, grad, exp_avg, exp_avg_sq, beta1, beta2, eps, decay, step_size,
-                inv_sqrt_bias_correction2):
-    one_minus_beta1 = _as(param, 1.0) - beta1
-    one_minus_beta2 = _as(param, 1.0) - beta2
+def _adamw_step(param, grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2,
+                one_minus_beta2, eps, decay, step_size, inv_sqrt_bias_correction2):
     for i in prange(param.shape[0]):
         g = grad[i]
         m = beta1 * exp_avg[i] + one_minus_beta1 * g
@@ -1279,7 +1277,9 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_d
     as_dtype = param.dtype.type
     bias_correction1 = 1.0 - beta1 ** step
     bias_correction2 = 1.0 - beta2 ** step
-    _adamw_step(param, grad, exp_avg, exp_avg_sq, as_dtype(beta1), as_dtype(beta2),
-                as_dtype(eps), as_dtype(1.0 - lr * weight_decay),
+    # 1 - beta in float64, then rounded (as the reference and PyTorch do): in float32,
+    # 1 - float32(0.9999) is off by 1e-3 relative, and so would be every step's v.
+    _adamw_step(param, grad, exp_avg, exp_avg_sq, as_dtype(beta1), as_dtype(1.0 - beta1),
+                as_dtype(beta2), as_dtype(1.0 - beta2), as_dtype(eps), as_dtype(1.0 - lr * weight_decay),
                 as_dtype(lr / bias_correction1), as_dtype(1.0 / math.sqrt(bias_correction2)))
     return None
