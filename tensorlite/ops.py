@@ -459,12 +459,7 @@ class IndexBackward(Function):
 
     def forward(self, grad, index, advanced, input_shape):
         self.index = index
-        grad_x = np.zeros(input_shape, dtype=grad.dtype)
-        if advanced:
-            np.add.at(grad_x, index, grad)
-        else:
-            grad_x[index] = grad
-        return grad_x
+        return IndexedGrad(grad, index, advanced, input_shape).placed()
 
     def backward(self, grad_of_grad_x):
         return (GetItem.run(grad_of_grad_x, index=self.index),)

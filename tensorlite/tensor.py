@@ -617,6 +617,12 @@ class IndexedGrad:
         else:
             buffer[self.index] += self.values
 
+    def placed(self):
+        """The gradient as an array of x's shape: `values` at `index`, zeros elsewhere."""
+        buffer = np.zeros(self.shape, dtype=self.values.dtype)
+        self.add_to(buffer)
+        return buffer
+
 
 def _assemble(pieces, dense):
     """A node's gradient: `dense` (the sum of its ordinary gradients, or None) plus every
