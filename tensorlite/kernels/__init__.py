@@ -34,8 +34,8 @@ in our measurements. So exactly one pool does parallel work:
   supplies the parallelism, also for matrix products: the jitted matmul calls
   single-threaded BLAS on independent batch items or row blocks from a parallel loop.
   On 2 cores (benchmarks/bench_kernels.py) this ties 2-thread BLAS on the 2-D GPT
-  shapes and is ~1.4x faster on the batched attention shapes, where BLAS parallelises
-  each small product badly.
+  shapes or trails it a little (README, Benchmarks), and it is what lets the attention
+  kernel give each thread whole heads, whose small products BLAS parallelises badly.
 * ``numpy`` set: nothing calls Numba, and both OpenBLAS libraries get their default
   thread count (all cores, or ``OPENBLAS_NUM_THREADS`` when the user set it).
 

@@ -1280,6 +1280,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_d
     # 1 - beta in float64, then rounded (as the reference and PyTorch do): in float32,
     # 1 - float32(0.9999) is off by 1e-3 relative, and so would be every step's v.
     _adamw_step(param, grad, exp_avg, exp_avg_sq, as_dtype(beta1), as_dtype(1.0 - beta1),
-                as_dtype(beta2), as_dtype(1.0 - beta2), as_dtype(eps), as_dtype(1.0 - lr * weight_decay),
-                as_dtype(lr / bias_correction1), as_dtype(1.0 / math.sqrt(bias_correction2)))
+                as_dtype(beta2), as_dtype(1.0 - beta2), as_dtype(eps),
+                as_dtype(1.0 - lr * weight_decay), as_dtype(lr / bias_correction1),
+                as_dtype(1.0 / math.sqrt(bias_correction2)))
     return None
