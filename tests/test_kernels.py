@@ -285,9 +285,21 @@ def test_attention_and_backward(case):
     grad = make_heads(rng, batch, tq, dim, dtype, layouts[3])
     grads = jitted.attention_backward(grad, q, k, v, logsumexp, scale, is_causal)
     expected = reference.attention_backward(grad, q, k, v, expected_logsumexp, scale, is_causal)
-    for actual, wanted in zip(grads, expected):
-        # grad_scores = p * (grad_p - rowsum) * scale: rounding grows with the scale
-        assert_close(actual, wanted, dtype, scale=10.0 * max(scale, 1.0))
+    if dtype == np.float64:
+        for actual, wanted in zip(grads, expected):
+            # grad_scores = p * (grad_p - rowsum) * scale: rounding grows with the scale
+            assert_close(actual, wanted, dtype, scale=10.0 * max(scale, 1.0))
+        return
+    # In float32 the gradients reach |100| when scaled scores reach |100|, and both kernel sets
+    # then round by ~1e-3: hold the kernel to the reference's own error against float64.
+    exact = reference.attention_backward(
+        *(x.astype(np.float64) for x in (grad, q, k, v)),
+        reference.attention(*(x.astype(np.float64) for x in (q, k, v)), scale, is_causal)[1],
+        scale, is_causal)
+    for actual, wanted, truth in zip(grads, expected, exact):
+        assert actual.shape == truth.shape and actual.dtype == np.float32
+        reference_error = np.abs(wanted - truth).max()
+        assert np.abs(actual - truth).max() <= 2 * reference_error + 2e-5 * max(scale, 1.0)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
