@@ -849,16 +849,18 @@ def _attention_forward(kind, q, k, v, scale, is_causal, out, logsumexp, one_ptr,
                      one_ptr, zero_ptr)
             for r in range(last - first):  # scores -> probabilities, in place
                 row = scratch[r, :seen]  # (a row of a C array keeps _sum's SIMD layout)
+                # Keys [visible, seen) are masked: their probability is 0, and no
+                # exponential is computed for them.
                 visible = first + r + offset + 1 if is_causal else n_key
                 row_max = minus_inf
-                for j in range(seen):
-                    row_max = _max(row_max, row[j] * scale if j < visible else minus_inf)
-                for j in range(seen):
-                    e = fast_exp(row[j] * scale - row_max)
-                    row[j] = e if j < visible else zero
+                for j in range(visible):
+                    row_max = _max(row_max, row[j] * scale)
+                for j in range(visible):
+                    row[j] = fast_exp(row[j] * scale - row_max)
+                row[visible:] = zero
                 total = _sum(row)
                 inv_total = _as(q, 1.0) / total
-                for j in range(seen):
+                for j in range(visible):
                     row[j] *= inv_total
                 logsumexp[b, h, first + r] = row_max + np.log(total)
             _product(kind, probabilities, False, v[b, h, :seen], False, out[b, h, first:last],
@@ -933,18 +935,20 @@ def _attention_backward(kind, grad, q, k, v, logsumexp, scale, is_causal, grad_q
                 row = scratch[r, :seen]
                 visible = first + r + offset + 1 if is_causal else n_key
                 lse = logsumexp[b, h, first + r]
-                for j in range(seen):
-                    e = fast_exp(row[j] * scale - lse)
-                    row[j] = e if j < visible else zero
+                for j in range(visible):
+                    row[j] = fast_exp(row[j] * scale - lse)
+                row[visible:] = zero
             # grad_p = grad @ v^T, then the softmax backward in place: p * (grad_p - rowsum)
             _product(kind, grad[b, h, first:last], False, v[b, h, :seen], True, grad_scores,
                      one_ptr, zero_ptr)
             for r in range(last - first):
                 row = scratch[r, :seen]
                 grad_row = grad_scratch[r, :seen]
+                visible = first + r + offset + 1 if is_causal else n_key
                 delta = _dot(row, grad_row)
-                for j in range(seen):
+                for j in range(visible):
                     grad_row[j] = row[j] * (grad_row[j] - delta) * scale
+                grad_row[visible:] = zero
             _product(kind, probabilities, True, grad[b, h, first:last], False,
                      grad_v[b, h, :seen], one_ptr, accumulate)
             _product(kind, grad_scores, False, k[b, h, :seen], False, grad_q[b, h, first:last],
