@@ -20,7 +20,11 @@ times `--steps` steps (forward + backward + clip + AdamW, float32). Per framewor
 * tokens/s, and MFU = model FLOPs per second (nanoGPT's 6N + 12 L T C per token) over the
   float32 GEMM peak, which a separate subprocess measures (1024^3 NumPy matmul on every core);
 * peak RSS of each process (VmHWM, the high-water mark of the process's own address space;
-  ru_maxrss is also in the JSON) and the time of the first step (model build + compile + step).
+  ru_maxrss is also in the JSON) and the time of the first step (model build + compile + step);
+* page faults and kernel (sys) time per step: the allocator's cost;
+* steal %: the host-wide share of CPU time the hypervisor gave to other guests while the
+  process timed its steps (/proc/stat), median over processes. On a shared VM this is noise
+  that no method removes; a round with high steal is slower for whichever framework met it.
 
 Peers, when importable (the `bench` extra): torch eager on its fastest eager path
 (`F.scaled_dot_product_attention`, fused AdamW), the same model under `torch.compile`, and a
@@ -210,6 +214,25 @@ def peak_rss() -> dict:
     return out
 
 
+def host_cpu_ticks():
+    """The host-wide CPU time counters (first line of /proc/stat), or None where unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+
+
+def steal_percent(before, after):
+    """Share of the CPU time between two readings that the hypervisor gave to other guests
+    ("steal"): on a shared VM, the noise no benchmark method removes, so it is reported."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    return 100 * delta[7] / sum(delta) if sum(delta) > 0 else None
+
+
 def framework_info(framework: str) -> dict:
     """Versions and thread counts, read in the worker after it ran."""
     if framework.startswith("tensorlite"):
@@ -241,16 +264,19 @@ def worker_train(framework: str, config_name: str, steps: int, warmup: int, thre
         runner.step()
     seconds = []
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    ticks_before = host_cpu_ticks()
     for _ in range(steps):
         t0 = time.perf_counter()
         losses.append(runner.step())
         seconds.append(time.perf_counter() - t0)
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    steal = steal_percent(ticks_before, host_cpu_ticks())
     result = {"step_s": seconds,
               # page faults and kernel time per step: the allocator's cost, visible even on a busy machine
               "minor_faults_per_step": (usage.ru_minflt - usage_before.ru_minflt) / steps,
               "sys_ms_per_step": 1e3 * (usage.ru_stime - usage_before.ru_stime) / steps,
-              "user_ms_per_step": 1e3 * (usage.ru_utime - usage_before.ru_utime) / steps, "first_step_s": first_step, "build_s": built - started,
+              "user_ms_per_step": 1e3 * (usage.ru_utime - usage_before.ru_utime) / steps,
+              "steal_pct": steal, "first_step_s": first_step, "build_s": built - started,
               "first_loss": losses[0], "flops_per_step": getattr(runner, "flops_per_step", None),
               "info": framework_info(framework)}
     result.update(peak_rss())
@@ -328,11 +354,17 @@ def summarize(runs: list, tokens_per_step: int, flops_per_step, peak_gflops) -> 
            "first_step_s_first_process": ok[0]["first_step_s"],
            "minor_faults_per_step": statistics.median(r["minor_faults_per_step"] for r in ok),
            "sys_ms_per_step": statistics.median(r["sys_ms_per_step"] for r in ok),
+           "steal_pct": _median_or_none([r.get("steal_pct") for r in ok]),
            "first_loss": ok[0]["first_loss"], "info": ok[0]["info"], "runs": runs}
     if flops_per_step and peak_gflops:
         out["gflops"] = flops_per_step / median_s / 1e9
         out["mfu"] = out["gflops"] / peak_gflops
     return out
+
+
+def _median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def benchmark_config(name: str, frameworks: list, rounds: int, steps: int, warmup: int,
@@ -398,6 +430,10 @@ def header_lines(results: dict) -> list:
     return lines
 
 
+def _format_steal(pct) -> str:
+    return "n/a" if pct is None else f"{pct:.1f}"
+
+
 def fmt_ms(ms: float) -> str:
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}"
 
@@ -405,19 +441,20 @@ def fmt_ms(ms: float) -> str:
 def markdown_table(results: dict) -> str:
     subject = results["header"]["subject"]
     lines = [f"| config | framework | ms/step median (min-max) | {subject} / this | tokens/s | MFU | "
-             "peak RSS MB | first step s | page faults/step | sys ms/step |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "peak RSS MB | first step s | page faults/step | sys ms/step | steal % |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, entry in results["configs"].items():
         for fw, s in entry["frameworks"].items():
             if "error" in s:
-                lines.append(f"| {name} | {fw} | failed: {s['error'][:60]} | | | | | | | |")
+                lines.append(f"| {name} | {fw} | failed: {s['error'][:60]} | | | | | | | | |")
                 continue
             ratio = f"{s['ratio_subject_over_this']:.2f}" if "ratio_subject_over_this" in s else ""
             mfu = f"{100 * s['mfu']:.0f}%" if "mfu" in s else "n/a"
             lines.append(f"| {name} | {fw} | {fmt_ms(s['median_ms'])} ({fmt_ms(s['min_ms'])}-"
                          f"{fmt_ms(s['max_ms'])}) | {ratio} | {s['tokens_per_s']:,.0f} | {mfu} | "
                          f"{s['peak_rss_mb']:.0f} | {s['first_step_s']:.1f} | "
-                         f"{s['minor_faults_per_step']:.0f} | {s['sys_ms_per_step']:.1f} |")
+                         f"{s['minor_faults_per_step']:.0f} | {s['sys_ms_per_step']:.1f} | "
+                         f"{_format_steal(s.get('steal_pct'))} |")
     return "\n".join(lines)
 
 
