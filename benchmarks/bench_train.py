@@ -25,6 +25,8 @@ times `--steps` steps (forward + backward + clip + AdamW, float32). Per framewor
 * steal %: the host-wide share of CPU time the hypervisor gave to other guests while the
   process timed its steps (/proc/stat), median over processes. On a shared VM this is noise
   that no method removes; a round with high steal is slower for whichever framework met it.
+  Only a core that wants to run can be stolen from, so a framework whose threads keep both
+  cores busy (tensorlite's workers spin between launches) meets more of it.
 
 Peers, when importable (the `bench` extra): torch eager on its fastest eager path
 (`F.scaled_dot_product_attention`, fused AdamW), the same model under `torch.compile`, and a
