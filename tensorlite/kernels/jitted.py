@@ -984,20 +984,18 @@ def _attention_backward(kind, grad, q, k, v, logsumexp, scale, is_causal, grad_q
             grad_scores = grad_scratch[:last - first, :seen]
             _product(kind, q[b, h, first:last], False, k[b, h, :seen], True, probabilities,
                      one_ptr, zero_ptr)
+            _product(kind, grad[b, h, first:last], False, v[b, h, :seen], True, grad_scores,
+                     one_ptr, zero_ptr)  # grad_p = grad @ v^T
+            # Per row, in place: the probabilities rebuilt from the saved logsumexp, then the
+            # softmax backward p * (grad_p - rowsum(p * grad_p)) * scale.
             for r in range(last - first):
                 row = scratch[r, :seen]
+                grad_row = grad_scratch[r, :seen]
                 visible = first + r + offset + 1 if is_causal else n_key
                 lse = logsumexp[b, h, first + r]
                 for j in range(visible):
                     row[j] = fast_exp(row[j] * scale - lse)
                 row[visible:] = zero
-            # grad_p = grad @ v^T, then the softmax backward in place: p * (grad_p - rowsum)
-            _product(kind, grad[b, h, first:last], False, v[b, h, :seen], True, grad_scores,
-                     one_ptr, zero_ptr)
-            for r in range(last - first):
-                row = scratch[r, :seen]
-                grad_row = grad_scratch[r, :seen]
-                visible = first + r + offset + 1 if is_causal else n_key
                 delta = _dot(row, grad_row)
                 for j in range(visible):
                     grad_row[j] = row[j] * (grad_row[j] - delta) * scale
