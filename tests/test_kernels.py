@@ -212,6 +212,34 @@ def test_linear_blocks_and_bias_on_the_parallel_path(dtype, shape):
         assert_close(fast, slow, dtype, scale=max(n_rows, n_out))
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("x_layout,weight_layout", [("contiguous", "contiguous"),
+                                                    ("transposed", "transposed"),
+                                                    ("strided", "contiguous")])
+def test_linear_backward_row_blocks(dtype, blocks, x_layout, weight_layout, monkeypatch):
+    """linear_backward cuts the rows into one block per thread (uneven blocks here, with x
+    and weight in the layouts BLAS reads in place or through a copy): each block's grad_x
+    rows, and the partial grad_weight and bias gradients summed over the blocks, must
+    equal the reference. More blocks than threads still run, a few per thread."""
+    monkeypatch.setattr(jitted.numba, "get_num_threads", lambda: blocks)
+    n_rows = blocks * jitted.LINEAR_BACKWARD_MIN_BLOCK_ROWS + 37
+    rng = np.random.default_rng(blocks)
+    x = make_array(rng, (n_rows, 24), dtype, x_layout)
+    weight = make_array(rng, (40, 24), dtype, weight_layout)
+    grad = make_array(rng, (n_rows, 40), dtype, "contiguous")
+    plans = []
+    plan = jitted._linear_backward_plan
+    monkeypatch.setattr(jitted, "_linear_backward_plan",
+                        lambda *args: plans.append(plan(*args)) or plans[-1])
+    for fast, slow in zip(jitted.linear_backward(grad, x, weight),
+                          reference.linear_backward(grad, x, weight)):
+        assert_close(fast, slow, dtype, scale=n_rows)
+    tasks, bias_rows = plans[0]
+    assert len(tasks) == 2 * blocks  # a grad_x and a grad_weight task per block
+    assert bias_rows[::2, 1].tolist() == [round((i + 1) * n_rows / blocks) for i in range(blocks)]
+
+
 # ----------------------------------------------------------------------------
 # softmax and log-softmax
 

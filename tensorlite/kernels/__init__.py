@@ -19,8 +19,8 @@ the on-disk cache (``NUMBA_CACHE_DIR``), and so a run resumed from a checkpoint 
 exactly. Not promised: equal bytes across kernel sets (the sets agree to rounding,
 tests/test_kernel_sets.py), across machines or library versions (another CPU, BLAS or
 LLVM may round differently), or across thread counts, where a few reductions split
-work by thread (layer_norm_backward's weight and bias gradients, linear_backward's bias
-gradient; matrix products are handed to BLAS in blocks per thread).
+work by thread (layer_norm_backward's and linear_backward's weight and bias gradients;
+matrix products are handed to BLAS in blocks per thread).
 tests/test_kernel_reproducibility.py checks this.
 
 Threading policy: one thread pool at a time

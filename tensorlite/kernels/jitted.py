@@ -615,16 +615,15 @@ def matmul_backward(grad, a, b):
 # Forward: the rows of x are cut into one block per thread; each thread runs BLAS on
 # its block (x_block @ weight^T, the transpose being BLAS's 't' flag) and adds the bias
 # to the block of output it just wrote, while that block is still in cache.
-# Backward: grad @ weight and grad^T @ x run as one parallel launch of gemm calls (grad^T
-# is a 't' flag too: nothing is copied). The two products take different times (grad^T @ x,
-# with its long inner dimension, 8-18% longer single-threaded), so giving each its own
-# thread left the faster one idle: at GPT-mini's shapes a backward took 13-16% longer than
-# half the two products' single-threaded time. So each product is cut into one block per
-# thread and each thread runs one block of each (GPT-mini's four backward shapes 3-7%
-# faster; at 768 rows no different). The bias gradient rides along: a task computing rows
-# of grad @ weight also sums those rows of grad, while they are in cache, into its own
-# partial sum, and the partials are added in task order.
-
+# Backward: the rows of grad and x are cut into blocks, one per thread (fewer when there are
+# few rows), and a block's thread computes everything that block contributes: its rows of
+# grad_x = grad @ weight, a partial grad_weight = grad_block^T @ x_block, and a partial bias
+# gradient (the block's rows of grad summed while they are in cache). The partials are then
+# added in block order. So a thread reads only its own rows of grad and x -- the rows the
+# forward pass and the row-wise kernels gave it too -- instead of every thread reading all
+# of grad, as splitting grad_weight's rows among the threads did (shakespeare-cpu's
+# linear_backward 3-8% faster in step-by-step alternation; the price is one n x k partial
+# per extra thread and its sum).
 @njit(parallel=True, **_OPTS)
 def _gemm_tasks_bias_parallel(tasks, bases, kind, alpha, beta, bias, out):
     row_bytes = out.shape[1] * out.itemsize
@@ -665,33 +664,57 @@ def linear(x, weight, bias):
 
 
 @njit(parallel=True, **_OPTS)
-def _linear_backward_tasks(tasks, bases, kind, alpha, beta, grad, bias_rows, partial_bias,
-                           grad_bias):
+def _linear_backward_blocks(tasks, bases, kind, alpha, beta, grad, bias_rows, partial_bias,
+                            grad_weight, partial_weight, grad_bias):
     for t in prange(tasks.shape[0]):
         _run_gemm_task(tasks, t, bases, kind, alpha, beta)
         partial = partial_bias[t]
         partial[:] = 0
-        for r in range(bias_rows[t, 0], bias_rows[t, 1]):  # none for grad^T @ x blocks
+        for r in range(bias_rows[t, 0], bias_rows[t, 1]):  # none for grad_weight tasks
             row = grad[r]
             for j in range(row.shape[0]):
                 partial[j] += row[j]
+    # Block 0 wrote its grad_weight straight into grad_weight, blocks 1.. into partial_weight.
+    for i in prange(grad_weight.shape[0]):
+        row = grad_weight[i]
+        for block in range(partial_weight.shape[0]):
+            extra = partial_weight[block, i]
+            for j in range(row.shape[0]):
+                row[j] += extra[j]
     grad_bias[:] = 0
     for t in range(tasks.shape[0]):
         grad_bias += partial_bias[t]
 
 
-def _interleave(tasks_x, tasks_w):
-    """linear_backward's two task tables as one, in the order x0 w0 x1 w1 ..., so that each
-    thread's static, contiguous share of the loop holds a block of each product; and for
-    each task the rows of grad whose bias sum it adds: the rows of its block of grad_x
-    (blocks of rows, in order), none for the blocks of grad_weight."""
-    order = [(table, i) for i in range(max(len(tasks_x), len(tasks_w)))
-             for table in (tasks_x, tasks_w) if i < len(table)]
-    tasks = np.stack([table[i] for table, i in order])
+# A row block of linear_backward has at least this many rows: below it, a partial
+# grad_weight (n x k) and its sum cost more than the rows it spares a thread.
+LINEAR_BACKWARD_MIN_BLOCK_ROWS = 64
+
+
+@lru_cache(maxsize=256)
+def _linear_backward_plan(m, n, k, blocks, itemsize, x_trans, ldx, x_row_step, weight_trans,
+                          ldw):
+    """Task table for linear_backward over `blocks` row blocks, in the order x0 w0 x1 w1 ...
+    (so each thread's static, contiguous share of the loop holds both tasks of a block), and
+    for each task the rows of grad whose bias sum it adds (its block's, for the grad_x task).
+
+    Operand sets: 0 = (grad, weight, grad_x), 1 = (grad, x, grad_weight) for block 0,
+    2 = (grad, x, partial_weight) for the other blocks (one n x k slot each)."""
+    bounds = [round(i * m / blocks) for i in range(blocks + 1)]
+    tasks = np.empty((2 * blocks, _TASK_WIDTH), dtype=np.int64)
+    bias_rows = np.zeros((2 * blocks, 2), dtype=np.int64)
+    for block in range(blocks):
+        start, stop = bounds[block], bounds[block + 1]
+        grad_rows = start * n * itemsize  # grad is C-contiguous
+        # grad_x[start:stop] = grad[start:stop] @ weight
+        tasks[2 * block] = (0, _NO_TRANS, weight_trans, stop - start, k, n, grad_rows, n,
+                            0, ldw, start * k * itemsize, k)
+        bias_rows[2 * block] = (start, stop)
+        # grad_weight (or its partial) = grad[start:stop]^T @ x[start:stop]
+        tasks[2 * block + 1] = (1 if block == 0 else 2, _TRANS, x_trans, n, k, stop - start,
+                                grad_rows, n, start * x_row_step,
+                                ldx, 0 if block == 0 else (block - 1) * n * k * itemsize, k)
     tasks.flags.writeable = False
-    starts = np.concatenate([[0], np.cumsum(tasks_x[:, _T_M])])
-    bias_rows = np.array([(starts[i], starts[i + 1]) if table is tasks_x else (0, 0)
-                          for table, i in order], dtype=np.int64)
     bias_rows.flags.writeable = False
     return tasks, bias_rows
 
@@ -704,23 +727,22 @@ def linear_backward(grad, x, weight):
     (m, k), n = x.shape, weight.shape[0]
     if m * n * k < SMALL_MATMUL or m * n * k == 0:
         return reference.linear_backward(grad, x, weight)
-    grad = np.ascontiguousarray(grad)  # the bias sum reads its rows
+    grad = np.ascontiguousarray(grad)  # the blocks and the bias sum read its rows
+    x, x_trans, ldx = _blas_operand(x)
+    weight, weight_trans, ldw = _blas_operand(weight)
+    blocks = max(1, min(numba.get_num_threads(), m // LINEAR_BACKWARD_MIN_BLOCK_ROWS))
+    tasks, bias_rows = _linear_backward_plan(m, n, k, blocks, x.itemsize, x_trans, ldx,
+                                             x.strides[0], weight_trans, ldw)
     grad_x = np.empty((m, k), dtype=x.dtype)
     grad_weight = np.empty((n, k), dtype=x.dtype)
-    threads = numba.get_num_threads()
-    tasks_x, bases_x, keep_x = _gemm(grad, weight, grad_x, threads, 0)
-    tasks_w, bases_w, keep_w = _gemm(grad.T, x, grad_weight, threads, 1)
-    if threads > 1 and m < k:
-        # grad_x wider than tall is cut by columns: every block reads all of grad, so no
-        # block owns rows to sum; a plain column sum then.
-        _run_gemms(_combined(_interleave, tasks_x, tasks_w)[0], [bases_x, bases_w], x.dtype,
-                   parallel=True)
-        return grad_x, grad_weight, grad.sum(axis=0)
-    tasks, bias_rows = _combined(_interleave, tasks_x, tasks_w)
+    partial_weight = np.empty((blocks - 1, n, k), dtype=x.dtype)
     partial_bias = np.empty((len(tasks), n), dtype=x.dtype)
     grad_bias = np.empty(n, dtype=x.dtype)
-    _linear_backward_tasks(tasks, np.array([bases_x, bases_w], np.int64),
-                           *_blas_constants(x.dtype), grad, bias_rows, partial_bias, grad_bias)
+    bases = np.array([(grad.ctypes.data, weight.ctypes.data, grad_x.ctypes.data),
+                      (grad.ctypes.data, x.ctypes.data, grad_weight.ctypes.data),
+                      (grad.ctypes.data, x.ctypes.data, partial_weight.ctypes.data)], np.int64)
+    _linear_backward_blocks(tasks, bases, *_blas_constants(x.dtype), grad, bias_rows,
+                            partial_bias, grad_weight, partial_weight, grad_bias)
     return grad_x, grad_weight, grad_bias
 
 
