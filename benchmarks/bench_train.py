@@ -77,8 +77,10 @@ ALLOCATOR_ARMS = {"tensorlite-glibc-malloc": "tensorlite", "tensorlite-allocator
 # ---------------------------------------------------------------------------------------------
 
 def cpu_info() -> dict:
-    """CPU model name and family from /proc/cpuinfo (family 25 = AMD Zen 3/4, 26 = Zen 5)."""
-    info = {"model": platform.processor() or platform.machine(), "family": None, "flags_avx512f": None}
+    """CPU model name, family and model number from /proc/cpuinfo. AMD family 25 is Zen 3 or
+    Zen 4 depending on the model (1 = Milan, Zen 3; 17 = Genoa, Zen 4); family 26 is Zen 5."""
+    info = {"model": platform.processor() or platform.machine(), "family": None,
+            "model_number": None, "flags_avx512f": None}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -88,6 +90,8 @@ def cpu_info() -> dict:
                     info["model"] = value
                 elif key == "cpu family":
                     info["family"] = int(value)
+                elif key == "model":
+                    info["model_number"] = int(value)
                 elif key == "flags":
                     info["flags_avx512f"] = "avx512f" in value.split()
                     break  # the first processor's block is enough
@@ -422,7 +426,8 @@ def header_lines(results: dict) -> list:
     h = results["header"]
     cpu = h["cpu"]
     lines = [f"# bench_train {h['date']}, {h['method']}",
-             f"# CPU: {cpu['model']}, family {cpu['family']}, {h['cpu_count']} logical cores, "
+             f"# CPU: {cpu['model']}, family {cpu['family']} model {cpu.get('model_number')}, "
+             f"{h['cpu_count']} logical cores, "
              f"avx512f={cpu['flags_avx512f']}",
              f"# tensorlite BLAS/kernels: {h['runtime']}",
              f"# float32 GEMM peak (1024^3, separate process, best of "

@@ -622,8 +622,9 @@ def matmul_backward(grad, a, b):
 # added in block order. So a thread reads only its own rows of grad and x -- the rows the
 # forward pass and the row-wise kernels gave it too -- instead of every thread reading all
 # of grad, as splitting grad_weight's rows among the threads did (shakespeare-cpu's
-# linear_backward 3-8% faster in step-by-step alternation; the price is one n x k partial
-# per extra thread and its sum).
+# linear_backward 0-3% faster in step-by-step alternation, gpt-mini's unchanged; the price
+# is one n x k partial per extra thread and its sum).
+
 @njit(parallel=True, **_OPTS)
 def _gemm_tasks_bias_parallel(tasks, bases, kind, alpha, beta, bias, out):
     row_bytes = out.shape[1] * out.itemsize
