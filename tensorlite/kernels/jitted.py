@@ -495,27 +495,21 @@ def _gemm(a, b, out, pieces, operand_set=0):
     return tasks, (a.ctypes.data, b.ctypes.data, out.ctypes.data), (a, b)
 
 
-_combined_cache = {}
+_concatenated_cache = {}
 
 
-def _combined(combine, first, second):
-    """combine(first, second) for two task tables, cached: the tables come from
-    _gemm_plan's cache, so the same pair recurs every step."""
-    key = (combine, id(first), id(second))
-    hit = _combined_cache.get(key)
+def _concatenated(first, second):
+    """One task table running two products in the same parallel launch (cached: the
+    tables come from _gemm_plan's cache, so the same pair recurs every step)."""
+    key = (id(first), id(second))
+    hit = _concatenated_cache.get(key)
     if hit is not None and hit[0] is first and hit[1] is second:
         return hit[2]
-    result = combine(first, second)
-    if len(_combined_cache) > 256:
-        _combined_cache.clear()
-    _combined_cache[key] = (first, second, result)  # holding them keeps the ids valid
-    return result
-
-
-def _concatenate(first, second):
-    """One task table running two products in the same parallel launch."""
     tasks = np.concatenate([first, second])
     tasks.flags.writeable = False
+    if len(_concatenated_cache) > 256:
+        _concatenated_cache.clear()
+    _concatenated_cache[key] = (first, second, tasks)  # holding them keeps the ids valid
     return tasks
 
 
@@ -603,7 +597,7 @@ def matmul_backward(grad, a, b):
     pieces = _pieces(2 * n_items, threads)
     tasks_a, bases_a, keep_a = _gemm(grad, np.swapaxes(b, -1, -2), grad_a, pieces, 0)
     tasks_b, bases_b, keep_b = _gemm(np.swapaxes(a, -1, -2), grad, grad_b, pieces, 1)
-    _run_gemms(_combined(_concatenate, tasks_a, tasks_b), [bases_a, bases_b], a.dtype,
+    _run_gemms(_concatenated(tasks_a, tasks_b), [bases_a, bases_b], a.dtype,
                parallel=threads > 1)
     return grad_a, grad_b
 
