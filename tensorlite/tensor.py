@@ -35,6 +35,7 @@ import collections
 import contextlib
 import functools
 import itertools
+import threading
 import time
 import weakref
 
@@ -48,22 +49,31 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------
-# Global switches: grad mode, anomaly mode, and the random generator used by init and dropout.
+# Switches: grad mode (per thread), anomaly mode, and the generator used by init and dropout.
 # --------------------------------------------------------------------------------------------
 
 class _State:
-    grad_enabled = True
     anomaly_enabled = False
     generator = np.random.default_rng()
     profiler = None  # a tensorlite.profiler.Profiler while one is active
+
+
+class _ThreadState(threading.local):
+    """The switches each thread has its own copy of, as in PyTorch: `no_grad` in one thread
+    does not stop another thread recording its graph, and a backward pass (which turns
+    recording off unless create_graph) does not hide the graph another thread is building."""
+    grad_enabled = True
     # The op whose backward is being recorded by a create_graph pass (None otherwise): while it is
     # set, turning a graph-carrying Tensor into an array would silently drop second derivatives.
     recording_backward_of = None
 
 
+_thread_state = _ThreadState()
+
+
 def is_grad_enabled() -> bool:
-    """True unless inside `no_grad()`."""
-    return _State.grad_enabled
+    """True unless this thread is inside `no_grad()`."""
+    return _thread_state.grad_enabled
 
 
 class _GradMode(contextlib.ContextDecorator):
@@ -71,16 +81,17 @@ class _GradMode(contextlib.ContextDecorator):
         self.enabled = enabled
 
     def __enter__(self):
-        self.previous = _State.grad_enabled
-        _State.grad_enabled = self.enabled
+        self.previous = _thread_state.grad_enabled
+        _thread_state.grad_enabled = self.enabled
 
     def __exit__(self, *exc_info):
-        _State.grad_enabled = self.previous
+        _thread_state.grad_enabled = self.previous
         return False
 
 
 def no_grad():
-    """Context manager (or decorator) in which operations record no graph."""
+    """Context manager (or decorator) in which operations record no graph. Like PyTorch's, it
+    holds for the thread that enters it; other threads keep their own mode."""
     return _GradMode(False)
 
 
@@ -188,7 +199,7 @@ class Function:
         else:
             data = _observed_forward(op, tensors, params)
         needs_input_grad = tuple([t.requires_grad for t in tensors])
-        requires_grad = _State.grad_enabled and any(needs_input_grad)
+        requires_grad = _thread_state.grad_enabled and any(needs_input_grad)
         out = Tensor._make(data, requires_grad)
         if cls.is_view:
             out._version_counter = tensors[0]._version_counter
@@ -480,9 +491,10 @@ class Tensor:
         return Cast.apply(self, dtype=np.dtype(dtype))
 
     def __array__(self, dtype=None, copy=None):
-        if _State.recording_backward_of is not None and self.requires_grad:
+        recording = _thread_state.recording_backward_of
+        if recording is not None and self.requires_grad:
             raise RuntimeError(
-                f"op '{_State.recording_backward_of.name}' cannot be differentiated twice: its "
+                f"op '{recording.name}' cannot be differentiated twice: its "
                 f"backward turns a Tensor into a NumPy array, which would drop the second "
                 f"derivative (write it with Tensor operations or Op.run)")
         if dtype is not None and dtype != self.data.dtype:
@@ -743,12 +755,12 @@ def _op_backward(op, grad, create_graph):
         input_grads = op.backward(grad)
     else:
         op._saved_for_graph = _saved_as_tensors(op) if op.saved_arrays else ()
-        previous, _State.recording_backward_of = _State.recording_backward_of, op
+        previous, _thread_state.recording_backward_of = _thread_state.recording_backward_of, op
         try:
             input_grads = op.backward(grad)
         finally:
             op._saved_for_graph = None
-            _State.recording_backward_of = previous
+            _thread_state.recording_backward_of = previous
         for position, input_grad in enumerate(input_grads):
             if isinstance(input_grad, np.ndarray):
                 raise RuntimeError(f"op '{op.name}' cannot be differentiated twice: its backward "

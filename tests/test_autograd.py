@@ -3,6 +3,7 @@ retain_graph, no_grad, dtypes, error messages, anomaly detection, DOT export,
 and custom ops defined with tl.Function."""
 
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -134,6 +135,54 @@ def test_no_grad_records_no_graph_and_restores_the_mode():
         with tl.no_grad():
             raise ValueError("boom")
     assert tl.is_grad_enabled()  # restored even when the block raises
+
+
+def test_grad_mode_is_per_thread():
+    """no_grad, and the recording switch-off inside a backward pass, belong to the thread
+    that made them: another thread building a graph at that moment still records it."""
+    x = tl.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    inside, release = threading.Event(), threading.Event()
+    seen = {}
+
+    def in_no_grad():
+        with tl.no_grad():
+            seen["other thread"] = tl.is_grad_enabled()
+            inside.set()
+            release.wait(10)
+
+    other = threading.Thread(target=in_no_grad)
+    other.start()
+    assert inside.wait(10)
+    y = (x * 3.0).sum()  # built while the other thread sits inside no_grad
+    release.set()
+    other.join()
+    assert seen["other thread"] is False
+    assert tl.is_grad_enabled() and y.requires_grad
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+
+    # A backward pass in one thread while another builds and differentiates its own graph.
+    in_backward, resume = threading.Event(), threading.Event()
+
+    def hook(grad):
+        in_backward.set()  # this thread's backward is running: recording is off here
+        resume.wait(10)
+        return grad
+
+    a = tl.Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    b = (a * a)
+    b.register_hook(hook)
+    worker = threading.Thread(target=lambda: b.sum().backward())
+    worker.start()
+    assert in_backward.wait(10)
+    z = tl.Tensor(np.array([0.5]), requires_grad=True)
+    w = (z * z).sum()
+    resume.set()
+    worker.join()
+    assert w.requires_grad
+    w.backward()
+    np.testing.assert_array_equal(z.grad, [1.0])
+    np.testing.assert_array_equal(a.grad, [2.0, -4.0])
 
 
 def test_detach_cuts_the_graph():
