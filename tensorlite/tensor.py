@@ -80,6 +80,11 @@ class _GradMode(contextlib.ContextDecorator):
     def __init__(self, enabled: bool):
         self.enabled = enabled
 
+    def _recreate_cm(self):
+        # Used as a decorator: a fresh object per call, so that calls running at once (in
+        # threads, or nested) each restore their own previous mode.
+        return type(self)(self.enabled)
+
     def __enter__(self):
         self.previous = _thread_state.grad_enabled
         _thread_state.grad_enabled = self.enabled

@@ -185,6 +185,34 @@ def test_grad_mode_is_per_thread():
     np.testing.assert_array_equal(a.grad, [2.0, -4.0])
 
 
+def test_grad_mode_decorator_restores_each_callers_mode():
+    """One decorated function running in two threads at once: each call puts back the mode
+    its own thread had (the decorator must not share one saved mode between calls)."""
+    entered, leave = threading.Event(), threading.Event()
+    after = {}
+
+    @tl.enable_grad()
+    def recording(wait):
+        if wait:
+            entered.set()
+            leave.wait(10)
+        return tl.is_grad_enabled()
+
+    def in_no_grad():
+        with tl.no_grad():
+            after["inside call"] = recording(True)
+            after["after call"] = tl.is_grad_enabled()
+
+    other = threading.Thread(target=in_no_grad)
+    other.start()
+    assert entered.wait(10)
+    assert recording(False)  # this thread's call starts and ends while the other is inside
+    leave.set()
+    other.join()
+    assert after == {"inside call": True, "after call": False}
+    assert tl.is_grad_enabled()
+
+
 def test_detach_cuts_the_graph():
     x = tl.Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
     constant = x.detach()
