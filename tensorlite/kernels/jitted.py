@@ -856,19 +856,18 @@ def log_softmax_backward(y, grad_y):
 # (Tq, Tk) attention matrix of that head in a small scratch array that stays in cache:
 # forward is one BLAS product (q @ k^T), the scaled, masked softmax row by row in place,
 # and a second product straight into the output. Backward
-# rebuilds the probabilities from the saved logsumexp and runs its four products and the
-# softmax backward the same way. The (batch, head) item owns its rows of every output,
+# rebuilds the probabilities from the saved logsumexp (q @ k^T again) and runs its other
+# four products and the softmax backward the same way. The (batch, head) item owns its rows of every output,
 # so no two threads write the same place, and nothing of size (B, nh, Tq, Tk) is ever
 # allocated. BLAS reads q, k and v in place through their row strides, so the heads of
 # a packed q/k/v projection need no copy. The products themselves are left to BLAS
 # because at these sizes (64 x 64 x 32) a loop written here, without SIMD intrinsics,
 # runs 2-4x slower than its kernels.
 #
-# The causal mask is never built: query row i sees keys j < visible = i + Tk - Tq + 1,
-# and a select on j < visible replaces the masked scores by -inf before the max and by
-# 0 after the exponential. Every row loops over all Tk keys rather than just its visible
-# ones: the same trip count in every row lets LLVM run the whole loop in SIMD
-# registers, which is faster than half the work done one element at a time.
+# The causal mask is never built: query row i sees keys j < visible = i + Tk - Tq + 1.
+# The max, exponential and scaling loops stop at `visible` and the rest of the row is set
+# to 0, so no exponential is computed for a masked key, and the row's sum and dot
+# products, which run over the whole row, add zeros there.
 
 @njit(**_OPTS)
 def _product(kind, a, transpose_a, b, transpose_b, c, one_ptr, beta_ptr):
