@@ -35,6 +35,7 @@ import collections
 import contextlib
 import functools
 import itertools
+import operator
 import threading
 import time
 import weakref
@@ -200,19 +201,19 @@ class Function:
         op = cls()
         tensors = _as_tensors(inputs)
         if _State.profiler is None and not _State.anomaly_enabled:
-            data = op.forward(*[t.data for t in tensors], **params)
+            data = op.forward(*[t._data for t in tensors], **params)
         else:
             data = _observed_forward(op, tensors, params)
-        needs_input_grad = tuple([t.requires_grad for t in tensors])
+        needs_input_grad = tuple([t._requires_grad for t in tensors])
         requires_grad = _thread_state.grad_enabled and any(needs_input_grad)
         out = Tensor._make(data, requires_grad)
         if cls.is_view:
             out._version_counter = tensors[0]._version_counter
         if requires_grad:
             # Where each input's gradient goes: the op that made it, the leaf itself, or nowhere.
-            op.parents = tuple([(t._ctx if t._ctx is not None else t) if t.requires_grad else None
+            op.parents = tuple([(t._ctx if t._ctx is not None else t) if t._requires_grad else None
                                 for t in tensors])
-            op.input_shapes = tuple([t.data.shape for t in tensors])
+            op.input_shapes = tuple([t._data.shape for t in tensors])
             op.needs_input_grad = needs_input_grad
             if op.saved_arrays:
                 _record_saved_sources(op, tensors, out)
@@ -251,7 +252,7 @@ def _record_saved_sources(op, tensors, out):
     for array in op.saved_arrays:
         source = None
         for i, t in enumerate(tensors):
-            if t.data is array:
+            if t._data is array:
                 if i not in sources:
                     source = i
                     break
@@ -259,7 +260,7 @@ def _record_saved_sources(op, tensors, out):
                     source = i
         if source is not None:
             counter = tensors[source]._version_counter
-        elif array is out.data:
+        elif array is out._data:
             source, counter = _OUTPUT, out._version_counter
         else:
             raise TypeError(f"{op.name}.forward saved an array that is neither one of its inputs "
@@ -321,7 +322,7 @@ def _observed_forward(op, tensors, params):
     """`op.forward` under the profiler (timed) and/or detect_anomaly (checked): kept out of
     `apply`, whose usual path is then a single test."""
     started = time.perf_counter()
-    data = op.forward(*[t.data for t in tensors], **params)
+    data = op.forward(*[t._data for t in tensors], **params)
     if _State.profiler is not None:
         _State.profiler.record(op.name, "forward", time.perf_counter() - started)
     if _State.anomaly_enabled:
@@ -335,7 +336,7 @@ def _observed_forward(op, tensors, params):
 
 def _non_finite(value):
     """'nan' or 'inf' if the floating array (or Tensor) holds such values, else None."""
-    array = value.data if isinstance(value, Tensor) else value
+    array = value._data if isinstance(value, Tensor) else value
     if isinstance(array, IndexedGrad):
         array = array.values
     if array is None or np.asarray(array).dtype.kind != "f" or np.all(np.isfinite(array)):
@@ -346,7 +347,7 @@ def _non_finite(value):
 def _check_forward_finite(op, result, tensors):
     """Blame a leaf that already holds nan/inf, or else the op that produced them."""
     for position, t in enumerate(tensors):
-        if t._ctx is None and t.requires_grad:
+        if t._ctx is None and t._requires_grad:
             what = _non_finite(t)
             if what is not None:
                 name = f" '{t.name}'" if t.name else ""
@@ -399,11 +400,19 @@ def unbroadcast(grad, shape: tuple):
 # Tensor
 # --------------------------------------------------------------------------------------------
 
+def _check_can_require_grad(array):
+    """Raise unless `array` is floating point: a gradient is defined for floats only (an
+    integer or boolean tensor holds indices and masks), as in PyTorch."""
+    if array.dtype.kind != "f":
+        raise TypeError(f"only floating point tensors can require gradients "
+                        f"(got dtype {array.dtype})")
+
+
 def _to_array(data, dtype=None) -> np.ndarray:
     """Lists and Python numbers of floats become float32; an existing float64 array stays
     float64. Half precision is refused rather than silently widened (see `Tensor`)."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data._data
     array = np.asarray(data, dtype=dtype)
     if array.dtype.kind == "f" and array.dtype not in (np.float32, np.float64):
         raise TypeError(f"tensorlite computes in float32 or float64, not {array.dtype}: convert "
@@ -422,17 +431,18 @@ class Tensor:
     tensors hold indices and masks. float16 is refused with an error saying how to convert,
     because NumPy's float16 arithmetic loses accuracy and is slow on a CPU."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "_version_counter", "_hooks",
+    # `data` and `requires_grad` are properties over the slots `_data` and `_requires_grad`, so
+    # that assigning them is checked; the engine reads and writes the slots directly.
+    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "name", "_version_counter", "_hooks",
                  "_grad_tensor", "__weakref__")
     # Make `ndarray + Tensor` call Tensor.__radd__ instead of NumPy broadcasting over a Tensor.
     __array_priority__ = 1000
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        self.data = _to_array(data, dtype)
-        if requires_grad and self.data.dtype.kind != "f":
-            raise TypeError(f"only floating point tensors can require gradients "
-                            f"(got dtype {self.data.dtype})")
-        self.requires_grad = bool(requires_grad)
+        self._data = _to_array(data, dtype)
+        if requires_grad:
+            _check_can_require_grad(self._data)
+        self._requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
         self.name = None
@@ -444,8 +454,8 @@ class Tensor:
     def _make(cls, data: np.ndarray, requires_grad: bool) -> "Tensor":
         """Fast internal constructor: `data` is already a suitable array."""
         t = object.__new__(Tensor)
-        t.data = data
-        t.requires_grad = requires_grad
+        t._data = data
+        t._requires_grad = requires_grad
         t.grad = None
         t._ctx = None
         t.name = None
@@ -455,10 +465,39 @@ class Tensor:
         return t
 
     # ---- plain properties -------------------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: self.data.size)
+    def _set_data(self, value):
+        if isinstance(value, Tensor):
+            value = value._data
+        elif not isinstance(value, np.ndarray):
+            value = np.asarray(value)
+        try:
+            old_shape = self._data.shape
+        except AttributeError:  # an instance being restored by copy or pickle
+            old_shape = value.shape
+        if value.shape != old_shape:
+            # The graph and every gradient are shaped like the old data: a gradient computed
+            # later would not fit the tensor. (A dtype change is fine: Module.to relies on it.)
+            raise ValueError(f"Tensor.data: cannot assign data of shape {value.shape} to a "
+                             f"tensor of shape {old_shape}; only the dtype may change. Make a "
+                             f"new Tensor (or Parameter) of the new shape instead.")
+        self._data = value
+
+    def _set_requires_grad(self, requires_grad):
+        if requires_grad:
+            _check_can_require_grad(self._data)
+        self._requires_grad = bool(requires_grad)
+
+    # attrgetter: reading the property costs one C call, not a Python frame
+    data = property(operator.attrgetter("_data"), _set_data,
+                    doc="The tensor's values, an np.ndarray. Assigning it may change the dtype, "
+                        "not the shape.")
+    requires_grad = property(operator.attrgetter("_requires_grad"), _set_requires_grad,
+                             doc="Whether backward computes a gradient for this tensor (floating "
+                                 "point tensors only).")
+    shape = property(lambda self: self._data.shape)
+    dtype = property(lambda self: self._data.dtype)
+    ndim = property(lambda self: self._data.ndim)
+    size = property(lambda self: self._data.size)
     is_leaf = property(lambda self: self._ctx is None)
     _version = property(lambda self: self._version_counter[0],
                         doc="How many in-place operations changed this tensor (or a view of it).")
@@ -473,22 +512,19 @@ class Tensor:
         return self._grad_tensor[0]
 
     def numpy(self) -> np.ndarray:
-        return self.data
+        return self._data
 
     def item(self):
-        return self.data.item()
+        return self._data.item()
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's data (and version counter), cut off from the graph."""
-        t = Tensor._make(self.data, False)
+        t = Tensor._make(self._data, False)
         t._version_counter = self._version_counter
         return t
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        if requires_grad and self.data.dtype.kind != "f":
-            raise TypeError(f"only floating point tensors can require gradients "
-                            f"(got dtype {self.data.dtype})")
-        self.requires_grad = requires_grad
+        self._set_requires_grad(requires_grad)
         return self
 
     def astype(self, dtype) -> "Tensor":
@@ -497,26 +533,26 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         recording = _thread_state.recording_backward_of
-        if recording is not None and self.requires_grad:
+        if recording is not None and self._requires_grad:
             raise RuntimeError(
                 f"op '{recording.name}' cannot be differentiated twice: its "
                 f"backward turns a Tensor into a NumPy array, which would drop the second "
                 f"derivative (write it with Tensor operations or Op.run)")
-        if dtype is not None and dtype != self.data.dtype:
-            return self.data.astype(dtype)
-        return self.data.copy() if copy else self.data
+        if dtype is not None and dtype != self._data.dtype:
+            return self._data.astype(dtype)
+        return self._data.copy() if copy else self._data
 
     def __len__(self):
-        return len(self.data)
+        return len(self._data)
 
     def __bool__(self):
-        return bool(self.data)
+        return bool(self._data)
 
     def __float__(self):
-        return float(self.data)
+        return float(self._data)
 
     def __int__(self):
-        return int(self.data)
+        return int(self._data)
 
     __hash__ = object.__hash__  # identity: `==` is elementwise, like NumPy
 
@@ -524,16 +560,16 @@ class Tensor:
         grad_info = ""
         if self._ctx is not None:
             grad_info = f", grad_fn={self._ctx.name}"
-        elif self.requires_grad:
+        elif self._requires_grad:
             grad_info = ", requires_grad=True"
-        body = np.array2string(self.data, separator=", ", prefix="tensor(")
-        return f"tensor({body}, dtype={self.data.dtype}{grad_info})"
+        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self._data.dtype}{grad_info})"
 
     # ---- hooks ------------------------------------------------------------------------------
     def register_hook(self, hook) -> "RemovableHandle":
         """Call `hook(grad)` with this tensor's gradient (a Tensor) whenever one is computed;
         a hook that returns a value replaces the gradient. Returns a handle with `remove()`."""
-        if not self.requires_grad:
+        if not self._requires_grad:
             raise RuntimeError("register_hook: cannot register a hook on a tensor that does not "
                                "require grad")
         if self._ctx is None:
@@ -558,7 +594,7 @@ class Tensor:
         def keep_gradient(grad):
             tensor = target()
             if tensor is not None:
-                value = np.array(grad.data, dtype=tensor.data.dtype)
+                value = np.array(grad._data, dtype=tensor._data.dtype)
                 tensor.grad = value if tensor.grad is None else tensor.grad + value
 
         self.register_hook(keep_gradient)
@@ -573,7 +609,7 @@ class Tensor:
         error. With `create_graph=True` the backward pass is itself recorded: each leaf's
         gradient is then also `leaf.grad_tensor`, a Tensor that can be differentiated again.
         `retain_graph` defaults to `create_graph`, as in PyTorch."""
-        if not self.requires_grad:
+        if not self._requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no graph "
                                "(was it computed under no_grad, or from constants only?)")
         grad = _output_grad(self, grad, "backward", create_graph)
@@ -663,18 +699,18 @@ def _output_grad(output, grad, who, create_graph):
     """The cotangent to start from: 1 for a one-element output, else the one given, checked.
     In a create_graph pass it is a Tensor (one that requires grad keeps its graph)."""
     if grad is None:
-        if output.data.size != 1:
+        if output._data.size != 1:
             raise RuntimeError(f"{who}: a gradient can be implied only for a one-element output, "
                                f"this one has shape {output.shape}; pass the gradient of the "
                                f"output explicitly (grad_outputs / backward(grad))")
-        grad = np.ones_like(output.data)
+        grad = np.ones_like(output._data)
     elif isinstance(grad, Tensor):
         if create_graph:
             if grad.shape != output.shape:
                 raise ValueError(f"{who}: grad has shape {grad.shape} but the output has shape "
                                  f"{output.shape}")
             return grad
-        grad = grad.data
+        grad = grad._data
     grad = np.asarray(grad, dtype=output.dtype)
     if grad.shape != output.shape:
         raise ValueError(f"{who}: grad has shape {grad.shape} but the output has shape "
@@ -784,7 +820,7 @@ def _run_hooks(hooks, grad, create_graph):
             if create_graph:
                 grad = result if isinstance(result, Tensor) else Tensor._make(np.asarray(result), False)
             else:
-                grad = np.asarray(result.data if isinstance(result, Tensor) else result)
+                grad = np.asarray(result._data if isinstance(result, Tensor) else result)
     return grad
 
 
@@ -830,11 +866,11 @@ def _accumulate_leaf(leaf: Tensor, grad, create_graph) -> None:
         if previous is None and leaf.grad is not None:
             previous = Tensor._make(leaf.grad, False)  # from earlier plain backward passes
         total = grad if previous is None else previous + grad
-        leaf.grad = np.array(total.data, dtype=leaf.data.dtype, copy=True)
+        leaf.grad = np.array(total._data, dtype=leaf._data.dtype, copy=True)
         leaf._grad_tensor = (total, leaf.grad)
     elif leaf.grad is None:
         # Copy: the array may be shared with other tensors' gradients.
-        leaf.grad = np.array(grad, dtype=leaf.data.dtype, copy=True)
+        leaf.grad = np.array(grad, dtype=leaf._data.dtype, copy=True)
     else:
         leaf.grad += grad
         leaf._grad_tensor = None
@@ -865,7 +901,7 @@ def autograd_grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_
             if not isinstance(t, Tensor):
                 raise TypeError(f"autograd.grad: {kind}[{position}] is a {type(t).__name__}, not "
                                 f"a Tensor; differentiate Tensors made with requires_grad=True")
-            if not t.requires_grad:
+            if not t._requires_grad:
                 hint = ("create it with requires_grad=True" if kind == "inputs" else
                         "it does not depend on any input that requires grad (is the graph cut "
                         "by .data, .detach(), np.asarray or no_grad?)")
@@ -891,7 +927,7 @@ def autograd_grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_
             results.append(None)
         else:
             results.append(g if create_graph else
-                           Tensor._make(np.array(g, dtype=t.data.dtype, copy=True), False))
+                           Tensor._make(np.array(g, dtype=t._data.dtype, copy=True), False))
     return tuple(results)
 
 
@@ -907,17 +943,17 @@ def grad(f, argnums=0, allow_unused=False):
         positions = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         tensors = list(args)
         for i in positions:
-            data = args[i].data if isinstance(args[i], Tensor) else args[i]
+            data = args[i]._data if isinstance(args[i], Tensor) else args[i]
             tensors[i] = Tensor(data, requires_grad=True)
         with enable_grad():
             out = f(*tensors)
-        if not isinstance(out, Tensor) or out.data.size != 1:
+        if not isinstance(out, Tensor) or out._data.size != 1:
             nested = (" (tl.grad returns arrays and does not nest: use tl.func.grad for higher "
                       "derivatives)" if isinstance(out, np.ndarray) else "")
             raise ValueError(f"grad: f must return a one-element Tensor, got "
                              f"{type(out).__name__}{nested}")
         wanted = [tensors[i] for i in positions]
-        if out.requires_grad:
+        if out._requires_grad:
             results = autograd_grad(out, wanted, allow_unused=allow_unused)
         elif allow_unused:
             results = (None,) * len(wanted)
@@ -925,7 +961,7 @@ def grad(f, argnums=0, allow_unused=False):
             raise RuntimeError("grad: f's output does not depend on its arguments (is the graph "
                                "cut by .data, .detach(), np.asarray or a new Tensor?); pass "
                                "allow_unused=True for a zero gradient")
-        grads = tuple(np.zeros_like(t.data) if r is None else r.data
+        grads = tuple(np.zeros_like(t._data) if r is None else r._data
                       for t, r in zip(wanted, results))
         return grads[0] if isinstance(argnums, int) else grads
     return gradient_of_f

@@ -318,9 +318,8 @@ def test_tied_parameter_is_updated_once():
 
 def test_adamw_rejects_parameters_sharing_memory():
     base = np.zeros((4, 4))
-    a, b = tl.nn.Parameter(base), tl.nn.Parameter(base)
-    b.data = base[1:3]  # two parameters viewing one array
-    a.data = base
+    a, b = tl.nn.Parameter(base), tl.nn.Parameter(base[1:3])  # two parameters viewing one array
+    assert a.data is base and np.shares_memory(b.data, base)
     with pytest.raises(ValueError, match="share memory"):
         optim.AdamW([a, b])
 
