@@ -595,7 +595,8 @@ class Tensor:
             tensor = target()
             if tensor is not None:
                 value = np.array(grad._data, dtype=tensor._data.dtype)
-                tensor.grad = value if tensor.grad is None else tensor.grad + value
+                with _grad_accumulation_lock:
+                    tensor.grad = value if tensor.grad is None else tensor.grad + value
 
         self.register_hook(keep_gradient)
 
@@ -860,20 +861,30 @@ def _nodes_leading_to(order, targets) -> set:
     return leading
 
 
+# Held while a gradient is added into a tensor's `.grad`: backward passes running in several
+# threads into one shared leaf (each thread with its own graph) must not lose a contribution,
+# as PyTorch guarantees. Reading `.grad`, testing for None and adding into it is not atomic, and
+# NumPy releases the GIL inside a large `+=`. One lock for all tensors rather than one each: a
+# lock stored on a tensor would stop it from being copied (copy.deepcopy) or pickled, and
+# accumulation is a short step of a backward pass.
+_grad_accumulation_lock = threading.Lock()
+
+
 def _accumulate_leaf(leaf: Tensor, grad, create_graph) -> None:
-    if create_graph:
-        previous = leaf.grad_tensor
-        if previous is None and leaf.grad is not None:
-            previous = Tensor._make(leaf.grad, False)  # from earlier plain backward passes
-        total = grad if previous is None else previous + grad
-        leaf.grad = np.array(total._data, dtype=leaf._data.dtype, copy=True)
-        leaf._grad_tensor = (total, leaf.grad)
-    elif leaf.grad is None:
-        # Copy: the array may be shared with other tensors' gradients.
-        leaf.grad = np.array(grad, dtype=leaf._data.dtype, copy=True)
-    else:
-        leaf.grad += grad
-        leaf._grad_tensor = None
+    with _grad_accumulation_lock:
+        if create_graph:
+            previous = leaf.grad_tensor
+            if previous is None and leaf.grad is not None:
+                previous = Tensor._make(leaf.grad, False)  # from earlier plain backward passes
+            total = grad if previous is None else previous + grad
+            leaf.grad = np.array(total._data, dtype=leaf._data.dtype, copy=True)
+            leaf._grad_tensor = (total, leaf.grad)
+        elif leaf.grad is None:
+            # Copy: the array may be shared with other tensors' gradients.
+            leaf.grad = np.array(grad, dtype=leaf._data.dtype, copy=True)
+        else:
+            leaf.grad += grad
+            leaf._grad_tensor = None
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
-"""Guards of the engine, as in PyTorch: only floating point tensors require grad, and `.data`
-keeps its shape."""
+"""Guards of the engine, as in PyTorch: only floating point tensors require grad, `.data` keeps
+its shape, and backward passes in several threads accumulate into a shared leaf without losing
+a contribution."""
+
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -61,3 +65,36 @@ def test_assigning_data_may_change_the_dtype():
     np.testing.assert_array_equal(w.grad, 4.0)
     layer = tl.nn.Linear(3, 2).double()  # Module.to rebinds each parameter's data
     assert layer.weight.dtype == np.float64 and layer.weight.shape == (2, 3)
+
+
+# ----------------------------------------------------------------------------
+# Backward passes in threads into one shared leaf
+
+def test_concurrent_backward_passes_accumulate_every_contribution():
+    """Two threads each run 200 backward passes into one leaf, 30 times: the gradient must be
+    exactly 400 everywhere. The leaf is large enough that NumPy releases the GIL inside `+=`,
+    and the switch interval is tiny, so unsynchronised accumulation loses updates."""
+    passes, trials = 200, 30
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        short = []
+        for _ in range(trials):
+            w = tl.Tensor(np.zeros(1 << 16), requires_grad=True)
+            start = threading.Barrier(2)
+
+            def run_backward_passes():
+                start.wait()
+                for _ in range(passes):
+                    (w * 1.0).sum().backward()
+
+            workers = [threading.Thread(target=run_backward_passes) for _ in range(2)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            if w.grad is None or not np.all(w.grad == 2 * passes):
+                short.append(0 if w.grad is None else float(w.grad.min()))
+    finally:
+        sys.setswitchinterval(previous_interval)
+    assert not short, f"{len(short)} of {trials} trials lost contributions (minimum {min(short)})"
