@@ -27,6 +27,7 @@ import numpy as _np  # noqa: E402
 from tensorlite import allocator  # noqa: E402,F401
 
 from tensorlite import kernels  # noqa: E402
+from tensorlite.kernels import EnvironmentVariableError  # noqa: E402,F401
 from tensorlite.tensor import (  # noqa: E402
     Function, Tensor, detect_anomaly, enable_grad, grad, is_anomaly_enabled, is_grad_enabled,
     manual_seed, no_grad, rng, to_dot, unbroadcast,

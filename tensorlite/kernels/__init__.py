@@ -7,7 +7,10 @@ Two modules implement the same functions with the same signatures:
 
 ``current`` is the active module; the engine calls ``kernels.current.softmax(x)`` and so
 on. The environment variable ``TENSORLITE_KERNELS`` (``numba``, the default, or
-``numpy``) chooses the set at import; ``use(name)`` switches at run time.
+``numpy``) chooses the set at import; ``use(name)`` switches at run time. Another value
+raises ``EnvironmentVariableError`` (a ValueError naming the variable and its choices), and
+so do a ``NUMBA_NUM_THREADS`` or ``NUMBA_THREADING_LAYER`` that Numba could not use, when
+the ``numba`` set is first loaded.
 
 Reproducibility
 ---------------
@@ -58,6 +61,8 @@ import warnings
 
 from . import _blas
 from . import reference
+from ._environment import (EnvironmentVariableError, check_numba_variables,
+                           kernel_set_from_environment)
 
 KERNEL_SETS = ("numba", "numpy")
 
@@ -72,6 +77,9 @@ def _load(name):
     if name == "numpy":
         return reference
     if name == "numba":
+        if "numba" not in sys.modules:
+            # Numba reads its variables on import and would reject a bad one without naming it
+            check_numba_variables()
         from . import jitted  # imports Numba (~0.2 s); kernels compile on first call
         return jitted
     raise ValueError(
@@ -226,10 +234,7 @@ def format_runtime_info(info=None):
 
 
 def _from_environment():
-    name = os.environ.get("TENSORLITE_KERNELS", "numba").strip().lower() or "numba"
-    if name not in KERNEL_SETS:
-        raise ValueError(f"TENSORLITE_KERNELS={name!r} is not a kernel set: "
-                         f"choose one of {', '.join(map(repr, KERNEL_SETS))}")
+    name = kernel_set_from_environment(KERNEL_SETS)
     if name == "numba":
         try:
             return use("numba")
