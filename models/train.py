@@ -60,9 +60,7 @@ with Ctrl-C. A metrics file that cannot be written (disk full) costs a warning, 
 """
 
 import argparse
-import errno
 import hashlib
-import json
 import math
 import os
 import sys
@@ -77,6 +75,7 @@ from models import distributed_training as distributed
 from models import finetune
 from models.checkpoint import CheckpointError
 from models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
+from models.metrics_writer import MetricsWriter
 from models.sft import IGNORE_INDEX, SFTDataset, describe_characters, parse_sft_lines, unencodable_characters
 
 PROG = "tensorlite-train"
@@ -376,47 +375,6 @@ class Console:
             sys.stdout.write("\r\x1b[K")
             sys.stdout.flush()
             self.progress_shown = False
-
-
-class MetricsWriter:
-    """One JSON object per line, each written with one system call so a crashed run keeps its
-    history.
-
-    The metrics are a record, not the run: if the file cannot be written (a full disk), the
-    writer warns once, cuts the file back to its last whole line and stops writing.
-    """
-
-    def __init__(self, path, append, warn):
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        self.path, self.warn = path, warn
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        self.fd = os.open(path, flags, 0o666)
-        self.failed = False
-
-    def write(self, **record):
-        if self.failed:
-            return
-        line = (json.dumps(record) + "\n").encode("utf-8")
-        start = os.lseek(self.fd, 0, os.SEEK_END)
-        try:
-            written = os.write(self.fd, line)
-            if written != len(line):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as error:
-            self.failed = True
-            try:
-                os.ftruncate(self.fd, start)  # no half line at the end of the file
-            except OSError:
-                pass
-            self.warn(f"cannot write metrics to {self.path}: {error.strerror or error}; "
-                      f"training goes on without metrics")
-
-    def close(self):
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
 
 
 class CheckpointWriteError(OSError):
