@@ -3,7 +3,9 @@
 `split_arrays(obj)` turns a nest of dicts, lists, tuples, numbers, strings, NumPy arrays and
 Tensors into (arrays, tree): the arrays for `np.savez`, and a JSON-able tree that names them.
 `join_arrays(arrays, tree)` rebuilds the original, exact to the bit. Loading then needs only
-`np.load(..., allow_pickle=False)` and `json.loads`, which cannot run code from a file.
+the arrays and `json.loads`, which cannot run code from a file; `load` reads the arrays with
+`tensorlite.npz.read_npz`, which checks every byte (CRCs, .npy headers, sizes, dtypes) instead
+of trusting the file as `np.load` does.
 
 `save(obj, path)` and `load(path)` (exported as `tl.save` / `tl.load`) put the two parts in one
 `.npz` file: every array under its path in the nest, plus `tree.json`, the tree as UTF-8 JSON
@@ -17,10 +19,11 @@ new one, never a torn one.
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
+from tensorlite.npz import (NotAFileError, NotAnArchiveError, NpzError, READABLE_KINDS, TooLargeError,
+                            UnsupportedDtypeError, read_npz)
 from tensorlite.tensor import Tensor
 
 __all__ = ["save", "load", "SerializationError", "atomic_write", "split_arrays", "join_arrays",
@@ -54,19 +57,28 @@ def _store(arrays, prefix, array):
     return key
 
 
+def _check_readable(dtype, what, prefix):
+    """`load` reads back only bool, integer and floating arrays in native byte order (see
+    tensorlite/npz.py); refuse anything else here, before a file that cannot be read is written."""
+    if dtype.hasobject:
+        raise TypeError(f"cannot save {what} at {prefix!r} without pickle")
+    if dtype.kind not in READABLE_KINDS or not dtype.isnative:
+        raise TypeError(f"cannot save {what} of dtype {dtype.str} at {prefix!r}: only bool, integer "
+                        f"and floating dtypes in native byte order can be loaded back")
+
+
 def encode(obj, prefix, arrays):
     """The JSON-able tree for `obj`; its arrays go into `arrays`, keyed by path under `prefix`."""
     if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise TypeError(f"cannot save an object array at {prefix!r} without pickle")
+        _check_readable(obj.dtype, "an object array" if obj.dtype.hasobject else "an array", prefix)
         return {"__array__": _store(arrays, prefix, obj)}
     if isinstance(obj, np.generic):
-        if isinstance(obj, np.object_):
-            raise TypeError(f"cannot save a NumPy object scalar at {prefix!r} without pickle")
+        _check_readable(obj.dtype, "a NumPy object scalar" if obj.dtype.hasobject else "a NumPy scalar",
+                        prefix)
         return {"__scalar__": _store(arrays, prefix, np.asarray(obj))}
     if isinstance(obj, Tensor):
-        if obj.data.dtype.hasobject:
-            raise TypeError(f"cannot save an object-dtype Tensor at {prefix!r} without pickle")
+        _check_readable(obj.data.dtype, "an object-dtype Tensor" if obj.data.dtype.hasobject else "a Tensor",
+                        prefix)
         return {"__tensor__": _store(arrays, prefix, obj.data), "requires_grad": obj.requires_grad,
                 "parameter": type(obj).__name__ == "Parameter"}
     if isinstance(obj, dict):
@@ -191,35 +203,43 @@ def save(obj, f):
 
 def load(f):
     """Read what `save` wrote to `f` (a path or a binary file object). Never unpickles: a
-    damaged file, or one not written by `save`, raises SerializationError saying so."""
+    damaged file, or one not written by `save`, raises SerializationError saying so in one line.
+
+    Every byte is checked before anything is returned (see tensorlite/npz.py): each member's CRC
+    and .npy header, sizes against the available memory, and the dtypes (bool, integer and
+    floating arrays only). A path that is not a regular file (a FIFO, a device, a directory) is
+    refused without reading it; a missing or unreadable one raises the usual OSError.
+    """
     name = getattr(f, "name", f) if hasattr(f, "read") else os.fspath(f)
     try:
-        npz = np.load(f, allow_pickle=False)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        arrays = read_npz(f)
+    except NotAFileError as error:
+        raise SerializationError(f"cannot load {name!r}: it {error.reason}") from None
+    except NotAnArchiveError as error:
+        if error.single_array:
+            raise SerializationError(f"cannot load {name!r}: it holds a single .npy array, not a "
+                                     f"file written by tl.save (use np.load for it)") from None
         raise SerializationError(f"cannot load {name!r}: not a file written by tl.save, or a "
-                                 f"damaged one ({error})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise SerializationError(f"cannot load {name!r}: it holds a single .npy array, not a file "
-                                 f"written by tl.save (use np.load for it)")
-    with npz:
-        try:
-            if TREE_KEY not in npz.files:
-                raise SerializationError(f"cannot load {name!r}: it has no {TREE_KEY}, so it was not "
-                                         f"written by tl.save")
-            document = json.loads(npz[TREE_KEY].tobytes().decode("utf-8"))
-            if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-                raise SerializationError(f"cannot load {name!r}: not a {FORMAT_NAME} file")
-            if document.get("version") != FORMAT_VERSION:
-                raise SerializationError(f"cannot load {name!r}: format version "
-                                         f"{document.get('version')!r} is not supported (this "
-                                         f"tensorlite reads version {FORMAT_VERSION})")
-            arrays = {key: npz[key] for key in npz.files if key != TREE_KEY}
-            return decode(document["tree"], arrays)
-        except SerializationError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError, OSError, EOFError,
-                zipfile.BadZipFile, UnicodeDecodeError) as error:
-            raise SerializationError(f"cannot load {name!r}: the file is damaged "
-                                     f"({type(error).__name__}: {error})") from None
+                                 f"damaged one ({error.reason})") from None
+    except (TooLargeError, UnsupportedDtypeError) as error:
+        raise SerializationError(f"cannot load {name!r}: {error}") from None
+    except NpzError as error:
+        raise SerializationError(f"cannot load {name!r}: the file is damaged: {error}") from None
+    try:
+        if TREE_KEY not in arrays:
+            raise SerializationError(f"cannot load {name!r}: it has no {TREE_KEY}, so it was not "
+                                     f"written by tl.save")
+        document = json.loads(arrays.pop(TREE_KEY).tobytes().decode("utf-8"))
+        if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+            raise SerializationError(f"cannot load {name!r}: not a {FORMAT_NAME} file")
+        if document.get("version") != FORMAT_VERSION:
+            raise SerializationError(f"cannot load {name!r}: format version "
+                                     f"{document.get('version')!r} is not supported (this "
+                                     f"tensorlite reads version {FORMAT_VERSION})")
+        return decode(document["tree"], arrays)
+    except SerializationError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError,
+            UnicodeDecodeError) as error:
+        raise SerializationError(f"cannot load {name!r}: the file is damaged "
+                                 f"({type(error).__name__}: {' '.join(str(error).split())})") from None
