@@ -11,8 +11,10 @@ Layout of the file (an ordinary NumPy ``.npz`` zip archive)::
 model config, the tokenizer (``tokenizer.to_dict()``), the iteration, the state of the
 data-sampling random generator (``Generator.bit_generator.state`` is a dict of ints),
 and the optimizer's state dict with each array replaced by a reference to its
-``optim/...`` entry. Because nothing is pickled, ``load`` uses ``allow_pickle=False``
-and a checkpoint can be inspected with nothing but NumPy and ``json``.
+``optim/...`` entry. Nothing is pickled, so a checkpoint can be inspected with nothing but
+NumPy and ``json``. ``load`` does not use ``np.load``, which trusts each member's ``.npy``
+header: it reads the archive with ``tensorlite.npz.read_npz``, which checks every member's
+CRC and header against its size, so a flipped bit is an error, never a shifted array.
 
 Saving is atomic: the archive is written to a temporary file in the target's
 directory, flushed and fsync'ed, then moved over the target with ``os.replace``
@@ -34,11 +36,12 @@ import json
 import math
 import numbers
 import os
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from tensorlite.npz import (NotAFileError, NotAnArchiveError, NpzError, TooLargeError, UnsupportedDtypeError,
+                            read_npz)
 from tensorlite.serialization import atomic_write, decode, encode
 
 __all__ = ["CheckpointError", "Checkpoint", "save", "load", "remove_stale_temp_files", "check_gpt",
@@ -47,6 +50,8 @@ __all__ = ["CheckpointError", "Checkpoint", "save", "load", "remove_stale_temp_f
 FORMAT_NAME = "tensorlite-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "meta.json"
+# What tensorlite-train writes in --out-dir: the latest state, and the best one beside it.
+LATEST_NAME, BEST_NAME = "ckpt.npz", "best.npz"
 
 
 class CheckpointError(ValueError):
@@ -151,8 +156,67 @@ def remove_stale_temp_files(path):
 
 
 def load(path):
-    """Read a checkpoint written by ``save``; any problem raises ``CheckpointError`` (one line)."""
+    """Read a checkpoint written by ``save``; any problem raises ``CheckpointError`` (one line).
+
+    When the file is damaged and is a ``ckpt.npz`` with a ``best.npz`` beside it (what
+    tensorlite-train writes), the message also says whether that ``best.npz`` can be used instead.
+    """
     path = os.fspath(path)
+    try:
+        return _load(path)
+    except _DamagedCheckpoint as error:
+        raise CheckpointError(f"{error}{_sibling_note(path)}") from None
+
+
+class _DamagedCheckpoint(CheckpointError):
+    """The file is damaged (cut short, a flipped bit, unreadable metadata), as opposed to
+    missing, foreign or not fitting the run."""
+
+
+def _sibling_note(path):
+    """'; .../best.npz beside it is intact (iteration N): ...' for a damaged ckpt.npz, or ''."""
+    if os.path.basename(path) != LATEST_NAME:
+        return ""
+    best = os.path.join(os.path.dirname(path), BEST_NAME)
+    if not os.path.isfile(best):
+        return ""
+    try:
+        iteration = _load(best).iteration
+    except _DamagedCheckpoint:
+        return f"; {best} beside it is damaged too"
+    except CheckpointError as error:
+        return f"; {best} beside it cannot be loaded either ({error})"
+    return (f"; {best} beside it is intact (iteration {iteration}): use it instead (to --resume "
+            f"from it, copy it over {path})")
+
+
+def _read_arrays(path):
+    """Every array of the archive at ``path``, each member verified (tensorlite/npz.py)."""
+    from models.gpt import available_memory, format_bytes
+
+    try:
+        return read_npz(path, memory=available_memory)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
+    except NotAFileError as error:
+        raise CheckpointError(f"checkpoint path is not a regular file (it {error.reason}): {path}") from None
+    except NotAnArchiveError as error:
+        if error.single_array:
+            raise CheckpointError(f"not a tensorlite checkpoint (a single .npy array, not an .npz "
+                                  f"archive): {path}") from None
+        raise CheckpointError(f"not a tensorlite checkpoint (not a NumPy .npz archive): {path}") from None
+    except TooLargeError as error:
+        raise CheckpointError(f"checkpoint {path} holds {format_bytes(error.needed)} of arrays, more than "
+                              f"the {format_bytes(error.available)} of available memory") from None
+    except UnsupportedDtypeError as error:
+        raise CheckpointError(f"invalid checkpoint {path}: {error}") from None
+    except NpzError as error:
+        raise _DamagedCheckpoint(f"checkpoint is truncated or corrupt ({error}): {path}") from None
+
+
+def _load(path):
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
@@ -160,31 +224,14 @@ def load(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint path is not a regular file: {path}")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint file is empty: {path}")
-    _check_unpacked_size(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError) as error:
-        raise CheckpointError(f"checkpoint is truncated or corrupt ({error}): {path}") from None
-    except (ValueError, OSError):
-        # np.load falls back to pickle for anything that is neither .npy nor .npz;
-        # with allow_pickle=False that is a ValueError: the file is something else entirely.
-        raise CheckpointError(f"not a tensorlite checkpoint (not a NumPy .npz archive): {path}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"not a tensorlite checkpoint (a single .npy array, not an .npz archive): {path}")
-    try:
-        # Read every member now: a damaged member (bad CRC, cut short) fails here, not later.
-        arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
-        raise CheckpointError(f"checkpoint is truncated or corrupt ({error}): {path}") from None
-    finally:
-        archive.close()
+        raise _DamagedCheckpoint(f"checkpoint file is empty: {path}")
+    arrays = _read_arrays(path)
     if META_KEY not in arrays:
         raise CheckpointError(f"not a tensorlite checkpoint (no {META_KEY} entry): {path}")
     try:
         meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"checkpoint metadata is damaged ({error}): {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise _DamagedCheckpoint(f"checkpoint metadata is damaged ({error}): {path}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"not a tensorlite checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r}): {path}")
     if meta.get("version") != FORMAT_VERSION:
@@ -193,7 +240,7 @@ def load(path):
         )
     for key in ("iteration", "config", "tokenizer", "model_keys", "optimizer", "rng_state", "extra"):
         if key not in meta:
-            raise CheckpointError(f"checkpoint is incomplete (missing entry {key!r}): {path}")
+            raise _DamagedCheckpoint(f"checkpoint is incomplete (missing entry {key!r}): {path}")
     iteration = meta["iteration"]
     if type(iteration) is not int or iteration < 0:
         raise _field_error(path, "iteration", "must be an integer >= 0", iteration)
@@ -207,7 +254,7 @@ def load(path):
         model_state = {name: arrays[f"model/{name}"] for name in keys}
         parts = {key: decode(meta[key], arrays) for key in ("optimizer", "rng_state", "extra")}
     except (KeyError, TypeError, IndexError, AttributeError) as error:
-        raise CheckpointError(f"checkpoint is incomplete (missing entry {error}): {path}") from None
+        raise _DamagedCheckpoint(f"checkpoint is incomplete (missing entry {error}): {path}") from None
     if not isinstance(parts["extra"], dict):
         raise _field_error(path, "extra", "must be a JSON object", parts["extra"])
     return Checkpoint(model_state=model_state, optimizer_state=parts["optimizer"], config=meta["config"],
@@ -220,21 +267,6 @@ def _field_error(path, name, requirement, value):
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return CheckpointError(f"invalid checkpoint {path}: {name} {requirement}, got {shown}")
-
-
-def _check_unpacked_size(path):
-    """Refuse an archive whose members would not fit in memory, before reading any of them."""
-    from models.gpt import available_memory, format_bytes
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            total = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return  # not a readable zip: np.load below reports what it is
-    available = available_memory()
-    if available is not None and total > available:
-        raise CheckpointError(f"checkpoint {path} holds {format_bytes(total)} of arrays, more than the "
-                              f"{format_bytes(available)} of available memory")
 
 
 # ----------------------------------------------------------------------------------------
