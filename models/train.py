@@ -52,11 +52,15 @@ Before anything is allocated or written, every setting, the data file (a regular
 enough for memory), the checkpoint (every field, see models/checkpoint.py) and the memory
 the model, optimizer and activations need are checked.
 
+One run per out dir: a run holds ``<out-dir>/run.lock`` while it reads and writes there; a second
+run into the same directory is refused (exit code 2, naming the holder's pid).
+
 Exit codes: 0 success; 1 the checkpoint could not be written (disk full, ...); 2 bad input (a
 one-line message on stderr: unusable data file, impossible model sizes, not enough memory, a
-checkpoint that is damaged or does not match, an out dir holding a previous run); 3 the loss
-became NaN or infinite (training stops, the last good checkpoint is kept); 130 interrupted
-with Ctrl-C. A metrics file that cannot be written (disk full) costs a warning, not the run.
+checkpoint that is damaged or does not match, an out dir holding a previous run or in use by
+another); 3 the loss became NaN or infinite (training stops, the last good checkpoint is kept);
+130 interrupted with Ctrl-C. A metrics file that cannot be written (disk full) costs a warning,
+not the run.
 """
 
 import argparse
@@ -73,6 +77,7 @@ from tensorlite.nn.parallel import DistributedDataParallel
 from models import checkpoint as ckpt_io
 from models import distributed_training as distributed
 from models import finetune
+from models import run_control
 from models.checkpoint import CheckpointError
 from models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
 from models.metrics_writer import MetricsWriter
@@ -890,6 +895,19 @@ def _warn(message):
 
 def _train_from_args(args, world):
     explicit = _explicit_settings(args)
+    # Locked before the out dir's checkpoint is read (--resume) or its files checked.
+    lock = run_control.OutDirLock(explicit.get("out_dir", DEFAULTS["out_dir"]), world)
+    error = lock.acquire_if_exists()
+    code, message = distributed.agree_on_setup(world, error, EXIT_USAGE if error else 0)
+    if code:
+        return _error(message, code) if message is not None else code
+    try:
+        return _locked_run(args, world, explicit, lock)
+    finally:
+        lock.release()
+
+
+def _locked_run(args, world, explicit, lock):
     error, code, run = None, 0, None
     try:
         # Everything is loaded and checked before the first byte is written.
@@ -940,8 +958,13 @@ def _train_from_args(args, world):
     error = None
     metrics = distributed.NullMetrics()
     if world.is_main:
+        error = lock.acquire()
         try:
-            metrics = run.start(console, warn=_warn)
+            if error is None and lock.acquired_late:  # another run may have filled it since setup
+                check_out_dir(s, args.resume, args.overwrite)
+            metrics = run.start(console, warn=_warn) if error is None else metrics
+        except UsageError as failure:
+            error = failure
         except OSError as failure:
             error = f"cannot write to {failure.filename or s['out_dir']}: {failure.strerror or failure}"
     code, message = distributed.agree_on_setup(world, error, EXIT_USAGE if error else 0)

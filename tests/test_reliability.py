@@ -385,7 +385,7 @@ def test_never_destroys_a_previous_run(run_copy, corpus_file, capsys):
     # --overwrite starts afresh: no file of the old run is left beside the new one's
     code, _, err = call(train.main, train_args(corpus_file, run_copy, "--max-iters", "1", "--overwrite"), capsys)
     assert code == 0, err
-    assert sorted(os.listdir(run_copy)) == ["best.npz", "ckpt.npz", "metrics.jsonl"]
+    assert sorted(os.listdir(run_copy)) == ["best.npz", "ckpt.npz", "metrics.jsonl", "run.lock"]  # (the lock stays)
     with open(run_copy / "metrics.jsonl", encoding="utf-8") as f:
         assert max(json.loads(line)["iter"] for line in f) == 1
 
