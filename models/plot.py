@@ -22,11 +22,11 @@ metrics file, the command prints one line and exits with code 2.
 """
 
 import argparse
-import json
 import math
 import os
 import sys
 
+from models.jsonio import load_json_text
 from tensorlite.serialization import atomic_write
 
 PROG = "tensorlite-plot"
@@ -57,12 +57,9 @@ def read_metrics(path):
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PlotError(f"{path} line {number}: invalid JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("iter"), int):
-            raise PlotError(f"{path} line {number}: not a metrics record (no integer \"iter\")")
+        record = load_json_text(line, f"{path} line {number}", error=PlotError)
+        if not isinstance(record, dict) or not _is_iteration(record.get("iter")):
+            raise PlotError(f"{path} line {number}: not a metrics record (no integer \"iter\" from 0 to {MAX_ITER})")
         if record.get("event") in records:
             records[record["event"]][record["iter"]] = record
     if not records["train"] and not records["eval"]:
@@ -70,18 +67,40 @@ def read_metrics(path):
     return [sorted(records[kind].values(), key=lambda r: r["iter"]) for kind in ("train", "eval")]
 
 
+# Iterations are plotted as floats; beyond 2**53 they would lose their order, and a JSON integer
+# of a thousand digits would not convert at all.
+MAX_ITER = 2 ** 53
+
+
+def _is_iteration(value):
+    return type(value) is int and 0 <= value <= MAX_ITER
+
+
+def _finite(value):
+    """``value`` as a finite float, or None (not a number, NaN, infinite, or an integer too large
+    for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _tokens_per_iter(records, given):
     """Tokens per iteration from the records' "tokens" fields, else ``given`` (may be None)."""
     for r in records:
-        if isinstance(r.get("tokens"), (int, float)) and r["iter"] > 0:
-            return r["tokens"] / r["iter"]
+        tokens = _finite(r.get("tokens"))
+        if tokens is not None and r["iter"] > 0:
+            return tokens / r["iter"]
     return given
 
 
 def _values(records, key):
     """(iterations, values) of the records that have a finite number under ``key``."""
-    pairs = [(r["iter"], r[key]) for r in records
-             if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    pairs = [(r["iter"], _finite(r.get(key))) for r in records]
+    pairs = [p for p in pairs if p[1] is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -32,12 +32,12 @@ validation split. ``SFTDataset.get_batch`` has ``TokenDataset.get_batch``'s inte
 Every problem with the file is a ``DataError`` whose one-line message names the line.
 """
 
-import json
 import os
 
 import numpy as np
 
 from models.data import DataError, read_text_file
+from models.jsonio import load_json_text
 
 __all__ = ["IGNORE_INDEX", "SFTExample", "parse_sft_lines", "load_sft_file", "end_marker_ids",
            "unencodable_characters", "SFTDataset"]
@@ -64,10 +64,9 @@ def parse_sft_lines(lines, name="<sft data>"):
         if not line.strip():
             continue
         where = f"{name} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
+        # Deep nesting, endless integers and lone surrogates ("\ud800", which no tokenizer can
+        # encode and no terminal can print) are refused here, naming the line.
+        record = load_json_text(line, where, error=DataError)
         if not isinstance(record, dict):
             raise DataError(f'{where}: expected a JSON object with "prompt" and "completion", '
                             f"got {type(record).__name__}")

@@ -23,6 +23,7 @@ from collections import Counter
 
 import numpy as np
 
+from models.jsonio import load_json_text, lone_surrogate
 
 # ----------------------------------------------------------------------------
 # Character level
@@ -51,6 +52,11 @@ class CharTokenizer(_JSONTokenizer):
         chars = sorted(set(text))
         if not chars:
             raise ValueError("cannot build a character vocabulary from empty text")
+        # A surrogate in the vocabulary could be sampled but never printed or written as UTF-8.
+        bad = lone_surrogate("".join(chars))
+        if bad >= 0:
+            raise ValueError(f"character {chars[bad]!r} (U+{ord(chars[bad]):04X}) at position "
+                             f"{text.index(chars[bad])} is a lone surrogate, which is not text")
         self.chars = chars                               # itos as a list
         self.stoi = {ch: i for i, ch in enumerate(chars)}
         self.itos = dict(enumerate(chars))
@@ -440,4 +446,4 @@ def _save_json(d, path):
 
 def _load_json(path):
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return load_json_text(f.read(), path)
