@@ -25,8 +25,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from tensorlite.serialization import atomic_write
+from models.jsonio import describe_value, load_json_text, lone_surrogate
 from models.tokenizer import _JSONTokenizer
+from tensorlite.serialization import atomic_write
 
 __all__ = ["GPT2Tokenizer", "bytes_to_unicode", "GPT2_PATTERN", "END_OF_TEXT"]
 
@@ -53,6 +54,54 @@ def bytes_to_unicode():
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
+def check_vocab(vocab, source="the vocabulary"):
+    """Raise ValueError, naming ``source`` and the first bad entry, unless ``vocab`` (symbol -> id)
+    numbers its n symbols 0..n-1, each id once, and every symbol is text.
+
+    A gap or a repeated id would make ``vocab_size`` (largest id + 1) disagree with the model's
+    embedding, and ids that decode to nothing or to two symbols; a lone surrogate cannot be
+    written out as UTF-8, so decoding to it fails only when sampling.
+    """
+    n = len(vocab)
+    holder = {}  # id -> its symbol
+    for symbol, i in vocab.items():
+        where = f"{source}: entry {describe_value(symbol)}"
+        if not isinstance(symbol, str) or not symbol:
+            raise ValueError(f"{where}: a symbol must be a non-empty string")
+        at = lone_surrogate(symbol)
+        if at >= 0:
+            raise ValueError(f"{where}: the symbol holds a lone surrogate U+{ord(symbol[at]):04X}, which is not text")
+        if type(i) is not int:
+            raise ValueError(f"{where}: id {describe_value(i)} is not an integer")
+        if i in holder:
+            raise ValueError(f"{where}: id {i} is also the id of {describe_value(holder[i])}")
+        if not 0 <= i < n:
+            raise ValueError(f"{where}: id {describe_value(i)} is outside 0..{n - 1} (the ids of {n} symbols "
+                             f"must be 0..{n - 1}, none missing)")
+        holder[i] = symbol
+
+
+def check_merges(merges, vocab, vocab_source="the vocabulary", merge_source=None):
+    """Raise ValueError naming the first merge (a, b) whose a, b or a + b is not a symbol of
+    ``vocab``: such a merge produces a symbol that cannot be looked up, or can never apply.
+    ``merge_source(rank)`` names a merge in the message (default: "merge <rank>")."""
+    for rank, (a, b) in enumerate(merges):
+        for role, part in (("the symbol", a), ("the symbol", b), ("its result", a + b)):
+            if part not in vocab:
+                where = merge_source(rank) if merge_source is not None else f"merge {rank}"
+                raise ValueError(f"{where}: merge {describe_value(a + ' ' + b)} names {role} "
+                                 f"{describe_value(part)}, which is not in {vocab_source}")
+
+
+def _read_text(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (bad byte at offset {error.start})") from None
+
+
 def _regex():
     try:
         import regex
@@ -69,12 +118,14 @@ class GPT2Tokenizer(_JSONTokenizer):
         tok.decode(ids) == "Hello world"
     """
 
-    def __init__(self, vocab, merges):
+    def __init__(self, vocab, merges, vocab_source="the vocabulary", merge_source=None):
+        """``vocab``: symbol -> id; ``merges``: ranked (a, b) pairs. Both are checked for meaning
+        (see ``check_vocab`` and ``check_merges``); the sources name them in error messages."""
         self.encoder = dict(vocab)                             # symbol -> id
+        check_vocab(self.encoder, vocab_source)
         self.decoder = {i: s for s, i in self.encoder.items()}  # id -> symbol
-        if len(self.decoder) != len(self.encoder):
-            raise ValueError("vocab.json maps two symbols to the same id")
         self.merges = [tuple(pair) for pair in merges]
+        check_merges(self.merges, self.encoder, vocab_source, merge_source)
         self.bpe_ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
@@ -92,24 +143,22 @@ class GPT2Tokenizer(_JSONTokenizer):
     @classmethod
     def from_files(cls, vocab_path, merges_path):
         """Read vocab.json (symbol -> id) and merges.txt (one "a b" pair per line, optional #version header)."""
-        with open(vocab_path, encoding="utf-8") as f:
-            try:
-                vocab = json.load(f)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{vocab_path}: not valid JSON ({error})") from None
-        if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        vocab = load_json_text(_read_text(vocab_path), vocab_path)
+        if not isinstance(vocab, dict):
             raise ValueError(f"{vocab_path}: expected a JSON object of symbol -> integer id")
-        merges = []
-        with open(merges_path, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, 1):
-                line = line.rstrip("\n")
-                if (line_number == 1 and line.startswith("#version")) or not line:
-                    continue
-                pair = line.split(" ")
-                if len(pair) != 2:
-                    raise ValueError(f"{merges_path} line {line_number}: expected two symbols separated by a space")
-                merges.append(tuple(pair))
-        return cls(vocab, merges)
+        merges, line_numbers = [], []
+        # (newlines translated as text-mode open() does, for a merges.txt saved with \r\n)
+        lines = _read_text(merges_path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        for line_number, line in enumerate(lines, 1):
+            if (line_number == 1 and line.startswith("#version")) or not line:
+                continue
+            pair = line.split(" ")
+            if len(pair) != 2:
+                raise ValueError(f"{merges_path} line {line_number}: expected two symbols separated by a space")
+            merges.append(tuple(pair))
+            line_numbers.append(line_number)
+        return cls(vocab, merges, vocab_source=vocab_path,
+                   merge_source=lambda rank: f"{merges_path} line {line_numbers[rank]}")
 
     @classmethod
     def from_directory(cls, path):
@@ -202,7 +251,19 @@ class GPT2Tokenizer(_JSONTokenizer):
     def from_dict(cls, d):
         if d.get("type") != "gpt2":
             raise ValueError(f"not a GPT-2 tokenizer dict (type={d.get('type')!r})")
-        return cls({s: int(i) for s, i in d["vocab"]}, [tuple(m.split(" ")) for m in d["merges"]])
+        vocab, merges = d.get("vocab"), d.get("merges")
+        if not isinstance(vocab, list) or not all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                                                  for e in vocab):
+            raise ValueError("GPT-2 tokenizer: 'vocab' must be a list of [symbol, id] pairs")
+        if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
+            raise ValueError("GPT-2 tokenizer: 'merges' must be a list of \"a b\" strings")
+        encoder = {}
+        for symbol, i in vocab:
+            if symbol in encoder:
+                raise ValueError(f"GPT-2 tokenizer: symbol {describe_value(symbol)} appears twice in 'vocab'")
+            encoder[symbol] = i
+        return cls(encoder, [tuple(m.split(" ")) for m in merges], vocab_source="GPT-2 tokenizer 'vocab'",
+                   merge_source=lambda rank: f"GPT-2 tokenizer 'merges' entry {rank}")
 
     def __repr__(self):
         return f"GPT2Tokenizer(vocab_size={self.vocab_size})"

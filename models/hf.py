@@ -18,7 +18,8 @@ The Hugging Face GPT-2 layout differs from this project's (nanoGPT's) in three w
 
 ``checkpoint_from_hf`` / ``hf_from_checkpoint`` convert between such a directory and a
 tensorlite checkpoint (``tensorlite-convert``).  Every problem with the input is an
-``HFFormatError`` whose message is one line naming the file and the tensor or field.
+``HFFormatError`` whose message is one line naming the file and the tensor or field; sizes in
+config.json are checked against the available memory before any tensor is read.
 """
 
 import json
@@ -27,6 +28,7 @@ import re
 
 import numpy as np
 
+from models.jsonio import describe_value, load_json_text
 from tensorlite.serialization import atomic_write
 
 __all__ = [
@@ -61,10 +63,25 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 # Causal-mask buffers that older files carry; they are not parameters.
 MASK_BUFFER = re.compile(r"^h\.(\d+)\.attn\.(bias|masked_bias)$")
 LAYER_KEY = re.compile(r"^h\.(\d+)\.")
+# Largest value read for a size field of config.json. Real models are far smaller; the bound
+# keeps the memory estimate below within float range for its message.
+MAX_DIMENSION = 2 ** 40
 
 
 class HFFormatError(ValueError):
     """A Hugging Face GPT-2 directory that cannot be read or a model that cannot be written."""
+
+
+def _read_json_file(path):
+    """The value of a JSON file; HFFormatError (one line naming the file) for anything unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise HFFormatError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise HFFormatError(f"{path}: not a readable JSON file ({' '.join(str(error).split())})") from None
+    return load_json_text(text, path, error=HFFormatError)
 
 
 def _safetensors_numpy():
@@ -88,13 +105,7 @@ def read_hf_config(path):
     Anything the GPT here cannot compute the same way (another activation, a different MLP
     width, untied head, unscaled attention, ...) is an HFFormatError naming the field.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise HFFormatError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HFFormatError(f"{path}: not a readable JSON file ({error})") from None
+    raw = _read_json_file(path)
     if not isinstance(raw, dict):
         raise HFFormatError(f"{path}: expected a JSON object")
 
@@ -108,13 +119,14 @@ def read_hf_config(path):
 
     def positive_int(name, *aliases):
         value = field(name, *aliases)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise HFFormatError(f"{path}: {name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DIMENSION:
+            raise HFFormatError(f"{path}: {name} must be an integer from 1 to {MAX_DIMENSION}, "
+                                f"got {describe_value(value)}")
         return value
 
     model_type = raw.get("model_type", "gpt2")
     if model_type != "gpt2":
-        raise HFFormatError(f"{path}: model_type {model_type!r} is not supported (only 'gpt2')")
+        raise HFFormatError(f"{path}: model_type {describe_value(model_type)} is not supported (only 'gpt2')")
     config = dict(
         vocab_size=positive_int("vocab_size"),
         block_size=positive_int("n_positions", "n_ctx"),
@@ -127,14 +139,15 @@ def read_hf_config(path):
     n_inner = raw.get("n_inner")
     if n_inner is not None and n_inner != 4 * config["n_embd"]:
         raise HFFormatError(
-            f"{path}: n_inner {n_inner!r} is not supported (the MLP here is 4 * n_embd = {4 * config['n_embd']})")
+            f"{path}: n_inner {describe_value(n_inner)} is not supported (the MLP here is 4 * n_embd = {4 * config['n_embd']})")
     activation = field("activation_function", default="gelu_new")
     if activation not in SUPPORTED_ACTIVATIONS:
         raise HFFormatError(
-            f"{path}: activation_function {activation!r} is not supported (only {' or '.join(SUPPORTED_ACTIVATIONS)})")
+            f"{path}: activation_function {describe_value(activation)} is not supported (only {' or '.join(SUPPORTED_ACTIVATIONS)})")
     eps = field("layer_norm_epsilon", default=LAYER_NORM_EPS)
-    if not isinstance(eps, (int, float)) or abs(eps - LAYER_NORM_EPS) > 1e-12:
-        raise HFFormatError(f"{path}: layer_norm_epsilon {eps!r} is not supported (only {LAYER_NORM_EPS})")
+    # (written so that NaN, which compares false to everything, is refused too)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not abs(eps - LAYER_NORM_EPS) <= 1e-12:
+        raise HFFormatError(f"{path}: layer_norm_epsilon {describe_value(eps)} is not supported (only {LAYER_NORM_EPS})")
     unsupported_flags = {
         # field: the value the GPT here implements
         "scale_attn_weights": True,
@@ -145,10 +158,11 @@ def read_hf_config(path):
     }
     for name, supported in unsupported_flags.items():
         if name in raw and raw[name] != supported:
-            raise HFFormatError(f"{path}: {name} = {raw[name]!r} is not supported (only {supported!r})")
+            raise HFFormatError(f"{path}: {name} = {describe_value(raw[name])} is not supported (only {supported!r})")
     # GPT-2 has three dropout rates; the GPT here has one. Fine-tuning picks its own anyway.
-    rates = {raw.get(k, 0.0) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
-    config["dropout"] = float(max(rates)) if all(isinstance(r, (int, float)) for r in rates) else 0.0
+    rates = [raw.get(k, 0.0) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")]
+    usable = all(type(r) in (int, float) and 0 <= r < 1 for r in rates)  # (NaN fails 0 <= r)
+    config["dropout"] = float(max(rates)) if usable else 0.0
     return config
 
 
@@ -184,27 +198,61 @@ def config_to_hf(config):
 # tensors
 
 
-def expected_hf_shapes(config):
-    """{HF name without prefix: (shape, the config fields that set it)} of every parameter."""
-    V, T, C, L = config["vocab_size"], config["block_size"], config["n_embd"], config["n_layer"]
-    shapes = {
+def _layer_shapes(C):
+    """{name inside a layer: shape} of one GPT-2 block of width C."""
+    return {
+        "ln_1.weight": (C,), "ln_1.bias": (C,),
+        "attn.c_attn.weight": (C, 3 * C), "attn.c_attn.bias": (3 * C,),   # Conv1D: (in, out)
+        "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
+        "ln_2.weight": (C,), "ln_2.bias": (C,),
+        "mlp.c_fc.weight": (C, 4 * C), "mlp.c_fc.bias": (4 * C,),
+        "mlp.c_proj.weight": (4 * C, C), "mlp.c_proj.bias": (C,),
+    }
+
+
+LAYER_TENSORS = frozenset(_layer_shapes(1))  # the names inside one block
+
+
+def _global_shapes(config):
+    V, T, C = config["vocab_size"], config["block_size"], config["n_embd"]
+    return {
         "wte.weight": ((V, C), "vocab_size, n_embd"),
         "wpe.weight": ((T, C), "n_positions, n_embd"),
         "ln_f.weight": ((C,), "n_embd"),
         "ln_f.bias": ((C,), "n_embd"),
     }
-    for i in range(L):
-        per_layer = {
-            "ln_1.weight": (C,), "ln_1.bias": (C,),
-            "attn.c_attn.weight": (C, 3 * C), "attn.c_attn.bias": (3 * C,),   # Conv1D: (in, out)
-            "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
-            "ln_2.weight": (C,), "ln_2.bias": (C,),
-            "mlp.c_fc.weight": (C, 4 * C), "mlp.c_fc.bias": (4 * C,),
-            "mlp.c_proj.weight": (4 * C, C), "mlp.c_proj.bias": (C,),
-        }
+
+
+GLOBAL_TENSORS = frozenset(("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"))
+
+
+def iter_expected_hf_shapes(config):
+    """(HF name without prefix, (shape, the config fields that set it)) of every parameter, in
+    file order: generated, since config.json's n_layer is not yet known to match the file."""
+    yield from _global_shapes(config).items()
+    per_layer = _layer_shapes(config["n_embd"])
+    for i in range(config["n_layer"]):
         for name, shape in per_layer.items():
-            shapes[f"h.{i}.{name}"] = (shape, "n_embd")
-    return shapes
+            yield f"h.{i}.{name}", (shape, "n_embd")
+
+
+def expected_hf_shapes(config):
+    """{HF name without prefix: (shape, the config fields that set it)} of every parameter."""
+    return dict(iter_expected_hf_shapes(config))
+
+
+def _layer_index(digits):
+    """The layer number of a tensor name; a number too long to be real counts as beyond any
+    n_layer (int() of thousands of digits would raise)."""
+    return int(digits) if len(digits) <= 18 else float("inf")
+
+
+def _is_expected(name, config):
+    if name in GLOBAL_TENSORS:
+        return True
+    layer = LAYER_KEY.match(name)
+    return (layer is not None and _layer_index(layer.group(1)) < config["n_layer"]
+            and name[layer.end():] in LAYER_TENSORS)
 
 
 def _is_conv1d(hf_name):
@@ -215,6 +263,7 @@ def hf_to_state_dict(tensors, config, source=WEIGHTS_NAME):
     """HF GPT-2 tensors (dict name -> array) -> this project's state_dict, every tensor checked.
 
     ``config`` is ``read_hf_config``'s dict. ``source`` names the file in error messages.
+    Work is bounded by the number of tensors in the file, whatever n_layer config.json claims.
     """
     stripped = {}
     for key, value in tensors.items():
@@ -224,19 +273,20 @@ def hf_to_state_dict(tensors, config, source=WEIGHTS_NAME):
         stripped[name] = value
 
     n_layer = config["n_layer"]
-    expected = expected_hf_shapes(config)
     lm_head = stripped.pop("lm_head.weight", None)
     for name in list(stripped):
         mask = MASK_BUFFER.match(name)
-        if mask and int(mask.group(1)) < n_layer:
+        if mask and _layer_index(mask.group(1)) < n_layer:
             del stripped[name]
     for name in sorted(stripped):
-        if name not in expected:
+        if not _is_expected(name, config):
             layer = LAYER_KEY.match(name)
-            if layer and int(layer.group(1)) >= n_layer:
+            if layer and _layer_index(layer.group(1)) >= n_layer:
                 raise HFFormatError(f"{source}: extra tensor {name!r}: config.json says n_layer = {n_layer}")
             raise HFFormatError(f"{source}: unexpected tensor {name!r} (not part of a GPT-2 model)")
-    for name, (shape, fields) in expected.items():
+    # Every tensor of the file is expected, so the first missing one ends this loop after at
+    # most len(stripped) + 1 names.
+    for name, (shape, fields) in iter_expected_hf_shapes(config):
         if name not in stripped:
             raise HFFormatError(f"{source}: missing tensor {name!r}")
         value = stripped[name]
@@ -254,7 +304,7 @@ def hf_to_state_dict(tensors, config, source=WEIGHTS_NAME):
     # float16 files are widened to float32 (the arithmetic here is float32 or float64).
     dtype = np.float64 if wte.dtype == np.float64 else np.float32
     state = {}
-    for name in expected:
+    for name, _ in iter_expected_hf_shapes(config):
         value = np.asarray(stripped[name], dtype=dtype)
         if _is_conv1d(name):
             value = value.T  # Conv1D (in, out) -> Linear (out, in)
@@ -295,6 +345,26 @@ def _read_safetensors(path):
         raise HFFormatError(f"{path}: not a readable safetensors file ({message})") from None
 
 
+def check_memory(config, source=CONFIG_NAME):
+    """Refuse, before any weight is read, a config whose model would not fit in memory.
+
+    Counted: the file's tensors and their converted copy (float32, two copies of the weights), and
+    the model built from them with one sequence's generation work (``estimate_memory``, as
+    tensorlite-sample counts it). An estimate that stops impossible sizes (n_layer 10**6) with one
+    line, instead of minutes of allocation ending in MemoryError.
+    """
+    from models.gpt import GPTConfig, available_memory, count_params, estimate_memory, format_bytes
+
+    gpt_config = GPTConfig(**{k: config[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")})
+    needed = 2 * 4 * count_params(gpt_config) + estimate_memory(gpt_config, 1, dtype=np.float32, training=False)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise HFFormatError(
+            f"{source}: this model (n_layer {config['n_layer']}, n_embd {config['n_embd']}, vocab_size "
+            f"{config['vocab_size']}, n_positions {config['block_size']}) needs about {format_bytes(needed)}, "
+            f"more than the {format_bytes(available)} of available memory")
+
+
 def read_hf_dir(path):
     """(GPTConfig dict, state_dict) from a Hugging Face GPT-2 directory, everything checked."""
     path = os.fspath(path)
@@ -303,6 +373,7 @@ def read_hf_dir(path):
     config_path = os.path.join(path, CONFIG_NAME)
     weights_path = os.path.join(path, WEIGHTS_NAME)
     config = read_hf_config(config_path)
+    check_memory(config, config_path)
     tensors = _read_safetensors(weights_path)
     state = hf_to_state_dict(tensors, config, source=weights_path)
     config["bias"] = True
@@ -378,11 +449,10 @@ def read_hf_tokenizer(path, gpt2_tokenizer=False):
         except (OSError, ValueError) as error:
             raise HFFormatError(" ".join(str(error).split())) from None
     if os.path.exists(own):
+        d = _read_json_file(own)
         try:
-            with open(own, encoding="utf-8") as f:
-                d = json.load(f)
             tokenizer_from_dict(d)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise HFFormatError(f"{own}: not a usable tokenizer ({' '.join(str(error).split())})") from None
         return d
     hint = "; pass --gpt2-tokenizer to use its vocab.json + merges.txt" if os.path.exists(

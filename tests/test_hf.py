@@ -278,7 +278,7 @@ def test_damaged_files(tmp_path, rng, capsys):
     with pytest.raises(hf.HFFormatError, match="not a readable safetensors file"):
         hf.gpt_from_pretrained(tmp_path / "m")
     (tmp_path / "m" / hf.CONFIG_NAME).write_text("{")
-    with pytest.raises(hf.HFFormatError, match="not a readable JSON file"):
+    with pytest.raises(hf.HFFormatError, match="config.json: invalid JSON"):
         hf.gpt_from_pretrained(tmp_path / "m")
     with pytest.raises(hf.HFFormatError, match="not a directory"):
         hf.gpt_from_pretrained(tmp_path / "nowhere")
