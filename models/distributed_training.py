@@ -19,6 +19,9 @@ The rules they implement (nanoGPT's DDP rules, plus exact agreement with one pro
 * Only rank 0 prints and writes; each rank gets ``cores // ranks-on-this-host`` threads.
 * A setup error (bad flag, bad data) is agreed on by all ranks and reported once; an error
   during training calls MPI_Abort, so no rank waits forever for a dead partner.
+* A request to stop (Ctrl-C or SIGTERM, which mpiexec passes on to every rank, or rank 0's
+  stdout closing) travels with the losses in the step's allreduce, so every rank stops after
+  the same step and rank 0 alone saves and reports (models/run_control.py).
 """
 
 import contextlib
@@ -202,8 +205,9 @@ def report(world, print_error, message, code):
 
 
 def fail(world, print_error, message, code):
-    """An error that may be this rank's alone (a failed write, Ctrl-C): print it; under MPI
-    also end every rank, since the others would wait for this one forever."""
+    """An error that may be this rank's alone (a failed write, a Ctrl-C that cannot wait for the
+    end of a step): print it; under MPI also end every rank, since the others would wait for
+    this one forever."""
     if world.size > 1:
         dist.abort(message, code)  # prints "rank r: message" and never returns
     return print_error(message, code)

@@ -53,14 +53,17 @@ enough for memory), the checkpoint (every field, see models/checkpoint.py) and t
 the model, optimizer and activations need are checked.
 
 One run per out dir: a run holds ``<out-dir>/run.lock`` while it reads and writes there; a second
-run into the same directory is refused (exit code 2, naming the holder's pid).
+run into the same directory is refused (exit code 2, naming the holder's pid). Ctrl-C, SIGTERM
+or a closed stdout (``| head``) during training stop the run after the current step with its
+checkpoint saved and one line saying how to continue (models/run_control.py); a second Ctrl-C
+interrupts at once.
 
 Exit codes: 0 success; 1 the checkpoint could not be written (disk full, ...); 2 bad input (a
 one-line message on stderr: unusable data file, impossible model sizes, not enough memory, a
 checkpoint that is damaged or does not match, an out dir holding a previous run or in use by
 another); 3 the loss became NaN or infinite (training stops, the last good checkpoint is kept);
-130 interrupted with Ctrl-C. A metrics file that cannot be written (disk full) costs a warning,
-not the run.
+130 Ctrl-C (SIGINT), 141 stdout closed, 143 SIGTERM. A metrics file that cannot be written
+(disk full) costs a warning, not the run.
 """
 
 import argparse
@@ -81,6 +84,7 @@ from models import run_control
 from models.checkpoint import CheckpointError
 from models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
 from models.metrics_writer import MetricsWriter
+from models.run_control import Console, RunStopped
 from models.sft import IGNORE_INDEX, SFTDataset, describe_characters, parse_sft_lines, unencodable_characters
 
 PROG = "tensorlite-train"
@@ -179,7 +183,8 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Train a GPT language model with tensorlite (nanoGPT's training loop on NumPy).",
-        epilog="Explicit flags override --preset values. Exit codes: 0 ok, 2 bad input, 3 NaN/inf loss.",
+        epilog="Explicit flags override --preset values. Exit codes: 0 ok, 1 checkpoint not written, 2 bad input, "
+               "3 NaN/inf loss, 130 Ctrl-C, 141 stdout closed, 143 SIGTERM (saved, continue with --resume).",
     )
     # Every default is None so we can tell "given on the command line" from "not given".
     S = argparse.SUPPRESS
@@ -356,30 +361,6 @@ def fingerprint(text):
 
 def all_finite(model):
     return all(np.isfinite(p.data).all() for p in model.parameters())
-
-
-class Console:
-    """stdout for log lines; a single self-overwriting progress line when stdout is a terminal."""
-
-    def __init__(self, show_progress):
-        self.show_progress = show_progress and sys.stdout.isatty()
-        self.progress_shown = False
-
-    def log(self, line):
-        self.clear_progress()
-        print(line, flush=True)
-
-    def progress(self, line):
-        if self.show_progress:
-            sys.stdout.write("\r" + line + "\x1b[K")
-            sys.stdout.flush()
-            self.progress_shown = True
-
-    def clear_progress(self):
-        if self.progress_shown:
-            sys.stdout.write("\r\x1b[K")
-            sys.stdout.flush()
-            self.progress_shown = False
 
 
 class CheckpointWriteError(OSError):
@@ -742,7 +723,14 @@ class Run:
 
     # -- training ----------------------------------------------------------------------------
 
-    def train(self, console, metrics):
+    def train(self, console, metrics, control=None):
+        """Train to --max-iters. When ``control`` is asked to stop (a signal, a closed stdout), stop
+        after the step in progress, with the checkpoint saved: RunStopped."""
+        control = control if control is not None else run_control.RunControl()
+        with control.deferred():
+            self._train(console, metrics, control)
+
+    def _train(self, console, metrics, control):
         s = self.settings
         model, optimizer, dataset = self.model, self.optimizer, self.dataset
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -751,12 +739,14 @@ class Run:
         model.train()
 
         window_losses, window_time, window_iters = [], 0.0, 0
-        # Every checkpoint is written right after an evaluation at its iteration, so a
-        # resumed run need not repeat that one.
+        # Every checkpoint is written right after an evaluation at its iteration, if one was
+        # due, so a resumed run need not repeat that one.
         evaluated_at = self.iteration if self.checkpoint is not None else None
         schedule = tl.optim.CosineWarmupSchedule(max_lr=s["lr"], min_lr=s["min_lr"],
                                                  warmup_iters=s["warmup_iters"],
                                                  lr_decay_iters=s["lr_decay_iters"])
+        # A request made during setup (stdout closed) stops the run before its first step.
+        stop = control.agreed(distributed.global_sum(control.requests(), self.world))
         while True:
             it = self.iteration
             lr = schedule.apply(optimizer, it)
@@ -765,6 +755,11 @@ class Run:
                 self.evaluate(console, metrics, it, lr)
             if it >= s["max_iters"]:
                 break
+            if stop is not None:  # every rank agreed on it after the same step
+                console.clear_progress()
+                if it > 0 and self.saved_iteration != it and not self.save(self.ckpt_path):
+                    raise NonFiniteLossError(f"parameters are not finite at iteration {it}")
+                raise RunStopped(stop)
 
             t0 = time.perf_counter()
             loss_sum = 0.0
@@ -780,7 +775,9 @@ class Run:
                 (loss / len(batches)).backward()
             if self.ddp is not None:
                 self.ddp.sync_gradients()
-            [loss_sum] = distributed.global_sum([loss_sum], self.world)  # a NaN on any rank stops all
+            # A NaN on any rank stops all; so does a stop request (a signal, a closed stdout).
+            [loss_sum, *requests] = distributed.global_sum([loss_sum, *control.requests()], self.world)
+            stop = control.agreed(requests)
             if not math.isfinite(loss_sum):
                 raise NonFiniteLossError(f"the training loss became {loss_sum} at iteration {it}")
             if s["grad_clip"] > 0:
@@ -872,28 +869,39 @@ def main(argv=None):
     """
     parser = build_parser()
     try:
-        with distributed.quiet_unless_main(stderr=True):  # every rank parses; rank 0 reports
-            args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # --help, or argparse's own usage error (code 2)
-        return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
-    world = distributed.init_world()
-    try:
-        with distributed.quiet_unless_main(world):
-            return _train_from_args(args, world)
-    except KeyboardInterrupt:
-        return distributed.fail(world, _error, "interrupted", EXIT_INTERRUPTED)
+        try:
+            with distributed.quiet_unless_main(stderr=True):  # every rank parses; rank 0 reports
+                args = parser.parse_args(argv)
+        except SystemExit as exit_request:  # --help, or argparse's own usage error (code 2)
+            return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
+        world = distributed.init_world()
+        control = run_control.RunControl(world)
+        try:
+            with control, distributed.quiet_unless_main(world):
+                return _train_from_args(args, world, control)
+        except KeyboardInterrupt as interrupt:
+            stop = run_control.stop_of(interrupt)
+            return distributed.fail(world, _error, stop.word, stop.code)
+    except BrokenPipeError:  # stdout closed where no step boundary can stop the run (--help | head)
+        run_control.silence(sys, "stdout")
+        return run_control.CLOSED_STDOUT.code
 
 
 def _error(message, code):
-    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    run_control.say(f"{PROG}: error: {_one_line(message)}")
+    return code
+
+
+def _note(message, code):
+    run_control.say(f"{PROG}: {_one_line(message)}")
     return code
 
 
 def _warn(message):
-    print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+    run_control.say(f"{PROG}: warning: {_one_line(message)}")
 
 
-def _train_from_args(args, world):
+def _train_from_args(args, world, control):
     explicit = _explicit_settings(args)
     # Locked before the out dir's checkpoint is read (--resume) or its files checked.
     lock = run_control.OutDirLock(explicit.get("out_dir", DEFAULTS["out_dir"]), world)
@@ -902,12 +910,12 @@ def _train_from_args(args, world):
     if code:
         return _error(message, code) if message is not None else code
     try:
-        return _locked_run(args, world, explicit, lock)
+        return _locked_run(args, world, control, explicit, lock)
     finally:
         lock.release()
 
 
-def _locked_run(args, world, explicit, lock):
+def _locked_run(args, world, control, explicit, lock):
     error, code, run = None, 0, None
     try:
         # Everything is loaded and checked before the first byte is written.
@@ -928,7 +936,7 @@ def _locked_run(args, world, explicit, lock):
     threads = distributed.configure_threads(world)
 
     s = run.settings
-    console = Console(show_progress=not args.no_progress)
+    console = Console(show_progress=not args.no_progress, on_closed=control.stdout_closed)
     for warning in run.warnings:
         _warn(warning)
     console.log(f"{world.describe(threads)}; " + tl.kernels.format_runtime_info())
@@ -971,7 +979,7 @@ def _locked_run(args, world, explicit, lock):
     if code:
         return _error(message, code) if message is not None else code
     try:
-        run.train(console, metrics)
+        run.train(console, metrics, control)
         if s["sample_tokens"] > 0 and world.is_main:
             run.sample(console, s["sample_tokens"])
         console.log(f"plot: tensorlite-plot {s['metrics']} -o {os.path.join(s['out_dir'], 'loss.png')}")
@@ -981,10 +989,15 @@ def _locked_run(args, world, explicit, lock):
                 else "no checkpoint was written")
         return distributed.report(world, _error, f"{error}; training stopped and {kept}. Try a lower --lr or a --grad-clip.",
                          EXIT_NONFINITE)
-    except KeyboardInterrupt:
+    except RunStopped as stopped:
+        message = run_control.stop_message(stopped.stop, run.iteration, run.ckpt_path, run.saved_iteration,
+                                           run_control.resume_command(PROG, s["out_dir"], explicit))
+        return distributed.report(world, _note, message, stopped.stop.code)
+    except KeyboardInterrupt as interrupt:  # a second signal, or one outside the training loop
         console.clear_progress()
-        return distributed.fail(world, _error, f"interrupted at iteration {run.iteration}; {run.checkpoint_status()}",
-                       EXIT_INTERRUPTED)
+        stop = run_control.stop_of(interrupt)
+        return distributed.fail(world, _error, f"{stop.word} at iteration {run.iteration}; {run.checkpoint_status()}",
+                                stop.code)
     except CheckpointWriteError as error:
         console.clear_progress()
         return distributed.fail(world, _error, error, EXIT_IO)

@@ -1,8 +1,10 @@
-"""How a tensorlite-train run starts, with real processes: one run per --out-dir (a second is
-refused, a lock left by a killed run is not). Every child has a deadline, so a regression fails
-the test instead of hanging it."""
+"""How a tensorlite-train run starts and ends, with real processes and real signals: one run per
+--out-dir (a second is refused, a lock left by a killed run is not), and Ctrl-C, SIGTERM or a
+closed stdout stopping a run after a step with its checkpoint saved and one line saying how to
+continue. Every child has a deadline, so a regression fails the test instead of hanging it."""
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import textwrap
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from models import checkpoint as ckpt_io
@@ -22,10 +25,11 @@ PROG = "tensorlite-train"
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals and flock")
 
-# Steps of a few milliseconds; evaluations far apart. The kernels that need no compiling.
+# Steps of a few milliseconds; evaluations far apart, so the only checkpoint a stopped run has
+# is the one its stop wrote. The kernels that need no compiling.
 FLAGS = [*TINY_MODEL, "--eval-interval", "100000", "--eval-iters", "1", "--log-interval", "1",
          "--warmup-iters", "1", "--no-progress", "--kernels", "numpy"]
-LONG = ["--max-iters", "100000"]  # minutes of training: these runs end by a kill or a refusal
+LONG = ["--max-iters", "100000"]  # minutes of training: these runs end by a signal or a refusal
 
 
 def child_environment():
@@ -73,6 +77,17 @@ def run(command, timeout=60):
     return finish(start(command), timeout)
 
 
+def read_until(process, prefix):
+    """Read the child's stdout until a line starting with ``prefix``; return the lines read."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    _kill_session(process)
+    pytest.fail(f"the run ended before printing {prefix!r}:\n{''.join(lines)}\n{process.stderr.read()}")
+
+
 def one_line(err):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -84,6 +99,89 @@ def train_iterations(out_dir):
 
     with open(out_dir / "metrics.jsonl", encoding="utf-8") as f:
         return [record["iter"] for record in map(json.loads, f) if record["event"] == "train"]
+
+
+def model_arrays(path):
+    return ckpt_io.load(path).model_state
+
+
+def assert_stopped(code, err, out_dir, expected_code, opening):
+    """The one line of a run stopped on request; returns the iteration it names (its checkpoint's)."""
+    assert code == expected_code, err
+    line = one_line(err)
+    assert line.startswith(f"{PROG}: {opening} at iteration "), line
+    iteration = int(line.split(" at iteration ")[1].split(";")[0])
+    assert f"the checkpoint {out_dir / 'ckpt.npz'} holds it" in line, line
+    assert ckpt_io.load(out_dir / "ckpt.npz").iteration == iteration
+    assert train_iterations(out_dir) == list(range(1, iteration + 1))  # every step logged, once
+    return iteration, line.split("continue with: ")[1]
+
+
+def resume(command, iteration, extra=2):
+    """Run the printed resume command (with a --max-iters within reach); returns the iteration reached."""
+    words = shlex.split(command)
+    assert words[:2] == [PROG, "--resume"], command
+    code, _, err = run([sys.executable, "-m", "models.train", *words[1:], "--max-iters", str(iteration + extra),
+                        "--no-progress"])
+    assert code == 0, err
+    return iteration + extra
+
+
+# ------------------------------------------------------------------------------------------
+# Ctrl-C, SIGTERM and a closed stdout
+
+
+def test_sigterm_saves_the_checkpoint_and_says_how_to_continue(corpus_file, tmp_path):
+    out = tmp_path / "out"
+    child = start(trainer(corpus_file, out, *LONG))
+    read_until(child, "iter 5:")
+    child.send_signal(signal.SIGTERM)
+    code, _, err = finish(child)
+    iteration, command = assert_stopped(code, err, out, 143, "terminated (SIGTERM)")
+    assert iteration >= 5
+    assert command == f"{PROG} --resume --out-dir {shlex.quote(str(out))} --kernels numpy"
+    reached = resume(command, iteration)
+    assert ckpt_io.load(out / "ckpt.npz").iteration == reached
+
+
+def test_ctrl_c_stops_after_the_step_and_the_resumed_run_is_exact(corpus_file, tmp_path):
+    out = tmp_path / "out"
+    child = start(trainer(corpus_file, out, *LONG))
+    read_until(child, "iter 5:")
+    child.send_signal(signal.SIGINT)
+    code, _, err = finish(child)
+    iteration, command = assert_stopped(code, err, out, 130, "interrupted (Ctrl-C, SIGINT)")
+    reached = resume(command, iteration, extra=3)
+
+    # The stop saved the whole state: stopping and resuming is one run of `reached` steps.
+    straight = tmp_path / "straight"
+    code, _, err = run(trainer(corpus_file, straight, "--max-iters", str(reached), "--lr-decay-iters", "100000"))
+    assert code == 0, err
+    resumed, alone = model_arrays(out / "ckpt.npz"), model_arrays(straight / "ckpt.npz")
+    for name in alone:
+        assert np.array_equal(resumed[name], alone[name]), name
+
+
+def test_a_closed_stdout_stops_the_run_quietly_with_its_checkpoint(corpus_file, tmp_path):
+    # `tensorlite-train | head`: the reader goes away in the middle of training ...
+    out = tmp_path / "out"
+    child = start(trainer(corpus_file, out, *LONG))
+    read_until(child, "iter 3:")
+    child.stdout.close()
+    code, _, err = finish(child)
+    iteration, command = assert_stopped(code, err, out, 141, "stopped (stdout was closed)")
+    assert iteration >= 3
+    assert "BrokenPipeError" not in err and "Exception ignored" not in err
+    resume(command, iteration)
+
+    # ... or before the first line: the run stops before its first step, with nothing to save.
+    early = tmp_path / "early"
+    child = start(trainer(corpus_file, early, *LONG))
+    child.stdout.close()
+    code, _, err = finish(child)
+    assert code == 141, err
+    assert one_line(err) == f"{PROG}: stopped (stdout was closed) at iteration 0; no checkpoint was written"
+    assert not (early / "ckpt.npz").exists()
 
 
 # ------------------------------------------------------------------------------------------
@@ -235,6 +333,62 @@ MPIEXEC = _find_mpiexec()
 needs_mpi = pytest.mark.skipif(MPIEXEC is None or not _mpi4py_installed(),
                                reason="needs mpi4py and mpiexec: pip install tensorlite[mpi]")
 TWO_RANKS = [MPIEXEC, "-n", "2"]
+
+
+def descendants(pid):
+    """The pids of every process below ``pid`` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def command_line(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@needs_mpi
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc")
+def test_ctrl_c_under_mpiexec_prints_one_line_and_leaves_no_rank_behind(corpus_file, tmp_path):
+    out = tmp_path / "out"
+    job = start([*TWO_RANKS, *trainer(corpus_file, out, *LONG, "--grad-accum", "2")])
+    read_until(job, "iter 5:")
+    ranks = [pid for pid in descendants(job.pid) if "models.train" in command_line(pid)]
+    assert len(ranks) == 2, ranks
+    job.send_signal(signal.SIGINT)  # mpiexec passes it on to every rank
+    code, stdout, err = finish(job)
+    ended = time.monotonic()
+    while any(alive(pid) for pid in ranks) and time.monotonic() - ended < 1.0:
+        time.sleep(0.02)
+    assert not any(alive(pid) for pid in ranks)
+    # mpiexec's own notes ("[mpiexec@host] Sending Ctrl-C ...") aside, one line in all
+    ours = [line for line in err.splitlines() if not line.startswith("[mpiexec@")]
+    assert "Traceback" not in stdout + err
+    iteration, command = assert_stopped(code, "\n".join(ours), out, 130, "interrupted (Ctrl-C, SIGINT)")
+    resume(command, iteration)  # in one process: a checkpoint resumes on any number of ranks
 
 
 @needs_mpi
