@@ -11,8 +11,13 @@ A converted checkpoint holds the model and the tokenizer (iteration 0, no optimi
 The tokenizer comes from ``tensorlite_tokenizer.json`` in the directory (written by ``--to-hf``),
 or, with ``--gpt2-tokenizer``, from GPT-2's ``vocab.json`` + ``merges.txt``.
 
-Nothing is overwritten without ``--overwrite``. Exit codes: 0 success; 2 bad input (one line on
-stderr naming the file and the tensor or field); 1 the output could not be written.
+Nothing is overwritten without ``--overwrite``. ``--to-hf DIR --overwrite`` replaces the whole
+directory: the export is built in a temporary directory beside it and swapped in at once, so
+``DIR`` holds the complete old export or the complete new one even if the command is killed, and
+files of the old export never stay beside the new weights (models/atomic_dir.py). While it
+runs, ``DIR.lock`` keeps a second conversion into ``DIR`` out. Exit codes: 0 success; 2 bad input
+or ``DIR`` in use (one line on stderr naming the file and the tensor or field); 1 the output
+could not be written.
 """
 
 import argparse
@@ -33,7 +38,8 @@ def build_parser():
     p.add_argument("--to-hf", metavar="DIR", help="directory to write (with --checkpoint)")
     p.add_argument("--gpt2-tokenizer", action="store_true",
                    help="use GPT-2's byte-level BPE from the directory's vocab.json + merges.txt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (with --to-hf: the whole directory)")
     return p
 
 
@@ -47,19 +53,25 @@ def _check_args(args, parser):
 
 
 def _refuse_existing(args):
-    """The output exists and --overwrite was not given -> the message to print, else None."""
+    """The message to print when the output may not be replaced (it exists and --overwrite was
+    not given, or --to-hf names something that is not a directory), else None."""
     from models.hf import CONFIG_NAME, WEIGHTS_NAME
 
+    if args.to_hf is not None and os.path.islink(args.to_hf):
+        # The export swaps directories by name; swapping a link would leave its target stale.
+        return f"{args.to_hf} is a symbolic link; give the directory it points to"
+    if args.to_hf is not None and os.path.exists(args.to_hf) and not os.path.isdir(args.to_hf):
+        return f"{args.to_hf} exists and is not a directory"
     if args.overwrite:
         return None
     if args.out is not None and os.path.exists(args.out):
         return f"{args.out} already exists; pass --overwrite to replace it"
-    if args.to_hf is not None:
-        if os.path.exists(args.to_hf) and not os.path.isdir(args.to_hf):
-            return f"{args.to_hf} exists and is not a directory"
+    if args.to_hf is not None and os.path.isdir(args.to_hf):
         taken = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if os.path.exists(os.path.join(args.to_hf, n))]
         if taken:
             return f"{os.path.join(args.to_hf, taken[0])} already exists; pass --overwrite to replace it"
+        if os.listdir(args.to_hf):
+            return f"{args.to_hf} is not empty; pass --overwrite to replace it and everything in it"
     return None
 
 
@@ -72,21 +84,26 @@ def main(argv=None):
     except SystemExit as exit_request:
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
 
+    from models.atomic_dir import TargetExistsError
     from models.checkpoint import CheckpointError
     from models.hf import HFFormatError, checkpoint_from_hf, hf_from_checkpoint
+    from models.run_lock import RunLockError
 
-    refusal = _refuse_existing(args)
-    if refusal:
-        return _error(refusal, EXIT_USAGE)
     try:
+        refusal = _refuse_existing(args)
+        if refusal:
+            return _error(refusal, EXIT_USAGE)
         if args.from_hf is not None:
             checkpoint_from_hf(args.from_hf, args.out, gpt2_tokenizer=args.gpt2_tokenizer)
             print(f"wrote {args.out}")
         else:
-            hf_from_checkpoint(args.checkpoint, args.to_hf)
+            for note in hf_from_checkpoint(args.checkpoint, args.to_hf, overwrite=args.overwrite):
+                print(note)
             print(f"wrote {args.to_hf}")
-    except (HFFormatError, CheckpointError) as error:
+    except (HFFormatError, CheckpointError, RunLockError) as error:
         return _error(error, EXIT_USAGE)
+    except TargetExistsError as error:
+        return _error(f"{error}; pass --overwrite to replace it" if error.replaceable else error, EXIT_USAGE)
     except OSError as error:
         return _error(f"cannot write the output: {error.strerror or error}", EXIT_IO)
     return EXIT_OK

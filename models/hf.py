@@ -17,8 +17,9 @@ The Hugging Face GPT-2 layout differs from this project's (nanoGPT's) in three w
     save_pretrained(model, "out-dir")              # writes config.json + model.safetensors
 
 ``checkpoint_from_hf`` / ``hf_from_checkpoint`` convert between such a directory and a
-tensorlite checkpoint (``tensorlite-convert``).  Every problem with the input is an
-``HFFormatError`` whose message is one line naming the file and the tensor or field; sizes in
+tensorlite checkpoint (``tensorlite-convert``); ``hf_from_checkpoint`` replaces the whole
+directory atomically (``export_hf_dir``, models/atomic_dir.py).  Every problem with the input is
+an ``HFFormatError`` whose message is one line naming the file and the tensor or field; sizes in
 config.json are checked against the available memory before any tensor is read.
 """
 
@@ -41,6 +42,8 @@ __all__ = [
     "state_dict_to_hf",
     "config_to_hf",
     "read_hf_dir",
+    "write_hf_dir",
+    "export_hf_dir",
     "gpt_from_pretrained",
     "save_pretrained",
     "checkpoint_from_hf",
@@ -399,8 +402,9 @@ def _write_json(path, obj):
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8")))
 
 
-def write_hf_dir(path, config, state, tokenizer=None):
-    """Write config.json + model.safetensors (+ the tokenizer's files) into directory ``path``."""
+def _hf_writer(config, state, tokenizer=None):
+    """Check everything, then return ``write(directory)``, which writes config.json +
+    model.safetensors (+ the tokenizer's files) into an existing directory."""
     st = _safetensors_numpy()
     hf_config = config_to_hf(config)
     hf_config["torch_dtype"] = str(np.asarray(state["transformer.wte.weight"]).dtype)
@@ -409,18 +413,50 @@ def write_hf_dir(path, config, state, tokenizer=None):
     shape_config = dict(vocab_size=hf_config["vocab_size"], block_size=hf_config["n_positions"],
                         n_layer=hf_config["n_layer"], n_embd=hf_config["n_embd"])
     hf_to_state_dict(tensors, shape_config, source="the model state")
-    os.makedirs(path, exist_ok=True)
-    # st.save returns the file's bytes, so they go through the same atomic write as the JSON files.
-    weights_path = os.path.join(path, WEIGHTS_NAME)
-    atomic_write(weights_path, lambda f: f.write(st.save(tensors, metadata={"format": "pt"})))
-    _write_json(os.path.join(path, CONFIG_NAME), hf_config)
+    d = gpt2 = None
     if tokenizer is not None:
         d = tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else dict(tokenizer)
-        _write_json(os.path.join(path, TOKENIZER_NAME), d)
         if d.get("type") == "gpt2":
             from models.gpt2_tokenizer import GPT2Tokenizer
 
-            GPT2Tokenizer.from_dict(d).save_vocab_merges(path)
+            try:
+                gpt2 = GPT2Tokenizer.from_dict(d)
+            except ValueError as error:
+                raise HFFormatError(f"the tokenizer cannot be written: {' '.join(str(error).split())}") from None
+
+    def write(path):
+        # st.save returns the file's bytes, so they go through the same atomic write as the JSON files.
+        weights_path = os.path.join(path, WEIGHTS_NAME)
+        atomic_write(weights_path, lambda f: f.write(st.save(tensors, metadata={"format": "pt"})))
+        _write_json(os.path.join(path, CONFIG_NAME), hf_config)
+        if d is not None:
+            _write_json(os.path.join(path, TOKENIZER_NAME), d)
+        if gpt2 is not None:
+            gpt2.save_vocab_merges(path)
+
+    return write
+
+
+def write_hf_dir(path, config, state, tokenizer=None):
+    """Write config.json + model.safetensors (+ the tokenizer's files) into directory ``path``,
+    file by file, beside whatever else it holds (as Hugging Face's ``save_pretrained`` does);
+    ``export_hf_dir`` replaces the whole directory atomically instead."""
+    write = _hf_writer(config, state, tokenizer)
+    os.makedirs(path, exist_ok=True)
+    write(path)
+
+
+def export_hf_dir(path, config, state, tokenizer=None, overwrite=False):
+    """Make directory ``path`` hold exactly this model's files, all old or all new even if the
+    process is killed half-way (models/atomic_dir.py). Returns notes on leftovers recovered.
+
+    ``TargetExistsError`` if ``path`` is not a directory, or is not empty and not ``overwrite``;
+    ``RunLockError`` if another process is exporting into ``path``.
+    """
+    from models.atomic_dir import replace_directory
+
+    write = _hf_writer(config, state, tokenizer)
+    return replace_directory(path, write, overwrite=overwrite)
 
 
 def save_pretrained(model, path, tokenizer=None):
@@ -480,8 +516,9 @@ def _check_vocab(tokenizer_dict, vocab_size, where):
         raise HFFormatError(f"{where}: the tokenizer has {n} tokens but the model only {vocab_size} (vocab_size)")
 
 
-def hf_from_checkpoint(ckpt_path, hf_dir):
-    """Write a tensorlite checkpoint's model (and tokenizer) as a Hugging Face GPT-2 directory."""
+def hf_from_checkpoint(ckpt_path, hf_dir, overwrite=False):
+    """Write a tensorlite checkpoint's model (and tokenizer) as a Hugging Face GPT-2 directory,
+    replacing it atomically (``export_hf_dir``); returns the notes on leftovers recovered."""
     from models import checkpoint as ckpt_io
     from models.gpt import GPTConfig
 
@@ -490,4 +527,4 @@ def hf_from_checkpoint(ckpt_path, hf_dir):
         config = GPTConfig.from_dict(checkpoint.config)
     except (ValueError, TypeError) as error:
         raise HFFormatError(f"{ckpt_path}: unusable model config ({error})") from None
-    write_hf_dir(hf_dir, config, checkpoint.model_state, tokenizer=checkpoint.tokenizer)
+    return export_hf_dir(hf_dir, config, checkpoint.model_state, tokenizer=checkpoint.tokenizer, overwrite=overwrite)
