@@ -63,6 +63,10 @@ def check_vocab(vocab, source="the vocabulary"):
     written out as UTF-8, so decoding to it fails only when sampling.
     """
     n = len(vocab)
+    ids = list(vocab.values())
+    if (all(type(i) is int for i in ids) and sorted(ids) == list(range(n))
+            and all(isinstance(s, str) and s for s in vocab) and lone_surrogate("".join(vocab)) < 0):
+        return  # the usual case, checked at C speed; the loop below finds the first bad entry
     holder = {}  # id -> its symbol
     for symbol, i in vocab.items():
         where = f"{source}: entry {describe_value(symbol)}"
@@ -85,6 +89,8 @@ def check_merges(merges, vocab, vocab_source="the vocabulary", merge_source=None
     """Raise ValueError naming the first merge (a, b) whose a, b or a + b is not a symbol of
     ``vocab``: such a merge produces a symbol that cannot be looked up, or can never apply.
     ``merge_source(rank)`` names a merge in the message (default: "merge <rank>")."""
+    if all(a in vocab and b in vocab and a + b in vocab for a, b in merges):
+        return
     for rank, (a, b) in enumerate(merges):
         for role, part in (("the symbol", a), ("the symbol", b), ("its result", a + b)):
             if part not in vocab:
