@@ -34,6 +34,7 @@ import numpy as np
 import tensorlite as tl
 from tensorlite import functional as F
 from tensorlite import nn
+from tensorlite.npz import available_memory, format_bytes  # noqa: F401  (models use them from here)
 
 
 # Target value of positions the loss leaves out (PyTorch's default ignore_index); -1, nanoGPT's
@@ -598,27 +599,6 @@ def estimate_memory(config, batch_size, dtype=np.float32, training=True, seq_len
         weights = P
         activations = B * T * (2 * L * C + per_token_layer + 3 * V)  # KV cache + one layer's work
     return (weights + activations) * itemsize
-
-
-def available_memory():
-    """Bytes of memory available to a new allocation (``MemAvailable`` in /proc/meminfo), or
-    None where that is unknown (not Linux)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def format_bytes(n):
-    """1536 -> '1.5 KiB'; for messages about memory."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 @functools.lru_cache(maxsize=None)
