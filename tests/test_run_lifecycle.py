@@ -184,6 +184,32 @@ def test_a_closed_stdout_stops_the_run_quietly_with_its_checkpoint(corpus_file, 
     assert not (early / "ckpt.npz").exists()
 
 
+def test_a_second_signal_interrupts_at_once_and_an_ignored_one_stays_ignored():
+    from models.run_control import INTERRUPT, TERMINATE, RunControl, SignalInterrupt
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as under nohup or a background job
+    try:
+        with RunControl() as control, control.deferred():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGTERM)  # ignored: no request
+            assert control.requested is None
+            signal.raise_signal(signal.SIGINT)  # the first: a request, the step goes on
+            assert control.requested == INTERRUPT
+            with pytest.raises(SignalInterrupt) as second:  # the second: at once
+                signal.raise_signal(signal.SIGINT)
+            assert second.value.stop == INTERRUPT
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    with RunControl() as control:  # outside the training loop: at once, as a KeyboardInterrupt
+        assert signal.getsignal(signal.SIGTERM) == control._on_signal  # (else SIGTERM would end pytest)
+        with pytest.raises(KeyboardInterrupt) as outside:
+            signal.raise_signal(signal.SIGTERM)
+        assert outside.value.stop == TERMINATE
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
 # ------------------------------------------------------------------------------------------
 # One run per out dir
 
