@@ -44,6 +44,8 @@ from tensorlite.npz import (NotAFileError, NotAnArchiveError, NpzError, TooLarge
                             read_npz)
 from tensorlite.serialization import atomic_write, decode, encode
 
+from models.jsonio import load_json_text
+
 __all__ = ["CheckpointError", "Checkpoint", "save", "load", "remove_stale_temp_files", "check_gpt",
            "check_training_state", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -229,9 +231,11 @@ def _load(path):
     if META_KEY not in arrays:
         raise CheckpointError(f"not a tensorlite checkpoint (no {META_KEY} entry): {path}")
     try:
-        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        text = arrays.pop(META_KEY).tobytes().decode("utf-8")
+    except UnicodeDecodeError as error:
         raise _DamagedCheckpoint(f"checkpoint metadata is damaged ({error}): {path}") from None
+    # jsonio also refuses deep nesting, integers past Python's digit limit and lone surrogates
+    meta = load_json_text(text, f"checkpoint metadata of {path}", error=_DamagedCheckpoint)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"not a tensorlite checkpoint (format is {meta.get('format') if isinstance(meta, dict) else None!r}): {path}")
     if meta.get("version") != FORMAT_VERSION:

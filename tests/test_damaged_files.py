@@ -465,3 +465,26 @@ def test_sample_on_a_damaged_checkpoint_is_one_line(tmp_path, capsys, damage):
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
     assert lines[0].startswith("tensorlite-sample: error: checkpoint is truncated or corrupt"), lines[0]
     assert repr(name) in lines[0] and str(path) in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------------------------------
+# metadata that parses as JSON but cannot be read
+
+
+@pytest.mark.parametrize("field, what", [
+    ("1" * 5000, "digits"),
+    ("[" * 100_000 + "]" * 100_000, "nested"),
+    ('"\\ud800"', "surrogate"),
+], ids=["5000-digit-integer", "nested-100000-deep", "lone-surrogate"])
+def test_hostile_metadata_is_one_checkpoint_error(tmp_path, field, what):
+    path = tmp_path / "ckpt.npz"
+    tiny_checkpoint(path)
+    meta = member_bytes(path, "meta.json.npy")
+    text = np.load(io.BytesIO(meta)).tobytes().decode("utf-8")
+    text = text.replace('"iteration": 3', f'"iteration": {field}', 1)
+    assert field in text
+    replace_member(path, "meta.json.npy", npy_bytes(np.frombuffer(text.encode("utf-8"), np.uint8)))
+    with pytest.raises(CheckpointError) as raised:
+        ckpt_io.load(path)
+    message = str(raised.value)
+    assert "\n" not in message and str(path) in message and what in message
