@@ -1,6 +1,6 @@
 """Tools for testing the gradients of tensorlite ops, including your own.
 
-Three pieces live here:
+Four pieces live here:
 
 * :func:`gradcheck` compares the gradient that autograd computes (the
   "analytic" gradient, produced by each op's backward) with a gradient
@@ -33,6 +33,26 @@ correct. A random ``v`` makes such mistakes visible. The numeric side then
 differentiates the scalar ``L(x) = sum(v * f(x))``, whose gradient is exactly
 ``v^T J``.
 
+* :func:`rounding_bound` and :func:`assert_within_rounding` compare a float32 (or
+  float64) result with an exact reference computed in float64, within a bound derived
+  from the computation instead of a fixed tolerance. A fixed ``rtol``/``atol`` fails on
+  some inputs and not others: the rounding error of a sum grows with the number of its
+  terms and their magnitudes, and is large relative to the result where terms cancel.
+  The classic bound (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+  section 3.1) holds for every input::
+
+      from tensorlite.testing import assert_within_rounding, rounding_bound
+
+      a64, b64 = a.astype(np.float64), b.astype(np.float64)
+      exact = a64 @ b64                                   # the same inputs, exactly enough
+      bound = rounding_bound(np.abs(a64) @ np.abs(b64),   # the sum of |terms|
+                             n=a.shape[-1] + 1, dtype=np.float32)
+      assert_within_rounding(my_matmul(a, b), exact, bound)
+
+  For a longer computation the bound is propagated through it to first order, each
+  step adding its own rounding to the error it inherits (tests/test_kernels.py does so
+  for softmax, attention and layer norm).
+
 Hypothesis is needed only for the strategies; ``gradcheck`` works without it.
 """
 
@@ -51,7 +71,8 @@ except ImportError:  # gradcheck still works; only the strategies need hypothesi
     hnp = None
 
 
-__all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "strategies"]
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "strategies", "rounding_bound",
+           "assert_within_rounding"]
 
 
 class GradcheckError(AssertionError):
@@ -364,6 +385,68 @@ def _compare_elementwise(failure, analytic, numeric, atol, rtol):
         f"numeric={float(numeric[worst])!r}, analytic={float(analytic[worst])!r}, "
         f"|difference|={error[worst]:.3e} > tolerance atol + rtol*|numeric| = "
         f"{atol:g} + {rtol:g}*{abs(numeric[worst]):.3e} = {allowed[worst]:.3e}")
+
+
+# ----------------------------------------------------------------------------
+# Comparing floating point results with an exact reference
+# ----------------------------------------------------------------------------
+
+def rounding_bound(magnitude, n=1, dtype=np.float32):
+    """The most rounding error a result computed in `dtype` can carry: ``n`` roundings of
+    terms whose absolute values add up to `magnitude`.
+
+    A sum of n terms x_i (a dot product, a reduction), however it is ordered or blocked,
+    with fused multiply-adds or not, is within ``gamma_n * sum |x_i|`` of its exact value,
+    ``gamma_n = n u / (1 - n u)``, u = eps / 2 the unit roundoff (Higham, section 3.1).
+    This returns ``n * eps * magnitude``, which is twice gamma_n while n u is small, so that
+    it also covers an "exact" reference computed in the same precision (a float64 result
+    checked against a float64 reference), plus ``n`` times the smallest normal number of
+    `dtype` for results that underflow. Elementwise over `magnitude` (a float64 array).
+
+    Examples: a matmul ``a @ b`` with k terms per element, ``rounding_bound(|a| @ |b|, k + 1,
+    dtype)``; a sum over an axis of length n, ``rounding_bound(|x|.sum(axis), n + 1, dtype)``;
+    one elementwise operation, ``rounding_bound(|result|, 1, dtype)``.
+    """
+    info = np.finfo(dtype)
+    return n * (float(info.eps) * np.asarray(magnitude, dtype=np.float64) + float(info.tiny))
+
+
+def assert_within_rounding(actual, exact, bound, err_msg=""):
+    """Assert ``|actual - exact| <= bound`` elementwise, shapes equal.
+
+    `exact` is the exact result (in practice: the computation in float64, or in a wider
+    type than `actual`), `bound` the rounding error allowed, e.g. from
+    :func:`rounding_bound`, broadcast to `exact`'s shape. Where `exact` is NaN or infinite,
+    `actual` must be the same. Raises AssertionError naming how many elements fail and the
+    worst one (its index, both values, the error and the bound); returns the largest ratio
+    of error to bound, which says how close the check came to failing.
+    """
+    actual = np.asarray(actual)
+    exact = np.asarray(exact, dtype=np.float64)
+    prefix = f"{err_msg}: " if err_msg else ""
+    if actual.shape != exact.shape:
+        raise AssertionError(f"{prefix}shape {actual.shape} differs from the exact result's "
+                             f"{exact.shape}")
+    actual = actual.astype(np.float64)
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), exact.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.abs(actual - exact)
+        same = (actual == exact) | (np.isnan(actual) & np.isnan(exact))
+        # NaN in either fails, and so does any difference from an infinite exact result
+        within = same | (np.isfinite(exact) & (error <= bound))
+        ratio = np.where(same, 0.0, error / bound)
+    # failing elements rank above every passing one (a NaN error: infinitely far)
+    ratio = np.where(within, ratio, np.maximum(np.nan_to_num(ratio, nan=np.inf), 1.0))
+    if within.all():
+        return float(ratio.max()) if ratio.size else 0.0
+    worst = np.unravel_index(int(np.argmax(ratio)), exact.shape)
+    raise AssertionError(
+        f"{prefix}{int((~within).sum())} of {exact.size} elements differ from the exact result "
+        f"by more than their rounding-error bound; worst at index "
+        f"{tuple(int(i) for i in worst)}: actual={float(actual[worst])!r}, "
+        f"exact={float(exact[worst])!r}, "
+        f"|difference|={error[worst]:.3e} > bound {bound[worst]:.3e} "
+        f"({ratio[worst]:.3g} times the bound)")
 
 
 # ----------------------------------------------------------------------------
