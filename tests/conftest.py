@@ -1,7 +1,8 @@
 """Shared pytest configuration: Hypothesis profiles, the kernel-set fixture, and what the
 command-line tests share (tiny model flags, a small corpus file, hiding an optional package).
 
-Hypothesis profiles, chosen with the environment variable HYPOTHESIS_PROFILE:
+Hypothesis profiles, chosen with the environment variable HYPOTHESIS_PROFILE or with
+Hypothesis's own pytest option, e.g. ``--hypothesis-profile=intense``:
 
 * ``ci`` (default): 25 examples per property, so that the whole suite stays
   within a few minutes on a 2-core machine.
