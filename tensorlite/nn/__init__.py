@@ -17,6 +17,8 @@ Where each family lives (one module per family, named as in ``torch.nn.modules``
 ============================  =================================================================
 ``nn/parameter.py``           ``Parameter``
 ``nn/module.py``              ``Module``: bookkeeping, hooks, walking the tree, ``state_dict``
+``nn/init.py``                weight initialisation, as ``torch.nn.init``
+``nn/compat.py``              what exists only for PyTorch programs (devices, ``cpu()``, ...)
 ``nn/linear.py``              ``Identity``, ``Linear``
 ``nn/embedding.py``           ``Embedding``
 ``nn/normalization.py``       ``LayerNorm``
@@ -29,6 +31,9 @@ Where each family lives (one module per family, named as in ``torch.nn.modules``
 ``nn/container.py``           ``ModuleList``, ``ModuleDict``, ``Sequential``
 ``nn/parallel.py``            ``DistributedDataParallel`` (imported on demand: it needs MPI)
 ============================  =================================================================
+
+``tensorlite.nn.functional`` is ``tensorlite.functional`` itself, under PyTorch's path, so
+``import tensorlite.nn.functional as F`` works as in a PyTorch program.
 
 Example::
 
@@ -49,7 +54,11 @@ Example::
     # ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
 """
 
+import sys
+
+from tensorlite import functional
 from tensorlite.tensor import RemovableHandle
+from tensorlite.nn import init
 from tensorlite.nn.parameter import Parameter
 from tensorlite.nn.module import IncompatibleKeys, Module
 from tensorlite.nn.linear import Identity, Linear
@@ -65,5 +74,9 @@ __all__ = [
     "Parameter", "Module", "RemovableHandle", "Linear", "Embedding", "LayerNorm", "Dropout",
     "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax", "Identity", "Flatten",
     "MSELoss", "L1Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "NLLLoss",
-    "ModuleList", "ModuleDict", "Sequential",
+    "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys", "functional", "init",
 ]
+
+# One module under two names: registering it as tensorlite.nn.functional lets
+# `import tensorlite.nn.functional as F` and `from tensorlite.nn.functional import relu` find it.
+sys.modules[__name__ + ".functional"] = functional

@@ -5,11 +5,9 @@ import math
 import numpy as np
 
 from tensorlite import functional as F
+from tensorlite.nn import compat, init
 from tensorlite.nn.module import Module
 from tensorlite.nn.parameter import Parameter
-# rng(): the library-wide generator that every layer initialisation draws from, so
-# tl.manual_seed(seed) makes model initialisation reproducible.
-from tensorlite.tensor import rng as _rng
 
 __all__ = ["Identity", "Linear"]
 
@@ -27,18 +25,29 @@ class Identity(Module):
 class Linear(Module):
     """y = x @ weight.T + bias, with weight of shape (out_features, in_features).
 
-    Initialised like PyTorch: weight and bias uniform in [-1/sqrt(in), 1/sqrt(in)] (this is what
-    kaiming_uniform(a=sqrt(5)) works out to).
+    Initialised as PyTorch does (``reset_parameters``): the weight by
+    ``init.kaiming_uniform_(weight, a=sqrt(5))``, which works out to uniform in
+    [-1/sqrt(in_features), 1/sqrt(in_features)], and the bias uniform in that same range.
+    ``dtype`` defaults to float32; ``device`` may only be the CPU.
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
+        compat.check_device("Linear", device)
+        dtype = compat.float_dtype("Linear", dtype)
         self.in_features = in_features
         self.out_features = out_features
-        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
-        rng = _rng()
-        self.weight = Parameter(rng.uniform(-bound, bound, size=(out_features, in_features)), dtype)
-        self.bias = Parameter(rng.uniform(-bound, bound, size=(out_features,)), dtype) if bias else None
+        self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))
+        self.bias = Parameter(np.empty(out_features, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Draw fresh initial values (from tensorlite's generator, see ``tl.manual_seed``)."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out)

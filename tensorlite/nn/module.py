@@ -11,6 +11,9 @@ by ``to``, but not a parameter.
 
 ``register_forward_pre_hook`` / ``register_forward_hook`` run code around a module's forward
 (to inspect activations or replace inputs or outputs); each returns a handle with ``remove()``.
+
+The methods that exist only for PyTorch programs (``cpu()``, ``cuda()``, ``register_module``)
+come from ``compat.TorchModuleMethods``.
 """
 
 import itertools
@@ -18,6 +21,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from tensorlite.nn import compat
 from tensorlite.nn.parameter import Parameter
 from tensorlite.tensor import RemovableHandle, Tensor
 
@@ -37,7 +41,7 @@ def _as_buffer(name, value):
     raise TypeError(f"buffer '{name}' must be a Tensor, an array or None, got {type(value).__name__}")
 
 
-class Module:
+class Module(compat.TorchModuleMethods):
     """Base class of every layer and model.
 
     Subclasses call ``super().__init__()`` first, assign their parameters and sub-modules as
@@ -228,38 +232,40 @@ class Module:
         for _, module in self.named_modules():
             yield module
 
-    def named_parameters(self, prefix="", remove_duplicate=True):
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
         """(dotted name, parameter) pairs, e.g. ``('transformer.h.0.attn.c_attn.weight', p)``.
 
-        Order: a module's own parameters in assignment order, then each child's, depth first.
-        A parameter shared by two modules (tied weights) is yielded once, under the first name
-        met, unless ``remove_duplicate=False``.
+        Order: a module's own parameters in assignment order, then each child's, depth first
+        (only the module's own with ``recurse=False``). A parameter shared by two modules (tied
+        weights) is yielded once, under the first name met, unless ``remove_duplicate=False``.
         """
-        return self._named_members("_parameters", prefix, remove_duplicate)
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
-    def parameters(self):
-        """Every learnable parameter once (tied weights are not repeated)."""
-        for _, param in self.named_parameters():
+    def parameters(self, recurse=True):
+        """Every learnable parameter once (tied weights are not repeated); only this module's
+        own with ``recurse=False``."""
+        for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix="", remove_duplicate=True):
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
         """(dotted name, buffer) pairs, in the order of ``named_parameters`` (None skipped)."""
-        return self._named_members("_buffers", prefix, remove_duplicate)
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
-    def _named_members(self, store, prefix, remove_duplicate):
+    def _named_members(self, store, prefix, recurse, remove_duplicate):
         """(dotted name, value) of every module's `store` dict (parameters or buffers), each
         value once unless remove_duplicate is False; None entries skipped."""
         seen = set()
-        for module_name, module in self.named_modules(prefix, remove_duplicate):
+        modules = self.named_modules(prefix, remove_duplicate) if recurse else [(prefix, self)]
+        for module_name, module in modules:
             for name, value in getattr(module, store).items():
                 if value is None or (remove_duplicate and id(value) in seen):
                     continue
                 seen.add(id(value))
                 yield (f"{module_name}.{name}" if module_name else name), value
 
-    def buffers(self):
-        """Every buffer once."""
-        for _, buffer in self.named_buffers():
+    def buffers(self, recurse=True):
+        """Every buffer once; only this module's own with ``recurse=False``."""
+        for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
 
     def num_parameters(self):
@@ -301,34 +307,39 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
-    def to(self, dtype):
-        """Cast every parameter and floating-point buffer to the floating dtype ``dtype``
-        (e.g. ``np.float64``).  Returns self.  ``to("cpu")`` is accepted and changes nothing
-        (there is no other device).
+    def to(self, *args, **kwargs):
+        """Cast every parameter (and its gradient) and every floating-point buffer to a float
+        dtype. Returns self.
 
-        The cast replaces each parameter's array (``p.data``), so do it before building an
-        optimizer that holds views of those arrays.  Tied parameters stay tied: the
-        ``Parameter`` objects themselves are kept.
+        PyTorch's forms are accepted: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``,
+        ``to(device=..., dtype=...)``, ``to(tensor)`` (that tensor's dtype). The device must be
+        the CPU (see ``compat.py``); the dtype float32 or float64 (``tl.float64``,
+        ``np.float64``, "float64", ...).
+
+        A cast replaces each parameter's array (``p.data``), so do it before building an
+        optimizer that holds views of those arrays (parameters already of the dtype are left
+        alone). Tied parameters stay tied: the ``Parameter`` objects themselves are kept.
         """
-        if isinstance(dtype, str) and dtype == "cpu":
+        dtype = compat.to_arguments(args, kwargs)
+        if dtype is None:
             return self
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise TypeError(f"parameters must stay floating point, cannot cast to {dtype}")
+        dtype = compat.float_dtype("Module.to", dtype)
         for p in self.parameters():
-            p.data = p.data.astype(dtype)
-            p.grad = None
+            if p.dtype != dtype:
+                p.data = p.data.astype(dtype)
+                if p.grad is not None:
+                    p.grad = np.asarray(p.grad).astype(dtype)
         for buffer in self.buffers():
-            if buffer.dtype.kind == "f":
+            if buffer.dtype.kind == "f" and buffer.dtype != dtype:
                 buffer.data = buffer.data.astype(dtype)
         return self
 
     def double(self):
-        """Cast every parameter to float64.  Returns self."""
+        """Cast every parameter and floating-point buffer to float64.  Returns self."""
         return self.to(np.float64)
 
     def float(self):
-        """Cast every parameter to float32.  Returns self."""
+        """Cast every parameter and floating-point buffer to float32.  Returns self."""
         return self.to(np.float32)
 
     # --- checkpoints --------------------------------------------------------------------------

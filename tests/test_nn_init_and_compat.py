@@ -1,0 +1,423 @@
+"""Tests for tensorlite.nn.init, the torch-path aliases (tensorlite.nn.functional) and the parts
+of Module that PyTorch programs rely on: devices and dtypes in to(), non-persistent buffers,
+and recurse=. Where torch is installed, behaviour is compared with it."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import tensorlite as tl
+from tensorlite import nn
+from tensorlite.nn import init
+
+SEED = 20240611
+
+
+def standard_normal_cdf(x):
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def standard_normal_pdf(x):
+    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def assert_mean_and_std(values, mean, std, kurtosis, within=6.0):
+    """The sample mean and variance of ``values`` are within ``within`` standard errors of the
+    distribution's: SE(mean) = std / sqrt(n), SE(variance) = std**2 sqrt((kurtosis - 1) / n),
+    where kurtosis = E[(x - mean)**4] / std**4 (3 for a normal, 9/5 for a uniform). Six
+    standard errors: a correct sampler fails one such check in about 5e8."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    n = values.size
+    assert abs(values.mean() - mean) <= within * std / math.sqrt(n), (values.mean(), mean)
+    variance_error = within * std ** 2 * math.sqrt((kurtosis - 1) / n)
+    assert abs(values.var() - std ** 2) <= variance_error, (values.std(), std)
+
+
+UNIFORM_KURTOSIS, NORMAL_KURTOSIS = 9 / 5, 3.0
+
+
+def fresh(*shape, dtype=np.float32):
+    return nn.Parameter(np.full(shape, np.nan, dtype=dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Gains and fans, against torch
+# ----------------------------------------------------------------------------------------------
+
+NONLINEARITIES = ["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                  "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu"]
+
+
+@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
+def test_calculate_gain_matches_torch(nonlinearity):
+    torch = pytest.importorskip("torch")
+    assert init.calculate_gain(nonlinearity) == pytest.approx(
+        torch.nn.init.calculate_gain(nonlinearity), rel=1e-15)
+
+
+@pytest.mark.parametrize("slope", [0, 0.2, 1, math.sqrt(5), np.float64(0.3)])
+def test_calculate_gain_leaky_relu_slope_matches_torch(slope):
+    torch = pytest.importorskip("torch")
+    assert init.calculate_gain("leaky_relu", slope) == pytest.approx(
+        torch.nn.init.calculate_gain("leaky_relu", slope), rel=1e-15)
+
+
+def test_calculate_gain_rejects_what_torch_rejects():
+    torch = pytest.importorskip("torch")
+    for args in [("swish",), ("leaky_relu", True), ("leaky_relu", "0.1")]:
+        with pytest.raises(ValueError):
+            torch.nn.init.calculate_gain(*args)
+        with pytest.raises(ValueError):
+            init.calculate_gain(*args)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (1, 1), (5, 3, 2), (6, 4, 3, 3), (2, 3, 1, 2, 5),
+                                   (7, 0), (0, 4, 3)])
+def test_fans_match_torch(shape):
+    torch = pytest.importorskip("torch")
+    expected = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+    assert init._calculate_fan_in_and_fan_out(tl.zeros(*shape)) == expected
+
+
+@pytest.mark.parametrize("shape", [(), (5,)])
+def test_fans_need_two_dimensions(shape):
+    with pytest.raises(ValueError, match="fewer than 2 dimensions"):
+        init._calculate_fan_in_and_fan_out(tl.zeros(*shape))
+    with pytest.raises(ValueError, match="fewer than 2 dimensions"):
+        init.xavier_uniform_(tl.zeros(*shape))
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributions
+# ----------------------------------------------------------------------------------------------
+
+def test_uniform_and_normal_distributions():
+    tl.manual_seed(SEED)
+    w = init.uniform_(fresh(300, 200), -0.5, 1.5)
+    assert w.data.min() >= -0.5 and w.data.max() < 1.5
+    assert_mean_and_std(w.data, 0.5, 2.0 / math.sqrt(12), UNIFORM_KURTOSIS)
+    w = init.uniform_(fresh(300, 200))  # torch's default: [0, 1)
+    assert w.data.min() >= 0 and w.data.max() < 1
+    assert_mean_and_std(w.data, 0.5, 1.0 / math.sqrt(12), UNIFORM_KURTOSIS)
+    w = init.normal_(fresh(300, 200), mean=-2.0, std=0.3)
+    assert_mean_and_std(w.data, -2.0, 0.3, NORMAL_KURTOSIS)
+    w = init.normal_(fresh(300, 200))
+    assert_mean_and_std(w.data, 0.0, 1.0, NORMAL_KURTOSIS)
+
+
+@pytest.mark.parametrize("shape", [(256, 384), (64, 32, 3, 3)])
+@pytest.mark.parametrize("gain", [1.0, init.calculate_gain("relu")])
+def test_xavier_distributions(shape, gain):
+    tl.manual_seed(SEED)
+    fan_in, fan_out = init._calculate_fan_in_and_fan_out(tl.zeros(*shape))
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    w = init.xavier_uniform_(fresh(*shape), gain=gain)
+    bound = math.sqrt(3.0) * std
+    assert np.abs(w.data).max() <= bound
+    assert_mean_and_std(w.data, 0.0, std, UNIFORM_KURTOSIS)
+    w = init.xavier_normal_(fresh(*shape), gain=gain)
+    assert_mean_and_std(w.data, 0.0, std, NORMAL_KURTOSIS)
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (48, 16, 3, 3)])
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out", "FAN_OUT"])
+@pytest.mark.parametrize("a, nonlinearity", [(0, "relu"), (0, "leaky_relu"), (math.sqrt(5), "leaky_relu"),
+                                             (0, "tanh"), (0, "linear")])
+def test_kaiming_distributions(shape, mode, a, nonlinearity):
+    tl.manual_seed(SEED)
+    fan_in, fan_out = init._calculate_fan_in_and_fan_out(tl.zeros(*shape))
+    fan = fan_in if mode.lower() == "fan_in" else fan_out
+    std = init.calculate_gain(nonlinearity, a) / math.sqrt(fan)
+    w = init.kaiming_uniform_(fresh(*shape), a=a, mode=mode, nonlinearity=nonlinearity)
+    assert np.abs(w.data).max() <= math.sqrt(3.0) * std
+    assert_mean_and_std(w.data, 0.0, std, UNIFORM_KURTOSIS)
+    w = init.kaiming_normal_(fresh(*shape), a=a, mode=mode, nonlinearity=nonlinearity)
+    assert_mean_and_std(w.data, 0.0, std, NORMAL_KURTOSIS)
+
+
+def test_kaiming_rejects_an_unknown_mode_and_skips_empty_tensors():
+    with pytest.raises(ValueError, match="Mode fan_avg not supported"):
+        init.kaiming_uniform_(tl.zeros(3, 4), mode="fan_avg")
+    empty = tl.zeros(0, 4)
+    with pytest.warns(UserWarning, match="zero-element"):
+        assert init.kaiming_normal_(empty) is empty
+
+
+@pytest.mark.parametrize("mean, std, a, b", [(0.0, 1.0, -2.0, 2.0), (1.0, 0.5, 0.0, 1.2),
+                                             (0.0, 1.0, 2.0, 3.0), (0.0, 0.02, -0.04, 0.04)])
+def test_trunc_normal_distribution(mean, std, a, b):
+    tl.manual_seed(SEED)
+    w = init.trunc_normal_(fresh(300, 200, dtype=np.float64), mean=mean, std=std, a=a, b=b)
+    assert w.data.min() >= a and w.data.max() <= b
+    # The truncated normal's mean and variance in closed form.
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    mass = standard_normal_cdf(beta) - standard_normal_cdf(alpha)
+    pdf_a, pdf_b = standard_normal_pdf(alpha), standard_normal_pdf(beta)
+    shift = (pdf_a - pdf_b) / mass
+    true_mean = mean + std * shift
+    true_std = std * math.sqrt(1 + (alpha * pdf_a - beta * pdf_b) / mass - shift ** 2)
+    # A truncated normal has a lighter tail than a normal: kurtosis 3 bounds its own.
+    assert_mean_and_std(w.data, true_mean, true_std, NORMAL_KURTOSIS)
+
+
+def test_trunc_normal_warns_when_the_interval_is_far_from_the_mean():
+    with pytest.warns(UserWarning, match="more than 2 std"):
+        init.trunc_normal_(tl.zeros(10), mean=0.0, std=1.0, a=3.0, b=4.0)
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (8, 5), (6, 6), (4, 2, 3), (7, 1)])
+@pytest.mark.parametrize("gain", [1.0, 2.5])
+def test_orthogonal_rows_or_columns_are_orthonormal(shape, gain):
+    tl.manual_seed(SEED)
+    w = init.orthogonal_(fresh(*shape, dtype=np.float64), gain=gain)
+    matrix = w.data.reshape(shape[0], -1) / gain
+    rows, cols = matrix.shape
+    product = matrix @ matrix.T if rows <= cols else matrix.T @ matrix
+    np.testing.assert_allclose(product, np.eye(min(rows, cols)), atol=1e-12)
+    w32 = init.orthogonal_(fresh(*shape), gain=gain)  # float32: orthonormal to float32 rounding
+    m32 = w32.data.reshape(shape[0], -1).astype(np.float64) / gain
+    product = m32 @ m32.T if rows <= cols else m32.T @ m32
+    np.testing.assert_allclose(product, np.eye(min(rows, cols)), atol=1e-6)
+
+
+def test_orthogonal_needs_two_dimensions():
+    with pytest.raises(ValueError, match="2 or more dimensions"):
+        init.orthogonal_(tl.zeros(4))
+
+
+def test_constant_fills():
+    w = fresh(3, 4)
+    assert init.constant_(w, 0.25) is w and (w.data == 0.25).all()
+    assert (init.zeros_(w).data == 0).all() and (init.ones_(w).data == 1).all()
+    np.testing.assert_array_equal(init.eye_(fresh(2, 3)).data, np.eye(2, 3))
+    with pytest.raises(ValueError):
+        init.eye_(fresh(2, 2, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# How init writes: in place, no graph, dtype kept, reproducible
+# ----------------------------------------------------------------------------------------------
+
+ALL_RANDOM = [
+    lambda t, **g: init.uniform_(t, -1, 1, **g),
+    lambda t, **g: init.normal_(t, 0, 1, **g),
+    lambda t, **g: init.trunc_normal_(t, **g),
+    lambda t, **g: init.xavier_uniform_(t, **g),
+    lambda t, **g: init.xavier_normal_(t, **g),
+    lambda t, **g: init.kaiming_uniform_(t, **g),
+    lambda t, **g: init.kaiming_normal_(t, **g),
+    lambda t, **g: init.orthogonal_(t, **g),
+]
+
+
+@pytest.mark.parametrize("fill", ALL_RANDOM)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_init_is_in_place_without_a_graph_and_keeps_dtype(fill, dtype):
+    p = fresh(6, 5, dtype=dtype)
+    array = p.data
+    version = p._version
+    assert fill(p) is p
+    assert p.data is array and p.dtype == dtype and np.isfinite(p.data).all()
+    assert p.is_leaf and p.requires_grad and p.grad is None
+    assert p._version > version  # an in-place change, as for any other
+    (p * 2).sum().backward()  # still an ordinary leaf
+    np.testing.assert_array_equal(p.grad, np.full((6, 5), 2, dtype=dtype))
+
+
+@pytest.mark.parametrize("fill", ALL_RANDOM)
+def test_init_draws_from_manual_seed_or_the_generator_given(fill):
+    tl.manual_seed(7)
+    a = fill(fresh(4, 6)).data.copy()
+    tl.manual_seed(7)
+    b = fill(fresh(4, 6)).data.copy()
+    np.testing.assert_array_equal(a, b)
+    c = fill(fresh(4, 6), generator=np.random.default_rng(1)).data.copy()
+    d = fill(fresh(4, 6), generator=np.random.default_rng(1)).data.copy()
+    np.testing.assert_array_equal(c, d)
+    assert not np.array_equal(a, c)
+    with pytest.raises(TypeError, match="generator"):
+        fill(fresh(4, 6), generator=7)
+
+
+def test_init_rejects_what_is_not_a_tensor():
+    with pytest.raises(TypeError, match="expects a Tensor"):
+        init.normal_([1.0, 2.0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers initialise through init, as torch's do
+# ----------------------------------------------------------------------------------------------
+
+def test_linear_initialises_as_torch_does():
+    tl.manual_seed(SEED)
+    layer = nn.Linear(5, 3)
+    tl.manual_seed(SEED)
+    weight, bias = tl.zeros(3, 5), tl.zeros(3)
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    init.uniform_(bias, -1 / math.sqrt(5), 1 / math.sqrt(5))
+    np.testing.assert_array_equal(layer.weight.data, weight.data)
+    np.testing.assert_array_equal(layer.bias.data, bias.data)
+
+    big = nn.Linear(400, 300)
+    bound = 1 / math.sqrt(400)
+    assert np.abs(big.weight.data).max() <= bound and np.abs(big.bias.data).max() <= bound
+    assert_mean_and_std(big.weight.data, 0.0, bound / math.sqrt(3), UNIFORM_KURTOSIS)
+    before = big.weight.data.copy()
+    big.reset_parameters()
+    assert not np.array_equal(before, big.weight.data)
+
+
+def test_embedding_and_layer_norm_initialise_as_torch_does():
+    tl.manual_seed(SEED)
+    table = nn.Embedding(500, 64)
+    tl.manual_seed(SEED)
+    np.testing.assert_array_equal(table.weight.data, init.normal_(tl.zeros(500, 64)).data)
+    assert_mean_and_std(table.weight.data, 0.0, 1.0, NORMAL_KURTOSIS)
+    norm = nn.LayerNorm(6)
+    assert (norm.weight.data == 1).all() and (norm.bias.data == 0).all()
+    plain = nn.LayerNorm(6, elementwise_affine=False)
+    assert plain.weight is None and plain.bias is None and not list(plain.parameters())
+    x = tl.randn(2, 6)
+    np.testing.assert_allclose(plain(x).data, norm(x).data, rtol=1e-6, atol=1e-6)
+
+
+def test_layer_norm_takes_torchs_argument_order():
+    torch = pytest.importorskip("torch")
+    ours, theirs = nn.LayerNorm(4, 1e-3, True, False), torch.nn.LayerNorm(4, 1e-3, True, False)
+    assert ours.eps == theirs.eps and ours.bias is None and theirs.bias is None
+
+
+# ----------------------------------------------------------------------------------------------
+# tensorlite.nn.functional and tensorlite.nn.init under torch's paths
+# ----------------------------------------------------------------------------------------------
+
+def test_nn_functional_is_tensorlite_functional():
+    import tensorlite.nn.functional as F
+    from tensorlite.nn.functional import relu
+    from tensorlite.nn import functional as G
+
+    assert F is tl.functional and G is tl.functional
+    assert F.relu is tl.functional.relu and relu is tl.functional.relu
+    import tensorlite.nn.init as init_module
+    assert tl.nn.init is init_module is init
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices and dtypes
+# ----------------------------------------------------------------------------------------------
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.register_buffer("running", np.zeros(2, dtype=np.float32))
+        self.register_buffer("count", np.array(0, dtype=np.int64))
+        self.register_buffer("scratch", np.ones(2, dtype=np.float32), persistent=False)
+
+    def forward(self, x):
+        return self.fc(x) + self.running
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.to(np.float64), lambda m: m.to(tl.float64), lambda m: m.to("float64"),
+    lambda m: m.to("cpu", np.float64), lambda m: m.to(device="cpu", dtype=tl.float64),
+    lambda m: m.to(tl.zeros(1, dtype=np.float64)), lambda m: m.to("cpu:0", dtype=np.float64),
+    lambda m: m.double(),
+])
+def test_to_casts_parameters_grads_and_float_buffers(call):
+    m = Net()
+    m(tl.ones(1, 3)).sum().backward()
+    assert call(m) is m
+    assert all(p.dtype == np.float64 and p.grad.dtype == np.float64 for p in m.parameters())
+    assert m.running.dtype == np.float64 and m.scratch.dtype == np.float64
+    assert m.count.dtype == np.int64
+    assert m(tl.ones(1, 3, dtype=np.float64)).dtype == np.float64
+
+
+def test_to_device_only_changes_nothing():
+    m = Net()
+    arrays = [p.data for p in m.parameters()]
+    for call in (lambda: m.to("cpu"), lambda: m.to(device="cpu"), m.cpu, m.float,
+                 lambda: m.to(np.float32), lambda: m.to("cpu", non_blocking=True)):
+        assert call() is m
+    assert all(p.data is a for p, a in zip(m.parameters(), arrays))  # nothing copied
+
+
+def test_to_with_grads_matches_torch():
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Linear(3, 2)
+    theirs(torch.ones(1, 3)).sum().backward()
+    theirs.double()
+    ours = nn.Linear(3, 2)
+    ours(tl.ones(1, 3)).sum().backward()
+    ours.double()
+    assert theirs.weight.grad.dtype == torch.float64 and ours.weight.grad.dtype == np.float64
+    np.testing.assert_array_equal(ours.weight.grad, theirs.weight.grad.numpy())
+
+
+def test_other_devices_and_dtypes_are_one_line_errors():
+    m = Net()
+    for call in (lambda: m.to("cuda"), lambda: m.to("cuda:1", np.float32),
+                 lambda: m.to(device="mps"), m.cuda, lambda: nn.Linear(2, 2, device="cuda"),
+                 lambda: nn.Embedding(2, 2, device="cuda"), lambda: nn.LayerNorm(2, device="meta")):
+        with pytest.raises(RuntimeError, match="CPU only") as error:
+            call()
+        assert "\n" not in str(error.value)
+    for call in (lambda: m.to(np.int64), lambda: m.to(np.float16), lambda: m.to("float16"),
+                 lambda: m.to(np.float32, np.float64), lambda: nn.Linear(2, 2, dtype=np.int32)):
+        with pytest.raises(TypeError):
+            call()
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        m.to(dtype=np.float64, devise="cpu")
+
+
+def test_layers_take_device_and_dtype_keywords():
+    for layer in (nn.Linear(2, 3, device="cpu", dtype=tl.float64),
+                  nn.Embedding(4, 3, device="cpu", dtype=np.float64),
+                  nn.LayerNorm(3, device="cpu", dtype="float64")):
+        assert all(p.dtype == np.float64 for p in layer.parameters())
+    assert nn.Linear(2, 3).weight.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# Buffers, recurse=, register_module: as torch
+# ----------------------------------------------------------------------------------------------
+
+def torch_net(torch):
+    class TorchNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+            self.register_buffer("running", torch.zeros(2))
+            self.register_buffer("count", torch.tensor(0))
+            self.register_buffer("scratch", torch.ones(2), persistent=False)
+    return TorchNet()
+
+
+def test_non_persistent_buffers_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = Net(), torch_net(torch)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    saved = ours.state_dict()
+    ours.scratch = np.full(2, 5.0, dtype=np.float32)
+    assert ours.load_state_dict(saved) == ([], [])  # nothing expected for the scratch buffer
+    np.testing.assert_array_equal(ours.scratch.data, [5.0, 5.0])
+
+
+def test_recurse_false_and_register_module_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = nn.Sequential(Net()), torch.nn.Sequential(torch_net(torch))
+    for module in (ours, theirs):
+        module.register_module("extra", type(module[0].fc)(2, 2))
+        module.register_parameter("scale", type(module[0].fc.weight)(np.ones(1, dtype=np.float32)
+                                                                      if module is ours else torch.ones(1)))
+    for recurse in (True, False):
+        assert ([n for n, _ in ours.named_parameters(recurse=recurse)]
+                == [n for n, _ in theirs.named_parameters(recurse=recurse)])
+        assert ([n for n, _ in ours.named_buffers(recurse=recurse)]
+                == [n for n, _ in theirs.named_buffers(recurse=recurse)])
+        assert len(list(ours.parameters(recurse))) == len(list(theirs.parameters(recurse)))
+        assert len(list(ours.buffers(recurse))) == len(list(theirs.buffers(recurse)))
