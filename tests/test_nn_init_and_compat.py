@@ -1,7 +1,8 @@
 """Tests for tensorlite.nn.init, the torch-path aliases (tensorlite.nn.functional) and the parts
 of Module that PyTorch programs rely on: devices and dtypes in to(), non-persistent buffers,
-and recurse=. Where torch is installed, behaviour is compared with it."""
+recurse=, and full backward hooks. Where torch is installed, behaviour is compared with it."""
 
+import collections
 import math
 import warnings
 
@@ -421,3 +422,240 @@ def test_recurse_false_and_register_module_as_torch():
                 == [n for n, _ in theirs.named_buffers(recurse=recurse)])
         assert len(list(ours.parameters(recurse))) == len(list(theirs.parameters(recurse)))
         assert len(list(ours.buffers(recurse))) == len(list(theirs.buffers(recurse)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Full backward hooks, against torch
+# ----------------------------------------------------------------------------------------------
+
+def linear_pair(torch, dtype=np.float64):
+    """A tensorlite Linear and a torch one with the same float64 weights."""
+    ours = nn.Linear(3, 2, dtype=dtype)
+    theirs = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.weight.data.astype(np.float64)))
+        theirs.bias.copy_(torch.from_numpy(ours.bias.data.astype(np.float64)))
+    return ours, theirs
+
+
+def recorder(calls, torch=None):
+    def hook(module, grad_input, grad_output):
+        as_array = (lambda g: g.detach().numpy().copy()) if torch else (lambda g: np.array(g.data))
+        for g in grad_input + grad_output:
+            assert g is None or isinstance(g, torch.Tensor if torch else tl.Tensor)
+        calls.append((module, tuple(None if g is None else as_array(g) for g in grad_input),
+                      tuple(None if g is None else as_array(g) for g in grad_output)))
+    return hook
+
+
+def assert_same_calls(ours, theirs):
+    assert len(ours) == len(theirs)
+    for (_, our_in, our_out), (_, their_in, their_out) in zip(ours, theirs):
+        for a, b in zip(our_in + our_out, their_in + their_out):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        assert len(our_in) == len(their_in) and len(our_out) == len(their_out)
+
+
+@pytest.mark.parametrize("input_requires_grad", [True, False])
+def test_full_backward_hook_on_linear_matches_torch(input_requires_grad):
+    torch = pytest.importorskip("torch")
+    ours, theirs = linear_pair(torch)
+    our_calls, their_calls = [], []
+    ours.register_full_backward_hook(recorder(our_calls))
+    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    upstream = np.random.default_rng(1).standard_normal((4, 2))
+    our_x = tl.Tensor(x, requires_grad=input_requires_grad)
+    their_x = torch.tensor(x, requires_grad=input_requires_grad)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours(our_x).backward(upstream)
+        theirs(their_x).backward(torch.from_numpy(upstream))
+    assert_same_calls(our_calls, their_calls)
+    assert our_calls[0][0] is ours
+    warned = [str(w.message) for w in caught if "no inputs require gradients" in str(w.message)]
+    assert len(warned) == (0 if input_requires_grad else 2)  # torch's and ours
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-12)
+    if input_requires_grad:
+        np.testing.assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-12)
+
+
+def test_full_backward_hook_sees_only_this_calls_gradient_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = linear_pair(torch)
+    ours = nn.Sequential(ours)  # hooks on a container too
+    our_calls, their_calls = [], []
+    ours[0].register_full_backward_hook(recorder(our_calls))
+    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    x = np.ones((1, 3))
+    our_x, their_x = tl.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (ours(our_x)[:, :1] * 3 + our_x[:, :1]).sum().backward()  # x also used outside the layer
+    (theirs(their_x)[:, :1] * 3 + their_x[:, :1]).sum().backward()
+    assert_same_calls(our_calls, their_calls)
+    np.testing.assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-12)
+
+
+def two_outputs(self, a, k, b):
+    return a * k + b, a - b
+
+
+def test_full_backward_hook_with_several_arguments_and_outputs_matches_torch():
+    torch = pytest.importorskip("torch")
+
+    class Ours(nn.Module):
+        forward = two_outputs
+
+    class Theirs(torch.nn.Module):
+        forward = two_outputs
+
+    ours, theirs, our_calls, their_calls = Ours(), Theirs(), [], []
+    ours.register_full_backward_hook(recorder(our_calls))
+    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    a, b = np.array([1.0, -2.0]), np.array([0.5, 4.0])
+    our_a, their_a = tl.Tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    for use_both in (False, True):
+        o1, o2 = ours(our_a, 3.0, tl.Tensor(b))
+        (o1.sum() + o2.sum() * 2 if use_both else o1.sum()).backward()
+        t1, t2 = theirs(their_a, 3.0, torch.tensor(b))
+        (t1.sum() + t2.sum() * 2 if use_both else t1.sum()).backward()
+    assert_same_calls(our_calls, their_calls)  # first call: grad_output of the unused one None
+    assert our_calls[0][2][1] is None and our_calls[0][1][1] is None
+
+
+def pick_rows(self, idx, table):
+    return table[idx]
+
+
+def test_full_backward_hook_shows_zeros_for_tensors_without_gradient_as_torch():
+    torch = pytest.importorskip("torch")
+
+    class Ours(nn.Module):
+        forward = pick_rows
+
+    class Theirs(torch.nn.Module):
+        forward = pick_rows
+
+    ours, theirs, our_calls, their_calls = Ours(), Theirs(), [], []
+    ours.register_full_backward_hook(recorder(our_calls))
+    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    table = np.arange(8.0).reshape(4, 2)
+    ours(tl.Tensor(np.array([0, 3, 0])), tl.Tensor(table, requires_grad=True)).sum().backward()
+    theirs(torch.tensor([0, 3, 0]), torch.tensor(table, requires_grad=True)).sum().backward()
+    assert_same_calls(our_calls, their_calls)
+    assert our_calls[0][1][0].dtype == np.int64  # zeros of the index's own dtype, as torch
+
+
+def test_full_backward_hook_can_replace_grad_input_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = linear_pair(torch)
+    ours.register_full_backward_hook(lambda m, gi, go: (gi[0] * 10,))
+    theirs.register_full_backward_hook(lambda m, gi, go: (gi[0] * 10,))
+    our_x, their_x = tl.Tensor(np.ones((2, 3)), requires_grad=True), torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+    ours(our_x).sum().backward()
+    theirs(their_x).sum().backward()
+    np.testing.assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-12)
+
+    ours.register_full_backward_hook(lambda m, gi, go: (gi[0], gi[0]))
+    with pytest.raises(RuntimeError, match="invalid number of grad_input, got 2, but expected 1"):
+        ours(our_x).sum().backward()
+
+
+def test_full_backward_pre_hook_replaces_grad_output_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = linear_pair(torch)
+    our_calls, their_calls = [], []
+    for module, calls, t in ((ours, our_calls, None), (theirs, their_calls, torch)):
+        module.register_full_backward_pre_hook(lambda m, go: (go[0] * 0.5,))
+        module.register_full_backward_hook(recorder(calls, t))
+    our_x, their_x = tl.Tensor(np.ones((2, 3)), requires_grad=True), torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+    ours(our_x).sum().backward()
+    theirs(their_x).sum().backward()
+    assert_same_calls(our_calls, their_calls)
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-12)
+
+
+def test_backward_hooks_run_last_layer_first_as_torch():
+    torch = pytest.importorskip("torch")
+    orders = []
+    for lib, make in ((nn, lambda: nn.Linear(2, 2)), (torch.nn, lambda: torch.nn.Linear(2, 2))):
+        model = lib.Sequential(make(), lib.Tanh(), make())
+        order = []
+        for i, layer in enumerate(model):
+            layer.register_full_backward_hook(lambda m, gi, go, i=i: order.append(("full", i)))
+            layer.register_full_backward_pre_hook(lambda m, go, i=i: order.append(("pre", i)))
+        x = tl.ones(1, 2, requires_grad=True) if lib is nn else torch.ones(1, 2, requires_grad=True)
+        model(x).sum().backward()
+        orders.append(order)
+    assert orders[0] == orders[1]
+
+
+def test_backward_hook_is_removable_and_silent_under_no_grad():
+    calls = []
+    layer = nn.Linear(3, 3)
+    handle = layer.register_full_backward_hook(lambda m, gi, go: calls.append(gi))
+    x = tl.ones(1, 3, requires_grad=True)
+    with tl.no_grad():
+        layer(x)
+    assert not calls  # nothing recorded, nothing to hook
+    layer(x).sum().backward()
+    assert len(calls) == 1
+    handle.remove()
+    layer(x).sum().backward()
+    assert len(calls) == 1
+
+
+def test_backward_hook_in_double_backward_matches_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = linear_pair(torch)
+    our_calls, their_calls = [], []
+    ours.register_full_backward_hook(recorder(our_calls))
+    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    x = np.array([[0.3, -1.2, 0.8]])
+    our_x, their_x = tl.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (our_gx,) = tl.autograd.grad((ours(our_x).tanh() ** 2).sum(), our_x, create_graph=True)
+    (their_gx,) = torch.autograd.grad((theirs(their_x).tanh() ** 2).sum(), their_x, create_graph=True)
+    np.testing.assert_allclose(our_gx.data, their_gx.detach().numpy(), rtol=1e-12)
+    (our_gx ** 2).sum().backward()  # through the hooked call again: its hook runs again, as torch's
+    (their_gx ** 2).sum().backward()
+    assert_same_calls(our_calls, their_calls)
+    assert len(our_calls) == 2
+    np.testing.assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-10)
+
+
+Pair = collections.namedtuple("Pair", "first second")
+
+
+@pytest.mark.parametrize("container", [tuple, list, lambda values: Pair(*values)])
+def test_backward_hook_keeps_the_output_container(container):
+    class Split(nn.Module):
+        def forward(self, x):
+            return container([x * 2, 5])
+
+    calls = []
+    module = Split()
+    module.register_full_backward_hook(lambda m, gi, go: calls.append((gi, go)))
+    x = tl.ones(2, requires_grad=True)
+    output = module(x)
+    assert type(output) is type(container([0, 0])) and output[1] == 5
+    output[0].sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+    (grad_input,), (grad_first, grad_second) = calls[0]
+    np.testing.assert_array_equal(grad_input.data, [2.0, 2.0])
+    np.testing.assert_array_equal(grad_first.data, [1.0, 1.0])
+    assert grad_second is None
+
+
+def test_hooked_module_output_is_a_view_of_the_same_values():
+    layer = nn.Linear(2, 2)
+    x = tl.randn(3, 2, requires_grad=True)
+    plain = layer(x)
+    layer.register_full_backward_hook(lambda m, gi, go: None)
+    hooked = layer(x)
+    np.testing.assert_array_equal(plain.data, hooked.data)
+    with pytest.raises(RuntimeError, match="view"):
+        hooked.mul_(2)  # as in torch: the hook's output must not be changed in place

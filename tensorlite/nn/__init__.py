@@ -17,6 +17,7 @@ Where each family lives (one module per family, named as in ``torch.nn.modules``
 ============================  =================================================================
 ``nn/parameter.py``           ``Parameter``
 ``nn/module.py``              ``Module``: bookkeeping, hooks, walking the tree, ``state_dict``
+``nn/backward_hook.py``       how a module's backward hooks see its gradients
 ``nn/init.py``                weight initialisation, as ``torch.nn.init``
 ``nn/compat.py``              what exists only for PyTorch programs (devices, ``cpu()``, ...)
 ``nn/linear.py``              ``Identity``, ``Linear``

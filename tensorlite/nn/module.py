@@ -10,7 +10,10 @@ Non-learnable state (running statistics, masks, class weights) is a buffer
 by ``to``, but not a parameter.
 
 ``register_forward_pre_hook`` / ``register_forward_hook`` run code around a module's forward
-(to inspect activations or replace inputs or outputs); each returns a handle with ``remove()``.
+(to inspect activations or replace inputs or outputs), ``register_full_backward_pre_hook`` /
+``register_full_backward_hook`` around its part of the backward pass (to inspect or replace the
+gradients of its outputs and inputs; see ``backward_hook.py`` for how); each returns a handle
+with ``remove()``.
 
 The methods that exist only for PyTorch programs (``cpu()``, ``cuda()``, ``register_module``)
 come from ``compat.TorchModuleMethods``.
@@ -22,8 +25,9 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from tensorlite.nn import compat
+from tensorlite.nn.backward_hook import BackwardHook
 from tensorlite.nn.parameter import Parameter
-from tensorlite.tensor import RemovableHandle, Tensor
+from tensorlite.tensor import RemovableHandle, Tensor, is_grad_enabled
 
 __all__ = ["Module", "IncompatibleKeys"]
 
@@ -58,7 +62,7 @@ class Module(compat.TorchModuleMethods):
     """
 
     # Class-level "no hooks", so that __call__ stays cheap and works for every module.
-    _forward_pre_hooks = _forward_hooks = ()
+    _forward_pre_hooks = _forward_hooks = _backward_pre_hooks = _backward_hooks = ()
 
     def __init__(self):
         # object.__setattr__ skips our own __setattr__, which needs these to exist.
@@ -68,6 +72,8 @@ class Module(compat.TorchModuleMethods):
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     # --- attribute bookkeeping ----------------------------------------------------------------
@@ -147,7 +153,8 @@ class Module(compat.TorchModuleMethods):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        if self._forward_pre_hooks or self._forward_hooks:
+        if (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks
+                or self._backward_pre_hooks):
             return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
 
@@ -164,11 +171,18 @@ class Module(compat.TorchModuleMethods):
                 result = hook(self, args)
                 if result is not None:  # replacement positional arguments
                     args = result if isinstance(result, tuple) else (result,)
+        backward_hook = None
+        if (self._backward_hooks or self._backward_pre_hooks) and is_grad_enabled():
+            backward_hook = BackwardHook(self, [hook for hook, _ in self._backward_hooks.values()],
+                                         [hook for hook, _ in self._backward_pre_hooks.values()])
+            args = backward_hook.setup_input(args)
         output = self.forward(*args, **kwargs)
         for hook, with_kwargs in list(self._forward_hooks.values()):
             result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
             if result is not None:  # replacement output
                 output = result
+        if backward_hook is not None:
+            output = backward_hook.setup_output(output)
         return output
 
     def _add_hook(self, kind, hook, prepend, with_kwargs):
@@ -198,6 +212,29 @@ class Module(compat.TorchModuleMethods):
         ``hook(module, args, kwargs, output)``. Returns a handle whose ``remove()`` unregisters
         the hook."""
         return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """Call ``hook(module, grad_output)`` when the gradients with respect to this module's
+        outputs have been computed, before they go into the module; it may return replacement
+        ``grad_output`` (a tuple of the same length, None entries allowed). ``grad_output`` has
+        one entry per output (None for an output without a gradient). Returns a handle whose
+        ``remove()`` unregisters the hook."""
+        return self._add_hook("_backward_pre_hooks", hook, prepend, False)
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """Call ``hook(module, grad_input, grad_output)`` when the gradients with respect to
+        this module's inputs have been computed, as PyTorch does.
+
+        ``grad_input`` has one entry per positional argument of the call: the gradient this
+        call contributes to that input (not what other uses of it add; zeros for a Tensor that
+        gets none), or None for an argument that is not a Tensor; ``grad_output`` has one per
+        output (None for an output without a gradient). Gradients are Tensors. The hook may
+        return a replacement for ``grad_input`` (a tuple of the same length), which is what then
+        flows on to the inputs. When no input requires grad the hook runs as soon as
+        ``grad_output`` is known, with ``grad_input`` all None (and a warning, as in PyTorch).
+        Hooks in effect are those registered when the module was called. Returns a handle whose
+        ``remove()`` unregisters the hook."""
+        return self._add_hook("_backward_hooks", hook, prepend, False)
 
     # --- walking the tree ---------------------------------------------------------------------
 
