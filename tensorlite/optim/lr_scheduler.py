@@ -17,12 +17,16 @@ optimizer. `_closed_form_lr` gives the same values from `base_lrs` directly; it 
 
 `state_dict()` holds plain numbers and lists (saveable with `tl.save`); a LambdaLR's functions
 are code and are not saved, as in PyTorch: rebuild the scheduler with them, then load.
+
+Also here: nanoGPT's schedule, linear warmup then cosine decay, as a function of the iteration
+(`get_lr`) and bundled with its settings (`CosineWarmupSchedule`), which the GPT trainer uses.
 """
 
 import math
 import numbers
 
-__all__ = ["LRScheduler", "LambdaLR", "StepLR", "CosineAnnealingLR", "LinearLR"]
+__all__ = ["LRScheduler", "LambdaLR", "StepLR", "CosineAnnealingLR", "LinearLR", "get_lr",
+           "CosineWarmupSchedule"]
 
 
 class LRScheduler:
@@ -186,3 +190,60 @@ class LinearLR(LRScheduler):
         progress = min(self.total_iters, self.last_epoch) / self.total_iters
         factor = self.start_factor + (self.end_factor - self.start_factor) * progress
         return [base_lr * factor for base_lr in self.base_lrs]
+
+
+# ----------------------------------------------------------------------------
+# nanoGPT's schedule: warmup, then cosine decay
+
+
+def get_lr(it, *, max_lr, min_lr, warmup_iters, lr_decay_iters):
+    """Learning rate at iteration `it`: linear warmup, then cosine decay to min_lr.
+
+    As in nanoGPT:
+      it <  warmup_iters:   max_lr * (it + 1) / (warmup_iters + 1)
+      it >  lr_decay_iters: min_lr
+      otherwise:            cosine from max_lr (at warmup_iters) down to min_lr
+                            (at lr_decay_iters)
+    """
+    if lr_decay_iters < warmup_iters:
+        raise ValueError(f"lr_decay_iters ({lr_decay_iters}) must be >= warmup_iters ({warmup_iters})")
+    if it < warmup_iters:
+        return max_lr * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    decay_span = lr_decay_iters - warmup_iters
+    decay_ratio = (it - warmup_iters) / decay_span if decay_span > 0 else 0.0
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # goes 1 -> 0
+    return min_lr + coeff * (max_lr - min_lr)
+
+
+class CosineWarmupSchedule:
+    """`get_lr` with its settings bundled; `apply(optimizer, it)` sets every group's lr.
+
+        schedule = CosineWarmupSchedule(max_lr=6e-4, min_lr=6e-5,
+                                        warmup_iters=100, lr_decay_iters=5000)
+        for it in range(max_iters):
+            lr = schedule.apply(optimizer, it)
+            ...
+    """
+
+    def __init__(self, *, max_lr, min_lr, warmup_iters, lr_decay_iters):
+        if lr_decay_iters < warmup_iters:
+            raise ValueError(f"lr_decay_iters ({lr_decay_iters}) must be >= warmup_iters ({warmup_iters})")
+        self.max_lr, self.min_lr = max_lr, min_lr
+        self.warmup_iters, self.lr_decay_iters = warmup_iters, lr_decay_iters
+
+    def __call__(self, it):
+        return get_lr(it, max_lr=self.max_lr, min_lr=self.min_lr,
+                      warmup_iters=self.warmup_iters, lr_decay_iters=self.lr_decay_iters)
+
+    def apply(self, optimizer, it):
+        """Set lr of every parameter group of `optimizer` for iteration `it`; return it."""
+        lr = self(it)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def __repr__(self):
+        return (f"CosineWarmupSchedule(max_lr={self.max_lr}, min_lr={self.min_lr}, "
+                f"warmup_iters={self.warmup_iters}, lr_decay_iters={self.lr_decay_iters})")
