@@ -659,3 +659,114 @@ def test_hooked_module_output_is_a_view_of_the_same_values():
     np.testing.assert_array_equal(plain.data, hooked.data)
     with pytest.raises(RuntimeError, match="view"):
         hooked.mul_(2)  # as in torch: the hook's output must not be changed in place
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizers: PyTorch's keywords, maximize, named parameters, closures
+# ----------------------------------------------------------------------------------------------
+
+OPTIMIZERS = {
+    "SGD": dict(lr=0.1, momentum=0.9, weight_decay=0.1),
+    "SGD-nesterov": dict(lr=0.05, momentum=0.8, nesterov=True),
+    "Adam": dict(lr=0.05, weight_decay=0.1),
+    "AdamW": dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1),
+    "RMSprop": dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1),
+}
+
+
+def optimizer_class(lib, key):
+    return getattr(lib.optim, key.split("-")[0])
+
+
+@pytest.mark.parametrize("key", OPTIMIZERS)
+def test_optimizers_take_torchs_keywords(key):
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    theirs = set(inspect.signature(optimizer_class(torch, key)).parameters)
+    ours = set(inspect.signature(optimizer_class(tl, key)).parameters)
+    assert theirs <= ours, theirs - ours
+    p = nn.Parameter(np.ones(3))
+    p.grad = np.ones(3)
+    performance = [dict(foreach=True), dict(foreach=False), dict(capturable=True), dict(fused=True)]
+    for keywords in performance:
+        if set(keywords) <= theirs:  # accepted, and ignored
+            optimizer_class(tl, key)([p], **OPTIMIZERS[key], **keywords).step()
+    if "fused" in theirs:
+        with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
+            optimizer_class(tl, key)([p], **OPTIMIZERS[key], foreach=True, fused=True)
+    with pytest.raises(NotImplementedError, match="differentiable"):
+        optimizer_class(tl, key)([p], **OPTIMIZERS[key], differentiable=True)
+
+
+def test_amsgrad_is_refused_clearly():
+    with pytest.raises(NotImplementedError, match="amsgrad"):
+        tl.optim.AdamW([nn.Parameter(np.ones(1))], amsgrad=True)
+    tl.optim.Adam([nn.Parameter(np.ones(1))], 0.1, (0.9, 0.99), 1e-8, 0.0, False)  # torch's order
+
+
+@pytest.mark.parametrize("key", OPTIMIZERS)
+@pytest.mark.parametrize("maximize", [False, True])
+def test_maximize_matches_torch(key, maximize):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    start = [rng.standard_normal((3, 4)), rng.standard_normal(4)]
+    ours = [nn.Parameter(a.copy()) for a in start]
+    theirs = [torch.tensor(a, requires_grad=True) for a in start]
+    our_opt = optimizer_class(tl, key)(ours, maximize=maximize, **OPTIMIZERS[key])
+    their_opt = optimizer_class(torch, key)(theirs, maximize=maximize, **OPTIMIZERS[key])
+    for _ in range(4):
+        grads = [rng.standard_normal(a.shape) for a in start]
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad = g.copy()
+            q.grad = torch.from_numpy(g.copy())
+        our_opt.step()
+        their_opt.step()
+    for p, q in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-11, atol=1e-13)
+    groups = our_opt.state_dict()["param_groups"]
+    assert ("maximize" in groups[0]) == maximize  # a default state_dict keeps its layout
+
+
+def test_maximize_climbs_and_survives_a_state_dict_round_trip():
+    p = nn.Parameter(np.array([0.0]))
+    opt = tl.optim.AdamW([p], lr=0.1, maximize=True, weight_decay=0.0)
+    for _ in range(20):
+        opt.zero_grad()
+        (-(p - 3.0) ** 2).sum().backward()  # maximum at 3
+        opt.step()
+    assert 1.0 < p.item() < 4.0
+    other = tl.optim.AdamW([nn.Parameter(np.array([0.0]))], lr=0.1, weight_decay=0.0)
+    other.load_state_dict(opt.state_dict())
+    assert other.param_groups[0]["maximize"] is True
+
+
+def test_named_parameters_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)), \
+        torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    our_opt = tl.optim.AdamW(ours.named_parameters(), lr=0.1)
+    their_opt = torch.optim.AdamW(theirs.named_parameters(), lr=0.1)
+    assert our_opt.param_groups[0]["param_names"] == their_opt.param_groups[0]["param_names"]
+    assert our_opt.param_groups[0]["params"] == list(ours.parameters())
+    saved = our_opt.state_dict()["param_groups"][0]
+    assert saved["param_names"] == their_opt.state_dict()["param_groups"][0]["param_names"]
+    assert saved["params"] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="named parameters"):
+        tl.optim.SGD([("w", nn.Parameter(np.ones(1))), nn.Parameter(np.ones(1))], lr=0.1)
+
+
+def test_step_returns_the_closures_loss_computed_with_grad_as_torch():
+    p = nn.Parameter(np.array([2.0]))
+    opt = tl.optim.SGD([p], lr=0.25)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p ** 2).sum()
+        loss.backward()
+        return loss
+
+    with tl.no_grad():  # the closure still records its graph
+        loss = opt.step(closure)
+    assert loss.item() == 4.0 and p.item() == 1.0  # 2 - 0.25 * 2 * 2
+    assert opt.step() is None

@@ -3,7 +3,7 @@
 import numpy as np
 
 from tensorlite import kernels
-from tensorlite.optim.optimizer import Optimizer, _check_step, _checked_array
+from tensorlite.optim.optimizer import Optimizer, _check_step, _checked_array, torch_options
 
 __all__ = ["Adam", "AdamW"]
 
@@ -86,6 +86,7 @@ class Adam(Optimizer):
 
     For each parameter p with gradient g, at step t = 1, 2, ...:
 
+        g = -g                                     (if maximize)
         g = g + weight_decay * p                   (Adam: an L2 penalty through the gradient)
         p = p * (1 - lr * weight_decay)            (AdamW instead: decay, not through the gradient)
         m = beta1 * m + (1 - beta1) * g
@@ -94,7 +95,9 @@ class Adam(Optimizer):
         p = p - lr * m_hat / (sqrt(v_hat) + eps)
 
     Parameters whose grad is None are skipped and their step count does not
-    advance (PyTorch behaviour).
+    advance (PyTorch behaviour). `amsgrad=True` is not available. `maximize`,
+    `foreach`, `capturable`, `differentiable` and `fused`: PyTorch's keywords, see
+    `tensorlite.optim.optimizer`.
 
     Flat buffers: each param group's parameters are copied into one contiguous
     array per dtype (float32 and float64 parameters in one group get one buffer
@@ -109,7 +112,11 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled_weight_decay=False):
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
+        name = type(self).__name__
+        if amsgrad:
+            raise NotImplementedError(f"{name}: amsgrad=True is not supported by tensorlite")
         if lr < 0.0:
             raise ValueError(f"invalid learning rate: {lr}")
         if eps < 0.0:
@@ -121,7 +128,9 @@ class Adam(Optimizer):
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
         self._buffers = []   # parallel to param_groups: list of _FlatBuffer per group
         self._location = {}  # id(param) -> (buffer, index inside the buffer)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        **torch_options(name, maximize=maximize, foreach=foreach, fused=fused,
+                                        capturable=capturable, differentiable=differentiable))
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
@@ -149,7 +158,7 @@ class Adam(Optimizer):
                     raise ValueError("two parameters share memory; tie weights by reusing one "
                                      "Parameter object instead of two views of one array")
 
-    def step(self):
+    def _step(self):
         adamw_step = kernels.current.adamw_step
         for group, buffers in zip(self.param_groups, self._buffers):
             lr = float(group["lr"])
@@ -159,12 +168,15 @@ class Adam(Optimizer):
                 l2_penalty, weight_decay = weight_decay, 0.0  # through the gradient instead
             else:
                 l2_penalty = 0.0
+            maximize = group.get("maximize", False)
             for buf in buffers:
                 buf.sync_views()
                 has_grad = buf.gather_grads()
                 if not has_grad.any():
                     continue
                 buf.steps[has_grad] += 1
+                if maximize:
+                    np.negative(buf.grad, out=buf.grad)
                 if l2_penalty:
                     # Parameters without a gradient get a penalty too, but are not updated below.
                     buf.grad += np.asarray(l2_penalty, dtype=buf.dtype) * buf.data
@@ -221,6 +233,10 @@ class AdamW(Adam):
     parameters, p = p * (1 - lr * weight_decay), then takes the Adam step with the raw gradient
     (see `Adam` for the update and the flat buffers it runs on)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True)

@@ -15,6 +15,20 @@ Parameter groups
 Keys missing from a group are filled from the optimizer's defaults. After
 construction `opt.param_groups` is a list of such dicts; changing
 `group["lr"]` between steps is how learning-rate schedules are applied.
+As in PyTorch, parameters may also come with their names, as
+`model.named_parameters()` yields them; each group then also holds
+`"param_names"`.
+
+PyTorch's optimizer keywords
+----------------------------
+Every optimizer takes the keywords its PyTorch counterpart takes besides the
+hyperparameters (see `torch_options`): `maximize=True` ascends the gradient
+(in the groups' dicts only when set, so default state_dicts keep their
+layout); `foreach=`, `fused=` and `capturable=` choose among PyTorch's
+implementations (per-tensor loops, multi-tensor or fused kernels, CUDA graphs)
+and are accepted and ignored, tensorlite having one implementation of each
+optimizer; `differentiable=True` (a step that autograd can differentiate) is
+not available.
 
 state_dict layout (saveable as .npz + JSON, no pickle)
 ------------------------------------------------------
@@ -47,17 +61,29 @@ import numbers
 
 import numpy as np
 
-from tensorlite.tensor import Tensor
+from tensorlite.tensor import Tensor, enable_grad
 
-__all__ = ["Optimizer"]
+__all__ = ["Optimizer", "torch_options"]
+
+
+def torch_options(name, maximize=False, foreach=None, fused=None, capturable=False,
+                  differentiable=False):
+    """Check PyTorch's optimizer keywords (see the module docstring); return what goes into
+    the optimizer's defaults: {"maximize": True}, or nothing."""
+    if foreach and fused:
+        raise RuntimeError(f"{name}: `fused` and `foreach` cannot be `True` together.")
+    if differentiable:
+        raise NotImplementedError(f"{name}: differentiable=True (differentiating through the "
+                                  f"optimizer step) is not supported by tensorlite")
+    return {"maximize": True} if maximize else {}
 
 
 class Optimizer:
     """Base class: holds the parameter groups and the state_dict machinery.
 
-    Subclasses implement `step()` plus three small hooks that read, check and
-    write the per-parameter state (`_get_param_state`, `_check_param_state`,
-    `_set_param_state`).
+    Subclasses implement `_step()` (one update; `step()` wraps it) plus three
+    small hooks that read, check and write the per-parameter state
+    (`_get_param_state`, `_check_param_state`, `_set_param_state`).
     """
 
     def __init__(self, params, defaults):
@@ -76,7 +102,8 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, param_group):
-        """Add a dict {"params": [...], **hyperparameters} to `param_groups`."""
+        """Add a dict {"params": [...], **hyperparameters} to `param_groups`; the params may
+        be Tensors or (name, Tensor) pairs."""
         if not isinstance(param_group, dict):
             raise TypeError(f"a param group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
@@ -84,11 +111,17 @@ class Optimizer:
             raise ValueError("a param group dict needs a 'params' entry")
         params = group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
+        names = None
+        if params and isinstance(params[0], tuple):  # named_parameters()
+            if not all(isinstance(item, tuple) and len(item) == 2 for item in params):
+                raise ValueError("a param group must hold all named parameters, (name, Tensor) "
+                                 "pairs, or none")
+            names, params = [name for name, _ in params], [p for _, p in params]
 
         # A parameter listed twice (e.g. a tied weight collected twice) would be
         # updated twice per step; keep its first occurrence only.
-        unique, seen = [], set()
-        for p in params:
+        unique, unique_names, seen = [], [], set()
+        for i, p in enumerate(params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")
             if not np.issubdtype(p.data.dtype, np.floating):
@@ -96,6 +129,8 @@ class Optimizer:
             if id(p) not in seen:
                 seen.add(id(p))
                 unique.append(p)
+                if names is not None:
+                    unique_names.append(names[i])
         if not unique:
             raise ValueError("a param group has an empty 'params' list")
 
@@ -106,6 +141,8 @@ class Optimizer:
         for name, default in self.defaults.items():
             group.setdefault(name, default)
         group["params"] = unique
+        if names is not None:
+            group["param_names"] = unique_names
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=True):
@@ -119,8 +156,18 @@ class Optimizer:
                 else:  # a NumPy scalar or read-only array cannot be zeroed in place
                     p.grad = np.zeros_like(p.data)
 
-    def step(self):
-        """Update every parameter from its gradient (implemented by subclasses)."""
+    def step(self, closure=None):
+        """Update every parameter from its gradient; returns ``closure()`` if given (a
+        function that recomputes the loss, called with gradients enabled first, as in
+        PyTorch), else None. Subclasses implement ``_step()``."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        self._step()
+        return loss
+
+    def _step(self):
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
 
     # -- per-parameter state hooks, overridden by subclasses --------------------

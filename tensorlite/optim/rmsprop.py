@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tensorlite.optim.optimizer import Optimizer, _check_step, _checked_array
+from tensorlite.optim.optimizer import Optimizer, _check_step, _checked_array, torch_options
 
 __all__ = ["RMSprop"]
 
@@ -12,6 +12,7 @@ class RMSprop(Optimizer):
 
     For each parameter p with gradient g:
 
+        g = -g                                            (if maximize)
         g = g + weight_decay * p                          (L2 penalty, if any)
         v = alpha * v + (1 - alpha) * g * g               (running mean of squares)
         if centered:  a = alpha * a + (1 - alpha) * g;  denom = sqrt(v - a * a) + eps
@@ -19,13 +20,16 @@ class RMSprop(Optimizer):
         if momentum:  buf = momentum * buf + g / denom;   p = p - lr * buf
         else:         p = p - lr * g / denom
 
-    Every state starts at zero. Parameters whose grad is None are skipped.
+    Every state starts at zero. Parameters whose grad is None are skipped. `maximize`,
+    `capturable`, `foreach` and `differentiable`: PyTorch's keywords, see
+    `tensorlite.optim.optimizer`.
     """
 
     _STATE_ARRAYS = ("square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False):
+                 centered=False, *, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
         if lr < 0.0:
             raise ValueError(f"invalid learning rate: {lr}")
         if eps < 0.0:
@@ -38,10 +42,12 @@ class RMSprop(Optimizer):
             raise ValueError(f"invalid weight_decay value: {weight_decay}")
         self.state = {}  # id(param) -> {"step": int, "square_avg": array, ...}
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, centered=centered)
+                        momentum=momentum, centered=centered,
+                        **torch_options("RMSprop", maximize=maximize, foreach=foreach,
+                                        capturable=capturable, differentiable=differentiable))
         super().__init__(params, defaults)
 
-    def step(self):
+    def _step(self):
         for group in self.param_groups:
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
             weight_decay, momentum = group["weight_decay"], group["momentum"]
@@ -49,6 +55,8 @@ class RMSprop(Optimizer):
                 if p.grad is None:
                     continue
                 g = np.asarray(p.grad)
+                if group.get("maximize", False):
+                    g = -g
                 if weight_decay != 0:
                     g = g + weight_decay * p.data
                 state = self.state.get(id(p))

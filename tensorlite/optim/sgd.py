@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tensorlite.optim.optimizer import Optimizer, _checked_array
+from tensorlite.optim.optimizer import Optimizer, _checked_array, torch_options
 
 __all__ = ["SGD"]
 
@@ -12,16 +12,19 @@ class SGD(Optimizer):
 
     For each parameter p with gradient g:
 
+        g = -g                                            (if maximize)
         g = g + weight_decay * p                          (L2 penalty, if any)
         buf = g                      on the first step     (if momentum != 0)
         buf = momentum * buf + (1 - dampening) * g   later
         g = g + momentum * buf  if nesterov  else  buf
         p = p - lr * g
 
-    Parameters whose grad is None are skipped.
+    Parameters whose grad is None are skipped. `maximize`, `foreach`, `differentiable` and
+    `fused`: PyTorch's keywords, see `tensorlite.optim.optimizer`.
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False, fused=None):
         if lr < 0.0:
             raise ValueError(f"invalid learning rate: {lr}")
         if momentum < 0.0:
@@ -31,19 +34,21 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov)
+                        weight_decay=weight_decay, nesterov=nesterov,
+                        **torch_options("SGD", maximize=maximize, foreach=foreach,
+                                        differentiable=differentiable, fused=fused))
         self.momentum_buffers = {}  # id(param) -> np.ndarray, created on first step
         super().__init__(params, defaults)
 
-    def step(self):
+    def _step(self):
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
             dampening, weight_decay = group["dampening"], group["weight_decay"]
-            nesterov = group["nesterov"]
+            nesterov, maximize = group["nesterov"], group.get("maximize", False)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
+                g = -p.grad if maximize else p.grad
                 if weight_decay != 0:
                     g = g + weight_decay * p.data
                 if momentum != 0:
