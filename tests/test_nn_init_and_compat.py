@@ -305,6 +305,18 @@ def test_nn_functional_is_tensorlite_functional():
     assert tl.nn.init is init_module is init
 
 
+def test_parameter_takes_torchs_arguments():
+    torch = pytest.importorskip("torch")
+    frozen, theirs = nn.Parameter(np.ones(3), False), torch.nn.Parameter(torch.ones(3), False)
+    assert frozen.requires_grad is theirs.requires_grad is False
+    layer = nn.Linear(3, 1)
+    layer.scale = frozen
+    assert any(p is frozen for p in layer.parameters())  # still a parameter of its module
+    empty = nn.Parameter()
+    assert empty.shape == tuple(torch.nn.Parameter().shape) and empty.requires_grad
+    assert nn.Parameter([1, 2], dtype=np.float64).dtype == np.float64
+
+
 # ----------------------------------------------------------------------------------------------
 # Devices and dtypes
 # ----------------------------------------------------------------------------------------------
