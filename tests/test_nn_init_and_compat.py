@@ -509,22 +509,24 @@ def test_full_backward_hook_sees_only_this_calls_gradient_as_torch():
     np.testing.assert_allclose(our_x.grad, their_x.grad.numpy(), rtol=1e-12)
 
 
+def hooked_pair(torch, forward):
+    """A tensorlite module and a torch one computing ``forward``, each with a full backward hook
+    recording its calls: (ours, theirs, our_calls, their_calls)."""
+    ours = type("Ours", (nn.Module,), {"forward": forward})()
+    theirs = type("Theirs", (torch.nn.Module,), {"forward": forward})()
+    our_calls, their_calls = [], []
+    ours.register_full_backward_hook(recorder(our_calls))
+    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    return ours, theirs, our_calls, their_calls
+
+
 def two_outputs(self, a, k, b):
     return a * k + b, a - b
 
 
 def test_full_backward_hook_with_several_arguments_and_outputs_matches_torch():
     torch = pytest.importorskip("torch")
-
-    class Ours(nn.Module):
-        forward = two_outputs
-
-    class Theirs(torch.nn.Module):
-        forward = two_outputs
-
-    ours, theirs, our_calls, their_calls = Ours(), Theirs(), [], []
-    ours.register_full_backward_hook(recorder(our_calls))
-    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    ours, theirs, our_calls, their_calls = hooked_pair(torch, two_outputs)
     a, b = np.array([1.0, -2.0]), np.array([0.5, 4.0])
     our_a, their_a = tl.Tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
     for use_both in (False, True):
@@ -542,16 +544,7 @@ def pick_rows(self, idx, table):
 
 def test_full_backward_hook_shows_zeros_for_tensors_without_gradient_as_torch():
     torch = pytest.importorskip("torch")
-
-    class Ours(nn.Module):
-        forward = pick_rows
-
-    class Theirs(torch.nn.Module):
-        forward = pick_rows
-
-    ours, theirs, our_calls, their_calls = Ours(), Theirs(), [], []
-    ours.register_full_backward_hook(recorder(our_calls))
-    theirs.register_full_backward_hook(recorder(their_calls, torch))
+    ours, theirs, our_calls, their_calls = hooked_pair(torch, pick_rows)
     table = np.arange(8.0).reshape(4, 2)
     ours(tl.Tensor(np.array([0, 3, 0])), tl.Tensor(table, requires_grad=True)).sum().backward()
     theirs(torch.tensor([0, 3, 0]), torch.tensor(table, requires_grad=True)).sum().backward()

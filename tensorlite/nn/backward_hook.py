@@ -6,23 +6,23 @@ respect to the module's positional inputs and its outputs, from this call only (
 uses of an input add to its gradient), and it may return replacements for ``grad_input``. A
 backward pre-hook, ``hook(module, grad_output)``, runs first and may replace ``grad_output``.
 
-The engine's ops have one output each, so a call with backward hooks is wrapped in four kinds
-of graph nodes, on both sides of the module (``x`` an input that requires grad, ``y`` an
-output)::
+The engine's ops have one output each, so a call with backward hooks is wrapped in graph nodes
+of three kinds, gates and views, on both sides of the module (``x`` an input that requires
+grad, ``y`` an output)::
 
-    x ──> InputGate ──> InputView ──> x'  ...forward(x')...  y ──> OutputGate ──> OutputView ──> y'
-     └───────────────────┘                                   └──────────────────────┘
+    x ──> InputGate ──> HookView ──> x'  ...forward(x')...  y ──> OutputGate ──> HookView ──> y'
+     └──────────────────┘                                   └─────────────────────┘
 
 ``x'`` and ``y'`` carry the same values (and memory) as ``x`` and ``y``; the forward sees
 ``x'`` and the caller gets ``y'``. A gate takes every input (or output) of the call and yields
 a placeholder scalar; each view reads that placeholder, so the engine, which runs a node only
 after everything that uses it, reaches a gate after all its views. In backward:
 
-1. each ``OutputView`` leaves the gradient of its output with the call's ``_CallRecord``;
+1. each output's view leaves its gradient with the call's ``BackwardHook``;
 2. ``OutputGate`` then has all of ``grad_output``: it runs the pre-hooks and sends the
    gradients into the module (when no input requires grad, it also runs the full hooks, with
    ``grad_input`` all None, as PyTorch does);
-3. each ``InputView`` leaves the gradient of its input with the record;
+3. each input's view leaves its gradient with the ``BackwardHook``;
 4. ``InputGate`` then has all of ``grad_input``: it runs the full hooks and sends their
    (possibly replaced) gradients on to the inputs.
 
@@ -50,9 +50,9 @@ class BackwardHook:
         self.num_inputs = 0
         self.input_positions = ()  # positions of the inputs that require grad
         self.input_zeros = {}  # position of each Tensor input -> its (shape, dtype)
-        self.input_grads = {}  # position -> gradient, left by the InputViews
+        self.input_grads = {}  # position -> gradient, left by the input views
         self.num_outputs = 0
-        self.output_grads = {}  # position -> gradient, left by the OutputViews
+        self.output_grads = {}  # position -> gradient, left by the output views
         self.grad_output = None
 
     # ---- forward ----------------------------------------------------------------------------
@@ -68,7 +68,7 @@ class BackwardHook:
         gate = InputGate.apply(*[args[i] for i in self.input_positions], record=self)
         args = list(args)
         for i in self.input_positions:
-            args[i] = InputView.apply(args[i], gate, record=self, position=i)
+            args[i] = HookView.apply(args[i], gate, grads=self.input_grads, position=i)
         return tuple(args)
 
     def setup_output(self, output):
@@ -85,7 +85,7 @@ class BackwardHook:
         gate = OutputGate.apply(*[outputs[j] for j in positions], record=self, positions=positions)
         wrapped = list(outputs)
         for j in positions:
-            wrapped[j] = OutputView.apply(outputs[j], gate, record=self, position=j)
+            wrapped[j] = HookView.apply(outputs[j], gate, grads=self.output_grads, position=j)
         if single:
             return wrapped[0]
         if hasattr(output, "_fields"):  # a namedtuple
@@ -171,20 +171,6 @@ class InputGate(Function):
         return tuple(grad_input[i] for i in self.record.input_positions)
 
 
-class InputView(Function):
-    """The input as the module's forward sees it; its gradient goes to the record."""
-
-    is_view = True
-
-    def forward(self, x, gate, record, position):
-        self.record, self.position = record, position
-        return x
-
-    def backward(self, grad):
-        self.record.input_grads[self.position] = grad
-        return None, _placeholder_grad(grad)
-
-
 class OutputGate(Function):
     """Placeholder scalar after all of a call's outputs; its backward runs the pre-hooks and
     sends the output gradients into the module."""
@@ -198,15 +184,16 @@ class OutputGate(Function):
         return tuple(grad_output[j] for j in self.positions)
 
 
-class OutputView(Function):
-    """The output as the caller sees it; its gradient goes to the record."""
+class HookView(Function):
+    """An input as the module's forward sees it, or an output as the caller sees it: the same
+    values; its gradient goes to ``grads`` (the record's input_grads or output_grads)."""
 
     is_view = True
 
-    def forward(self, y, gate, record, position):
-        self.record, self.position = record, position
-        return y
+    def forward(self, x, gate, grads, position):
+        self.grads, self.position = grads, position
+        return x
 
     def backward(self, grad):
-        self.record.output_grads[self.position] = grad
+        self.grads[self.position] = grad
         return None, _placeholder_grad(grad)

@@ -20,7 +20,8 @@ and ignore them; that is in ``tensorlite/optim/optimizer.py``, beside the option
 
 import numpy as np
 
-__all__ = ["TorchModuleMethods", "check_device", "float_dtype", "is_device", "to_arguments"]
+__all__ = ["TorchModuleMethods", "check_device", "float_dtype", "is_device", "layer_dtype",
+           "to_arguments"]
 
 # PyTorch's device types: a string starting with one of these is a device, not a dtype.
 _DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "xla", "meta", "hip", "ipu", "hpu", "mtia",
@@ -65,6 +66,13 @@ def float_dtype(op, dtype):
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: modules hold float32 or float64 parameters, not {dtype}")
     return dtype
+
+
+def layer_dtype(op, device, dtype):
+    """A layer constructor's ``device=`` and ``dtype=`` (PyTorch's "factory" keywords): the
+    device checked to be the CPU, the dtype returned as float32 (default) or float64."""
+    check_device(op, device)
+    return float_dtype(op, dtype)
 
 
 def to_arguments(args, kwargs):

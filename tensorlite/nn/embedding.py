@@ -18,8 +18,7 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, *, device=None, dtype=None):
         super().__init__()
-        compat.check_device("Embedding", device)
-        dtype = compat.float_dtype("Embedding", dtype)
+        dtype = compat.layer_dtype("Embedding", device, dtype)
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=dtype))

@@ -33,8 +33,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        compat.check_device("Linear", device)
-        dtype = compat.float_dtype("Linear", dtype)
+        dtype = compat.layer_dtype("Linear", device, dtype)
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))

@@ -19,8 +19,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        compat.check_device("LayerNorm", device)
-        dtype = compat.float_dtype("LayerNorm", dtype)
+        dtype = compat.layer_dtype("LayerNorm", device, dtype)
         self.normalized_shape = normalized_shape
         self.eps = eps
         self.elementwise_affine = elementwise_affine
