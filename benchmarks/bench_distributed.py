@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 
 # The configs and the training step are bench_train's, so both benchmarks time the same thing.
 from bench_train import CONFIGS, GRAD_CLIP, TensorliteRunner, model_settings  # noqa: E402
-from models.gpt import GPT, GPTConfig  # noqa: E402
+from tensorlite.models.gpt import GPT, GPTConfig  # noqa: E402
 
 HOSTS = (2, 4, 8, 16, 32, 64)
 BANDWIDTHS_GBIT = (10, 100)

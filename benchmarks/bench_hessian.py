@@ -30,10 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorlite as tl  # noqa: E402  (first: it decides the OpenBLAS kernel set)
 import numpy as np  # noqa: E402
 
-from models.data import TokenDataset, encode_corpus, load_text  # noqa: E402
-from models.gpt import GPT, GPTConfig  # noqa: E402
-from models.tokenizer import CharTokenizer  # noqa: E402
-from models.train import PRESETS  # noqa: E402
+from tensorlite.models.data import TokenDataset, encode_corpus, load_text  # noqa: E402
+from tensorlite.models.gpt import GPT, GPTConfig  # noqa: E402
+from tensorlite.models.tokenizer import CharTokenizer  # noqa: E402
+from tensorlite.models.train import PRESETS  # noqa: E402
 from tensorlite import func  # noqa: E402
 
 

@@ -124,7 +124,7 @@ class TensorliteRunner:
 
     def __init__(self, settings: dict, batch_size: int, seed: int = 0):
         import tensorlite as tl
-        from models.gpt import GPT, GPTConfig
+        from tensorlite.models.gpt import GPT, GPTConfig
         self.tl = tl
         tl.manual_seed(seed)
         self.model = GPT(GPTConfig(**settings))
@@ -292,7 +292,7 @@ def worker_train(framework: str, config_name: str, steps: int, warmup: int, thre
 def worker_gemm_peak() -> dict:
     """Float32 GEMM peak with tensorlite's BLAS (its kernel set, every core)."""
     import tensorlite as tl
-    from models.gpt import measure_peak_flops
+    from tensorlite.models.gpt import measure_peak_flops
     return {"gflops": measure_peak_flops(n=1024, repeats=15) / 1e9,
             "runtime": tl.kernels.format_runtime_info()}
 
@@ -499,7 +499,7 @@ def time_interleaved(runners, steps: int, warmup: int, block: int = 5) -> dict:
 def interleaved_main(names: list, use_torch: bool, steps_override, warmup: int) -> int:
     """The previous method, kept for comparison: ONE process, GEMM warm-up first."""
     import tensorlite as tl
-    from models.gpt import measure_peak_flops
+    from tensorlite.models.gpt import measure_peak_flops
     peak = measure_peak_flops(n=1024, repeats=15)  # frees 4 MB blocks: raises glibc's mmap threshold
     print("# IN-PROCESS INTERLEAVED mode (one process, after a GEMM warm-up): not what a fresh "
           "process gets")

@@ -7,7 +7,7 @@ self-attention (`F.scaled_dot_product_attention`) and a 4x GELU(tanh) MLP, final
 
 It takes PyTorch's fastest eager CPU path: `F.scaled_dot_product_attention` and the fused AdamW
 kernel (`fused=True`, on CPU since torch 2.4), or the multi-tensor `foreach` AdamW where fused is
-not supported. `config` needs only the attributes of `models.gpt.GPTConfig`, so this file does not
+not supported. `config` needs only the attributes of `tensorlite.models.gpt.GPTConfig`, so this file does not
 import tensorlite.
 """
 

@@ -31,7 +31,7 @@ import shutil
 import stat
 import sys
 
-from models.run_lock import RunLock
+from .run_lock import RunLock
 
 __all__ = ["replace_directory", "recover", "TargetExistsError", "exchange_supported"]
 

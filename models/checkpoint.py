@@ -44,7 +44,7 @@ from tensorlite.npz import (NotAFileError, NotAnArchiveError, NpzError, TooLarge
                             read_npz)
 from tensorlite.serialization import atomic_write, decode, encode
 
-from models.jsonio import load_json_text
+from .jsonio import load_json_text
 
 __all__ = ["CheckpointError", "Checkpoint", "save", "load", "remove_stale_temp_files", "check_gpt",
            "check_training_state", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -194,7 +194,7 @@ def _sibling_note(path):
 
 def _read_arrays(path):
     """Every array of the archive at ``path``, each member verified (tensorlite/npz.py)."""
-    from models.gpt import available_memory, format_bytes
+    from .gpt import available_memory, format_bytes
 
     try:
         return read_npz(path, memory=available_memory)
@@ -288,9 +288,9 @@ def check_gpt(checkpoint, path):
     cover every id the model can produce), and every array of the state dict: present, of the
     shape the config implies, one floating dtype for all, finite.
     """
-    from models.gpt import (GPTConfig, available_memory, count_state_entries, estimate_memory, format_bytes,
+    from .gpt import (GPTConfig, available_memory, count_state_entries, estimate_memory, format_bytes,
                             state_shapes)
-    from models.tokenizer import tokenizer_from_dict
+    from .tokenizer import tokenizer_from_dict
 
     try:
         config = GPTConfig.from_dict(checkpoint.config)

@@ -55,7 +55,7 @@ def _check_args(args, parser):
 def _refuse_existing(args):
     """The message to print when the output may not be replaced (it exists and --overwrite was
     not given, or --to-hf names something that is not a directory), else None."""
-    from models.hf import CONFIG_NAME, WEIGHTS_NAME
+    from .hf import CONFIG_NAME, WEIGHTS_NAME
 
     if args.to_hf is not None and os.path.islink(args.to_hf):
         # The export swaps directories by name; swapping a link would leave its target stale.
@@ -84,10 +84,10 @@ def main(argv=None):
     except SystemExit as exit_request:
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
 
-    from models.atomic_dir import TargetExistsError
-    from models.checkpoint import CheckpointError
-    from models.hf import HFFormatError, checkpoint_from_hf, hf_from_checkpoint
-    from models.run_lock import RunLockError
+    from .atomic_dir import TargetExistsError
+    from .checkpoint import CheckpointError
+    from .hf import HFFormatError, checkpoint_from_hf, hf_from_checkpoint
+    from .run_lock import RunLockError
 
     try:
         refusal = _refuse_existing(args)

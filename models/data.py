@@ -22,7 +22,7 @@ import stat
 
 import numpy as np
 
-from models.gpt import available_memory, format_bytes
+from .gpt import available_memory, format_bytes
 
 __all__ = [
     "DataError",

@@ -17,10 +17,10 @@ field or the characters.
 import numpy as np
 
 import tensorlite as tl
-from models import checkpoint as ckpt_io
-from models.checkpoint import CheckpointError
-from models.sft import describe_characters, unencodable_characters
-from models.tokenizer import tokenizer_from_dict
+from . import checkpoint as ckpt_io
+from .checkpoint import CheckpointError
+from .sft import describe_characters, unencodable_characters
+from .tokenizer import tokenizer_from_dict
 
 __all__ = ["FinetuneError", "SHAPE_FIELDS", "load_init_checkpoint", "check_model_flags",
            "tokenizer_from_checkpoint", "unencodable_error", "extend_char_vocab", "model_from_state",
@@ -50,7 +50,7 @@ def check_model_flags(checkpoint, requested, path):
     ``requested`` maps GPTConfig field names (n_layer, n_embd, ...) to the values asked for;
     fields not in it are taken from the checkpoint.
     """
-    from models.gpt import GPTConfig
+    from .gpt import GPTConfig
 
     defaults = GPTConfig.__dataclass_fields__  # a field a config leaves out has GPTConfig's default
     for field in SHAPE_FIELDS:
@@ -88,7 +88,7 @@ def extend_char_vocab(tokenizer, state, text, rng=None):
     as GPT's init draws embedding rows, N(0, 0.02) (from ``rng``, default tensorlite's generator).
     Returns (new tokenizer, new state dict); ``state`` is not modified.
     """
-    from models.tokenizer import CharTokenizer
+    from .tokenizer import CharTokenizer
 
     if not isinstance(tokenizer, CharTokenizer):
         raise FinetuneError(f"--extend-vocab works with a char tokenizer only, not {type(tokenizer).__name__}")
@@ -112,7 +112,7 @@ def extend_char_vocab(tokenizer, state, text, rng=None):
 
 def model_from_state(config, state, dropout=None):
     """A GPT with ``state``'s weights; vocab_size from the embedding, dropout optionally changed."""
-    from models.gpt import GPT, GPTConfig
+    from .gpt import GPT, GPTConfig
 
     config = dict(config)
     config["vocab_size"] = int(np.asarray(state["transformer.wte.weight"]).shape[0])

@@ -254,10 +254,10 @@ class GPT(nn.Module):
 
         nanoGPT's name, but from a local directory and without torch: it needs the optional
         ``safetensors`` package (``pip install 'tensorlite[hf]'``). ``dropout`` overrides the
-        config's. Problems with the files raise ``models.hf.HFFormatError`` naming the tensor
+        config's. Problems with the files raise ``tensorlite.models.hf.HFFormatError`` naming the tensor
         or field.
         """
-        from models.hf import gpt_from_pretrained
+        from .hf import gpt_from_pretrained
 
         return gpt_from_pretrained(path, dropout=dropout)
 
@@ -265,7 +265,7 @@ class GPT(nn.Module):
         """Write this model as a Hugging Face GPT-2 directory (``config.json`` +
         ``model.safetensors``, Conv1D weights transposed to (in, out)); with ``tokenizer``,
         this project's tokenizer goes beside it so ``from_pretrained`` round-trips."""
-        from models.hf import save_pretrained
+        from .hf import save_pretrained
 
         save_pretrained(self, path, tokenizer=tokenizer)
 

@@ -25,8 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.jsonio import describe_value, load_json_text, lone_surrogate
-from models.tokenizer import _JSONTokenizer
+from .jsonio import describe_value, load_json_text, lone_surrogate
+from .tokenizer import _JSONTokenizer
 from tensorlite.serialization import atomic_write
 
 __all__ = ["GPT2Tokenizer", "bytes_to_unicode", "GPT2_PATTERN", "END_OF_TEXT"]

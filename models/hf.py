@@ -29,7 +29,7 @@ import re
 
 import numpy as np
 
-from models.jsonio import describe_value, load_json_text
+from .jsonio import describe_value, load_json_text
 from tensorlite.serialization import atomic_write
 
 __all__ = [
@@ -356,7 +356,7 @@ def check_memory(config, source=CONFIG_NAME):
     tensorlite-sample counts it). An estimate that stops impossible sizes (n_layer 10**6) with one
     line, instead of minutes of allocation ending in MemoryError.
     """
-    from models.gpt import GPTConfig, available_memory, count_params, estimate_memory, format_bytes
+    from .gpt import GPTConfig, available_memory, count_params, estimate_memory, format_bytes
 
     gpt_config = GPTConfig(**{k: config[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")})
     needed = 2 * 4 * count_params(gpt_config) + estimate_memory(gpt_config, 1, dtype=np.float32, training=False)
@@ -389,7 +389,7 @@ def gpt_from_pretrained(path, dropout=None):
     ``dropout`` overrides the config's rate (nanoGPT's ``override_args``); by default 0.0,
     as nanoGPT does, since the file's rates (0.1 for GPT-2) are for pretraining.
     """
-    from models.gpt import GPT, GPTConfig
+    from .gpt import GPT, GPTConfig
 
     config, state = read_hf_dir(path)
     config["dropout"] = 0.0 if dropout is None else dropout
@@ -417,7 +417,7 @@ def _hf_writer(config, state, tokenizer=None):
     if tokenizer is not None:
         d = tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else dict(tokenizer)
         if d.get("type") == "gpt2":
-            from models.gpt2_tokenizer import GPT2Tokenizer
+            from .gpt2_tokenizer import GPT2Tokenizer
 
             try:
                 gpt2 = GPT2Tokenizer.from_dict(d)
@@ -453,7 +453,7 @@ def export_hf_dir(path, config, state, tokenizer=None, overwrite=False):
     ``TargetExistsError`` if ``path`` is not a directory, or is not empty and not ``overwrite``;
     ``RunLockError`` if another process is exporting into ``path``.
     """
-    from models.atomic_dir import replace_directory
+    from .atomic_dir import replace_directory
 
     write = _hf_writer(config, state, tokenizer)
     return replace_directory(path, write, overwrite=overwrite)
@@ -474,11 +474,11 @@ def read_hf_tokenizer(path, gpt2_tokenizer=False):
     tensorlite_tokenizer.json (written by ``hf_from_checkpoint``) is used when present. GPT-2's own
     byte-level BPE (vocab.json + merges.txt) is used only when asked for with ``gpt2_tokenizer``.
     """
-    from models.tokenizer import tokenizer_from_dict
+    from .tokenizer import tokenizer_from_dict
 
     own = os.path.join(path, TOKENIZER_NAME)
     if gpt2_tokenizer:
-        from models.gpt2_tokenizer import GPT2Tokenizer
+        from .gpt2_tokenizer import GPT2Tokenizer
 
         try:
             return GPT2Tokenizer.from_directory(path).to_dict()
@@ -498,7 +498,7 @@ def read_hf_tokenizer(path, gpt2_tokenizer=False):
 
 def checkpoint_from_hf(hf_dir, ckpt_path, gpt2_tokenizer=False):
     """Convert a Hugging Face GPT-2 directory to a tensorlite checkpoint (iteration 0, no optimizer)."""
-    from models import checkpoint as ckpt_io
+    from . import checkpoint as ckpt_io
 
     config, state = read_hf_dir(hf_dir)
     config["dropout"] = 0.0
@@ -509,7 +509,7 @@ def checkpoint_from_hf(hf_dir, ckpt_path, gpt2_tokenizer=False):
 
 
 def _check_vocab(tokenizer_dict, vocab_size, where):
-    from models.tokenizer import tokenizer_from_dict
+    from .tokenizer import tokenizer_from_dict
 
     n = tokenizer_from_dict(tokenizer_dict).vocab_size
     if n > vocab_size:
@@ -519,8 +519,8 @@ def _check_vocab(tokenizer_dict, vocab_size, where):
 def hf_from_checkpoint(ckpt_path, hf_dir, overwrite=False):
     """Write a tensorlite checkpoint's model (and tokenizer) as a Hugging Face GPT-2 directory,
     replacing it atomically (``export_hf_dir``); returns the notes on leftovers recovered."""
-    from models import checkpoint as ckpt_io
-    from models.gpt import GPTConfig
+    from . import checkpoint as ckpt_io
+    from .gpt import GPTConfig
 
     checkpoint = ckpt_io.load(ckpt_path)
     try:

@@ -1,4 +1,4 @@
-"""Plot training curves from metrics.jsonl files: ``tensorlite-plot`` (or ``python -m models.plot``).
+"""Plot training curves from metrics.jsonl files: ``tensorlite-plot`` (or ``python -m tensorlite.models.plot``).
 
 Examples::
 
@@ -26,7 +26,7 @@ import math
 import os
 import sys
 
-from models.jsonio import load_json_text
+from .jsonio import load_json_text
 from tensorlite.serialization import atomic_write
 
 PROG = "tensorlite-plot"

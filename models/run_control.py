@@ -39,7 +39,7 @@ import shlex
 import signal
 import sys
 
-from models.run_lock import LOCK_NAME, RunLock, RunLockError
+from .run_lock import LOCK_NAME, RunLock, RunLockError
 
 __all__ = ["Stop", "INTERRUPT", "TERMINATE", "CLOSED_STDOUT", "SignalInterrupt", "RunStopped", "RunControl",
            "stop_of", "silence", "say", "Console", "OutDirLock", "stop_message", "resume_command"]

@@ -1,4 +1,4 @@
-"""Generate text from a trained checkpoint: ``tensorlite-sample`` (or ``python -m models.sample``).
+"""Generate text from a trained checkpoint: ``tensorlite-sample`` (or ``python -m tensorlite.models.sample``).
 
 Example::
 
@@ -25,8 +25,8 @@ import sys
 import numpy as np
 
 import tensorlite as tl
-from models import checkpoint as ckpt_io
-from models.checkpoint import CheckpointError
+from . import checkpoint as ckpt_io
+from .checkpoint import CheckpointError
 
 PROG = "tensorlite-sample"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -84,7 +84,7 @@ def load_model(path):
 
     Every part of the checkpoint is checked (``checkpoint.check_gpt``) before the model is built.
     """
-    from models.gpt import GPT
+    from .gpt import GPT
 
     checkpoint = ckpt_io.load(path)
     config, tokenizer, dtype = ckpt_io.check_gpt(checkpoint, path)
@@ -114,7 +114,7 @@ def encode_prompt(tokenizer, prompt):
 
 def check_generation_memory(model, prompt_length, num_tokens):
     """Refuse a number of tokens whose output array and model work would not fit in memory."""
-    from models.gpt import available_memory, estimate_memory, format_bytes
+    from .gpt import available_memory, estimate_memory, format_bytes
 
     dtype = model.transformer.wte.weight.dtype
     needed = 8 * (prompt_length + num_tokens) + estimate_memory(model.config, 1, dtype=dtype, training=False)

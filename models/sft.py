@@ -36,8 +36,8 @@ import os
 
 import numpy as np
 
-from models.data import DataError, read_text_file
-from models.jsonio import load_json_text
+from .data import DataError, read_text_file
+from .jsonio import load_json_text
 
 __all__ = ["IGNORE_INDEX", "SFTExample", "parse_sft_lines", "load_sft_file", "end_marker_ids",
            "unencodable_characters", "SFTDataset"]

@@ -23,7 +23,7 @@ from collections import Counter
 
 import numpy as np
 
-from models.jsonio import load_json_text, lone_surrogate
+from .jsonio import load_json_text, lone_surrogate
 
 # ----------------------------------------------------------------------------
 # Character level
@@ -425,7 +425,7 @@ def tokenizer_from_dict(d):
     own BPE (``type`` "gpt2", models/gpt2_tokenizer.py, which needs ``tensorlite[hf]``)."""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind == "gpt2":
-        from models.gpt2_tokenizer import GPT2Tokenizer  # its regex dependency is optional
+        from .gpt2_tokenizer import GPT2Tokenizer  # its regex dependency is optional
 
         return GPT2Tokenizer.from_dict(d)
     kinds = {"char": CharTokenizer, "bpe": BPETokenizer}

@@ -1,4 +1,4 @@
-"""Train a GPT on a text file: ``tensorlite-train`` (or ``python -m models.train``).
+"""Train a GPT on a text file: ``tensorlite-train`` (or ``python -m tensorlite.models.train``).
 
 The loop is nanoGPT's ``train.py``, step for step:
 
@@ -77,15 +77,15 @@ import numpy as np
 
 import tensorlite as tl
 from tensorlite.nn.parallel import DistributedDataParallel
-from models import checkpoint as ckpt_io
-from models import distributed_training as distributed
-from models import finetune
-from models import run_control
-from models.checkpoint import CheckpointError
-from models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
-from models.metrics_writer import MetricsWriter
-from models.run_control import Console, RunStopped
-from models.sft import IGNORE_INDEX, SFTDataset, describe_characters, parse_sft_lines, unencodable_characters
+from . import checkpoint as ckpt_io
+from . import distributed_training as distributed
+from . import finetune
+from . import run_control
+from .checkpoint import CheckpointError
+from .data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
+from .metrics_writer import MetricsWriter
+from .run_control import Console, RunStopped
+from .sft import IGNORE_INDEX, SFTDataset, describe_characters, parse_sft_lines, unencodable_characters
 
 PROG = "tensorlite-train"
 
@@ -342,7 +342,7 @@ def make_sample_rng(seed):
 
 
 def build_tokenizer(kind, text, bpe_vocab_size):
-    from models import tokenizer as tok
+    from . import tokenizer as tok
 
     if kind == "char":
         return tok.CharTokenizer(text)
@@ -350,7 +350,7 @@ def build_tokenizer(kind, text, bpe_vocab_size):
 
 
 def tokenizer_from_dict(d):
-    from models import tokenizer as tok
+    from . import tokenizer as tok
 
     return tok.tokenizer_from_dict(d)
 
@@ -436,7 +436,7 @@ def check_out_dir(settings, resume, overwrite):
 
 def check_training_memory(config, settings):
     """Refuse a run whose model, optimizer and activations would not fit in memory."""
-    from models.gpt import available_memory, estimate_memory, format_bytes
+    from .gpt import available_memory, estimate_memory, format_bytes
 
     needed = estimate_memory(config, settings["batch_size"], dtype=settings["dtype"], training=True)
     available = available_memory()
@@ -517,7 +517,7 @@ class Run:
         self.tokens_per_iter = s["batch_size"] * s["grad_accum"] * s["block_size"]
 
         self._load_data_and_tokenizer(extend_vocab)
-        from models.gpt import GPT, GPTConfig
+        from .gpt import GPT, GPTConfig
 
         self.config = GPTConfig(
             vocab_size=self.tokenizer.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"],
@@ -957,7 +957,7 @@ def _locked_run(args, world, control, explicit, lock):
                     f"(best val loss {run.best_val_loss:.4f})")
         if run.checkpoint.extra.get("data_fingerprint") not in (None, run.data_fingerprint):
             console.log("note: this data is not the text the checkpoint was trained on (same vocabulary)")
-    from models.gpt import measure_peak_flops
+    from .gpt import measure_peak_flops
 
     # This machine's matmul FLOP/s, for MFU. All ranks measure at once, sharing their host's
     # cores as they do in training; the sum is the job's peak.

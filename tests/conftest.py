@@ -59,7 +59,7 @@ QUICK = ["--eval-interval", "2", "--eval-iters", "1", "--log-interval", "1", "--
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory):
     """About 20 000 characters of the built-in corpus as a data file (read-only)."""
-    from models.data import default_corpus_text
+    from tensorlite.models.data import default_corpus_text
 
     path = tmp_path_factory.mktemp("data") / "corpus.txt"
     path.write_text(default_corpus_text()[:20_000], encoding="utf-8")

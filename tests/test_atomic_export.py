@@ -17,12 +17,12 @@ import pytest
 pytest.importorskip("safetensors.numpy")
 pytest.importorskip("regex")
 
-from models import atomic_dir, convert, hf  # noqa: E402
-from models import checkpoint as ckpt_io  # noqa: E402
-from models.gpt import GPT, GPTConfig  # noqa: E402
-from models.gpt2_tokenizer import END_OF_TEXT, GPT2Tokenizer, bytes_to_unicode  # noqa: E402
-from models.run_lock import RunLock  # noqa: E402
-from models.tokenizer import CharTokenizer  # noqa: E402
+from tensorlite.models import atomic_dir, convert, hf  # noqa: E402
+from tensorlite.models import checkpoint as ckpt_io  # noqa: E402
+from tensorlite.models.gpt import GPT, GPTConfig  # noqa: E402
+from tensorlite.models.gpt2_tokenizer import END_OF_TEXT, GPT2Tokenizer, bytes_to_unicode  # noqa: E402
+from tensorlite.models.run_lock import RunLock  # noqa: E402
+from tensorlite.models.tokenizer import CharTokenizer  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -79,7 +79,7 @@ DRIVER = textwrap.dedent(
     """
     import os, shutil, signal, sys
     sys.path.insert(0, {root!r})
-    from models import atomic_dir, convert, gpt2_tokenizer, hf
+    from tensorlite.models import atomic_dir, convert, gpt2_tokenizer, hf
 
     point, argv = {point!r}, {argv!r}
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from models import sample, train
+from tensorlite.models import sample, train
 
 from conftest import QUICK, TINY_MODEL
 
@@ -242,8 +242,8 @@ def test_sample_rejects_bad_settings(trained_dir, capsys, flags, message):
 
 def test_console_entry_points_exit_2_without_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for module, argv in [("models.train", ["--data", str(tmp_path / "missing.txt")]),
-                         ("models.sample", ["--checkpoint", str(tmp_path / "missing.npz")])]:
+    for module, argv in [("tensorlite.models.train", ["--data", str(tmp_path / "missing.txt")]),
+                         ("tensorlite.models.sample", ["--checkpoint", str(tmp_path / "missing.npz")])]:
         result = subprocess.run([sys.executable, "-m", module, *argv], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, result.stderr

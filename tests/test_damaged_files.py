@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import tensorlite as tl
-from models import checkpoint as ckpt_io
-from models import sample
-from models.checkpoint import CheckpointError
+from tensorlite.models import checkpoint as ckpt_io
+from tensorlite.models import sample
+from tensorlite.models.checkpoint import CheckpointError
 from tensorlite.serialization import SerializationError
 
 # ------------------------------------------------------------------------------------------
@@ -168,8 +168,8 @@ def tiny_checkpoint(path, iteration=3):
 
 def tiny_gpt_checkpoint(path):
     """A checkpoint tensorlite-sample can sample from: a one-layer GPT over a small alphabet."""
-    from models.gpt import GPT, GPTConfig
-    from models.tokenizer import CharTokenizer
+    from tensorlite.models.gpt import GPT, GPTConfig
+    from tensorlite.models.tokenizer import CharTokenizer
 
     tokenizer = CharTokenizer("\n abcdefgh")
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16)

@@ -331,9 +331,9 @@ def test_abort_prints_one_line_and_ends_the_job_with_its_code(tmp_path):
 @needs_mpi
 def test_two_ranks_follow_the_single_process_run_with_dropout(tmp_path):
     result, _ = run_on_two_ranks(tmp_path, """
-        from models import distributed_training as dt
-        from models.data import TokenDataset
-        from models.gpt import GPT, GPTConfig
+        from tensorlite.models import distributed_training as dt
+        from tensorlite.models.data import TokenDataset
+        from tensorlite.models.gpt import GPT, GPTConfig
 
         world = dt.init_world()
         assert (world.rank, world.size) == (rank, 2)
@@ -392,7 +392,7 @@ def test_two_ranks_follow_the_single_process_run_with_dropout(tmp_path):
 @needs_mpi
 def test_setup_errors_are_agreed_and_reported_once(tmp_path):
     result, _ = run_on_two_ranks(tmp_path, """
-        from models import distributed_training as dt
+        from tensorlite.models import distributed_training as dt
 
         world = dt.init_world()
         assert dt.agree_on_setup(world) == (0, None)
@@ -424,7 +424,7 @@ TRAIN_ARGS = ["--kernels", "numpy", "--n-layer", "1", "--n-head", "2", "--n-embd
 
 
 def trainer(tmp_path, out_dir, *extra):
-    return [sys.executable, "-m", "models.train", *TRAIN_ARGS, "--out-dir", str(tmp_path / out_dir), *extra]
+    return [sys.executable, "-m", "tensorlite.models.train", *TRAIN_ARGS, "--out-dir", str(tmp_path / out_dir), *extra]
 
 
 def run_trainer(tmp_path, out_dir, *extra, ranks=2):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 import tensorlite as tl
-from models import checkpoint as ckpt_io
-from models.finetune import (FinetuneError, check_model_flags, extend_char_vocab, init_from_checkpoint,
+from tensorlite.models import checkpoint as ckpt_io
+from tensorlite.models.finetune import (FinetuneError, check_model_flags, extend_char_vocab, init_from_checkpoint,
                              unencodable_error)
-from models.gpt import GPT, GPTConfig
-from models.tokenizer import CharTokenizer
+from tensorlite.models.gpt import GPT, GPTConfig
+from tensorlite.models.tokenizer import CharTokenizer
 
 
 @pytest.fixture
@@ -74,5 +74,5 @@ def test_extend_vocab_new_rows_follow_the_init_distribution():
     new_rows = np.delete(rows, grown.stoi["a"], axis=0)
     assert abs(new_rows.std() - 0.02) < 0.001 and abs(new_rows.mean()) < 0.001
     with pytest.raises(FinetuneError, match="char tokenizer only"):
-        from models.tokenizer import BPETokenizer
+        from tensorlite.models.tokenizer import BPETokenizer
         extend_char_vocab(BPETokenizer(), state, "x")

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from models import checkpoint as ckpt_io
-from models import convert, train
-from models.gpt import GPT, GPTConfig
-from models.tokenizer import CharTokenizer, tokenizer_from_dict
+from tensorlite.models import checkpoint as ckpt_io
+from tensorlite.models import convert, train
+from tensorlite.models.gpt import GPT, GPTConfig
+from tensorlite.models.tokenizer import CharTokenizer, tokenizer_from_dict
 
 from conftest import QUICK, TINY_MODEL
 
@@ -185,7 +185,7 @@ def test_sft_trains_and_scores_only_the_completions(pretrained, sft_file, tmp_pa
     model.eval()
     evaluation = json.loads(open(tmp_path / "zero" / "metrics.jsonl").readline())
     # The batches the trainer evaluated at iteration 0, drawn again from the same generators.
-    from models.sft import SFTDataset, load_sft_file
+    from tensorlite.models.sft import SFTDataset, load_sft_file
 
     dataset = SFTDataset(load_sft_file(sft_file), tokenizer, val_fraction=0.1)
     for split_index, split in enumerate(("train", "val")):

@@ -1,4 +1,4 @@
-"""Tests for models.gpt: architecture and names, gradients, training, and generation.
+"""Tests for tensorlite.models.gpt: architecture and names, gradients, training, and generation.
 
 Tests taking the ``kernel_set`` fixture (tests/conftest.py) run once per kernel set."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tensorlite as tl
-from models.gpt import GPT, GPTConfig, measure_peak_flops, sample_next_token
+from tensorlite.models.gpt import GPT, GPTConfig, measure_peak_flops, sample_next_token
 
 
 def tiny_config(**overrides):
@@ -494,7 +494,7 @@ def test_config_rejects_wrong_types(field, value):
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_shapes_count_and_memory_from_a_config(bias):
-    from models import gpt
+    from tensorlite.models import gpt
 
     config = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=bias)
     model = GPT(config)
@@ -512,7 +512,7 @@ def test_shapes_count_and_memory_from_a_config(bias):
 
 
 def test_available_memory_reads_meminfo():
-    from models import gpt
+    from tensorlite.models import gpt
 
     available = gpt.available_memory()
     if os.path.exists("/proc/meminfo"):

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("regex")
 
-from models.gpt2_tokenizer import END_OF_TEXT, GPT2Tokenizer, bytes_to_unicode  # noqa: E402
+from tensorlite.models.gpt2_tokenizer import END_OF_TEXT, GPT2Tokenizer, bytes_to_unicode  # noqa: E402
 
 # Hand-written merges in GPT-2's notation (Ġ is the space byte); later ones build on earlier.
 MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s", "Ġa n", "Ġan d", "r e", "l l",

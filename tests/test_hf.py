@@ -8,10 +8,10 @@ import pytest
 
 st = pytest.importorskip("safetensors.numpy")
 
-from models import checkpoint as ckpt_io  # noqa: E402
-from models import convert, hf, sample  # noqa: E402
-from models.gpt import GPT, GPTConfig  # noqa: E402
-from models.tokenizer import CharTokenizer  # noqa: E402
+from tensorlite.models import checkpoint as ckpt_io  # noqa: E402
+from tensorlite.models import convert, hf, sample  # noqa: E402
+from tensorlite.models.gpt import GPT, GPTConfig  # noqa: E402
+from tensorlite.models.tokenizer import CharTokenizer  # noqa: E402
 
 V, T, L, NH, C = 11, 8, 2, 2, 8
 CHARS = "abcdefgh \n."  # 11 characters: the char vocabulary of the tiny model
@@ -103,7 +103,7 @@ def rng():
 def test_from_pretrained_logits_match_reference(tmp_path, rng, prefix, with_lm_head):
     t = hf_tensors(rng, prefix=prefix, with_lm_head=with_lm_head)
     write_hf_dir(tmp_path / "m", t)
-    model = GPT.from_pretrained(tmp_path / "m")  # nanoGPT's name for models.hf.gpt_from_pretrained
+    model = GPT.from_pretrained(tmp_path / "m")  # nanoGPT's name for tensorlite.models.hf.gpt_from_pretrained
     assert model.config == GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=NH, n_embd=C, dropout=0.0)
     idx = rng.integers(0, V, size=(3, T))
     logits, _ = model(idx)
@@ -177,7 +177,7 @@ def test_convert_round_trip_is_bit_exact_and_samples(tmp_path, rng, capsys):
     assert out.out.startswith("abc") and len(out.out.rstrip("\n")) >= 3
 
     # ... and it starts a fine-tuning run (the parts of --init-from in models/finetune.py).
-    from models.finetune import init_from_checkpoint
+    from tensorlite.models.finetune import init_from_checkpoint
 
     model, tokenizer = init_from_checkpoint(tmp_path / "a.npz", text="a cab.\n", dropout=0.1)
     assert model.config.dropout == 0.1 and tokenizer.to_dict() == a.tokenizer
@@ -204,7 +204,7 @@ def test_convert_needs_a_tokenizer(tmp_path, rng, capsys):
 
 def test_convert_with_gpt2_tokenizer(tmp_path, rng, capsys):
     pytest.importorskip("regex")
-    from models.gpt2_tokenizer import GPT2Tokenizer, bytes_to_unicode
+    from tensorlite.models.gpt2_tokenizer import GPT2Tokenizer, bytes_to_unicode
 
     symbols = list(bytes_to_unicode().values())
     vocab = {s: i for i, s in enumerate(symbols)}  # 256 byte symbols, no merges

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from models import checkpoint as ckpt_io
-from models import convert, plot, train
-from models.tokenizer import CharTokenizer
+from tensorlite.models import checkpoint as ckpt_io
+from tensorlite.models import convert, plot, train
+from tensorlite.models.tokenizer import CharTokenizer
 
 from conftest import TINY_MODEL
 from test_reliability import assert_one_line_error
@@ -56,12 +56,12 @@ def test_hostile_sft_lines_are_one_line_errors(tmp_path, capsys, bad_line, fragm
 def test_a_checkpoint_whose_vocabulary_holds_a_surrogate_is_refused_not_printed(tmp_path):
     """A char checkpoint trained on such data before it was refused: one line, not a
     UnicodeEncodeError from the middle of tensorlite-sample's output."""
-    from models.gpt import GPT, GPTConfig
+    from tensorlite.models.gpt import GPT, GPTConfig
 
     config = GPTConfig(vocab_size=3, block_size=8, n_layer=1, n_head=2, n_embd=8)
     ckpt_io.save(tmp_path / "c.npz", GPT(config), optimizer=None, config=config,
                  tokenizer={"type": "char", "chars": ["a", "b", "\ud800"]}, rng_state=None, iteration=0)
-    result = subprocess.run([sys.executable, "-m", "models.sample", "--checkpoint", str(tmp_path / "c.npz"),
+    result = subprocess.run([sys.executable, "-m", "tensorlite.models.sample", "--checkpoint", str(tmp_path / "c.npz"),
                              "--num-tokens", "20", "--prompt", "a"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert_one_line_error(result.returncode, result.stderr, 2, "tensorlite-sample", "lone surrogate", "U+D800")
@@ -114,13 +114,13 @@ def test_hostile_config_json(hf_dir, capsys, field, raw_value, fragment):
 def test_a_million_layers_is_refused_before_any_tensor_is_read(hf_dir, capsys, monkeypatch):
     """The memory check comes first: not a 12-million-entry table of expected tensors, then a
     'missing tensor' after the whole file was read."""
-    from models import hf
+    from tensorlite.models import hf
 
     def read_safetensors(path):
         raise AssertionError("the weights were read")
 
     monkeypatch.setattr(hf, "_read_safetensors", read_safetensors)
-    monkeypatch.setattr("models.gpt.available_memory", lambda: 8 << 30)  # 8 GiB, whatever the host has
+    monkeypatch.setattr("tensorlite.models.gpt.available_memory", lambda: 8 << 30)  # 8 GiB, whatever the host has
     replace_in_config(hf_dir, "n_layer", str(10 ** 6))
     code, err = convert_from(capsys, hf_dir)
     assert_one_line_error(code, err, 2, "tensorlite-convert", "config.json", "n_layer 1000000", "8.0 GiB of available memory")
@@ -132,7 +132,7 @@ def gpt2_files(directory, vocab_text, merges="#version: 0.2\nĠ t\n"):
 
 
 def byte_vocab():
-    from models.gpt2_tokenizer import bytes_to_unicode
+    from tensorlite.models.gpt2_tokenizer import bytes_to_unicode
 
     symbols = list(bytes_to_unicode().values()) + ["Ġt"]
     return {s: i for i, s in enumerate(symbols)}  # 257 symbols, ids 0..256

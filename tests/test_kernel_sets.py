@@ -6,7 +6,7 @@ import pytest
 
 import tensorlite as tl
 from tensorlite import kernels
-from models.gpt import GPT, GPTConfig
+from tensorlite.models.gpt import GPT, GPTConfig
 
 
 def train_losses(kernel_set: str, steps: int = 6):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models import plot
+from tensorlite.models import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,8 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from models import checkpoint as ckpt_io
-from models import data, sample, train
+from tensorlite.models import checkpoint as ckpt_io
+from tensorlite.models import data, sample, train
 
 from conftest import QUICK, TINY_MODEL
 
@@ -72,7 +72,7 @@ KILLED_IN_SAVE = textwrap.dedent(
     """
     import os, sys, time
     sys.path.insert(0, {root!r})
-    from models import checkpoint, train
+    from tensorlite.models import checkpoint, train
 
     real_savez, calls = checkpoint.np.savez, []
 
@@ -308,7 +308,7 @@ def test_hostile_checkpoint(run_copy, corpus_file, capsys, label, edit, message,
 
 
 def test_checkpoint_larger_than_memory_is_refused_before_reading(trained_dir, monkeypatch):
-    monkeypatch.setattr("models.gpt.available_memory", lambda: 1000)
+    monkeypatch.setattr("tensorlite.models.gpt.available_memory", lambda: 1000)
     with pytest.raises(ckpt_io.CheckpointError, match="more than the .* of available memory"):
         ckpt_io.load(trained_dir / "ckpt.npz")
 
@@ -433,7 +433,7 @@ def test_best_and_latest_checkpoints_are_kept_apart(corpus_file, tmp_path, capsy
 
 
 def test_ctrl_c_names_the_checkpoints_iteration(corpus_file, tmp_path, capsys, monkeypatch):
-    from models.gpt import GPT
+    from tensorlite.models.gpt import GPT
 
     original_forward, calls = GPT.forward, []
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from models import checkpoint as ckpt_io
+from tensorlite.models import checkpoint as ckpt_io
 
 from conftest import TINY_MODEL
 
@@ -38,7 +38,7 @@ def child_environment():
 
 
 def trainer(corpus_file, out_dir, *extra):
-    return [sys.executable, "-m", "models.train", "--data", corpus_file, *FLAGS, "--out-dir", str(out_dir), *extra]
+    return [sys.executable, "-m", "tensorlite.models.train", "--data", corpus_file, *FLAGS, "--out-dir", str(out_dir), *extra]
 
 
 def start(command, **kwargs):
@@ -121,7 +121,7 @@ def resume(command, iteration, extra=2):
     """Run the printed resume command (with a --max-iters within reach); returns the iteration reached."""
     words = shlex.split(command)
     assert words[:2] == [PROG, "--resume"], command
-    code, _, err = run([sys.executable, "-m", "models.train", *words[1:], "--max-iters", str(iteration + extra),
+    code, _, err = run([sys.executable, "-m", "tensorlite.models.train", *words[1:], "--max-iters", str(iteration + extra),
                         "--no-progress"])
     assert code == 0, err
     return iteration + extra
@@ -185,7 +185,7 @@ def test_a_closed_stdout_stops_the_run_quietly_with_its_checkpoint(corpus_file, 
 
 
 def test_a_second_signal_interrupts_at_once_and_an_ignored_one_stays_ignored():
-    from models.run_control import INTERRUPT, TERMINATE, RunControl, SignalInterrupt
+    from tensorlite.models.run_control import INTERRUPT, TERMINATE, RunControl, SignalInterrupt
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as under nohup or a background job
     try:
@@ -219,7 +219,7 @@ GATED = textwrap.dedent(
     """
     import os, sys, time
     sys.path.insert(0, {root!r})
-    from models import train
+    from tensorlite.models import train
 
     owner, name = train, {target!r}
     if "." in name:
@@ -270,7 +270,7 @@ def release(process, gate):
 
 
 def train_argv(corpus_file, out_dir, *extra):
-    return trainer(corpus_file, out_dir, *extra)[3:]  # without `python -m models.train`
+    return trainer(corpus_file, out_dir, *extra)[3:]  # without `python -m tensorlite.models.train`
 
 
 def snapshot(directory):
@@ -402,7 +402,7 @@ def test_ctrl_c_under_mpiexec_prints_one_line_and_leaves_no_rank_behind(corpus_f
     out = tmp_path / "out"
     job = start([*TWO_RANKS, *trainer(corpus_file, out, *LONG, "--grad-accum", "2")])
     read_until(job, "iter 5:")
-    ranks = [pid for pid in descendants(job.pid) if "models.train" in command_line(pid)]
+    ranks = [pid for pid in descendants(job.pid) if "tensorlite.models.train" in command_line(pid)]
     assert len(ranks) == 2, ranks
     job.send_signal(signal.SIGINT)  # mpiexec passes it on to every rank
     code, stdout, err = finish(job)

@@ -7,10 +7,10 @@ import pytest
 
 import tensorlite as tl
 from tensorlite import functional as F
-from models.data import DataError
-from models.gpt import GPT, GPTConfig
-from models.sft import IGNORE_INDEX, SFTDataset, SFTExample, end_marker_ids, load_sft_file, parse_sft_lines
-from models.tokenizer import BPETokenizer, CharTokenizer
+from tensorlite.models.data import DataError
+from tensorlite.models.gpt import GPT, GPTConfig
+from tensorlite.models.sft import IGNORE_INDEX, SFTDataset, SFTExample, end_marker_ids, load_sft_file, parse_sft_lines
+from tensorlite.models.tokenizer import BPETokenizer, CharTokenizer
 
 TOK = CharTokenizer("0123456789+=\nabcdefghij ")
 

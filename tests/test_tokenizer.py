@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from models.tokenizer import (
+from tensorlite.models.tokenizer import (
     BPETokenizer, CharTokenizer, load_tokenizer, merge_pair, tokenizer_from_dict,
 )
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import tensorlite as tl
-from models import checkpoint as ckpt_io
-from models import train
-from models.checkpoint import CheckpointError
-from models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
-from models.gpt import GPT, GPTConfig
-from models.tokenizer import CharTokenizer
+from tensorlite.models import checkpoint as ckpt_io
+from tensorlite.models import train
+from tensorlite.models.checkpoint import CheckpointError
+from tensorlite.models.data import DataError, TokenDataset, encode_corpus, load_text, read_text_file
+from tensorlite.models.gpt import GPT, GPTConfig
+from tensorlite.models.tokenizer import CharTokenizer
 
 from conftest import TINY_MODEL
 
@@ -182,7 +182,7 @@ KILL_CHILD = textwrap.dedent(
     """
     import sys, numpy as np
     sys.path.insert(0, {root!r})
-    from models import checkpoint
+    from tensorlite.models import checkpoint
     state = {{"w": np.ones((4, 4), np.float32)}}
     checkpoint.save({path!r}, state, None, {{"n": 1}}, {{"type": "char", "chars": ["a"]}}, None, 1)
     big = np.random.default_rng(0).random(40_000_000)  # 320 MB: the write takes a while

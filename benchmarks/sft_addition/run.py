@@ -43,9 +43,9 @@ sys.path.insert(0, ROOT)
 
 import tensorlite as tl  # noqa: E402  (tensorlite before NumPy-heavy work, as the entry points do)
 from tensorlite import functional as F  # noqa: E402
-from models import checkpoint as ckpt_io  # noqa: E402
-from models.finetune import init_from_checkpoint  # noqa: E402
-from models.sft import IGNORE_INDEX, SFTDataset, SFTExample, load_sft_file  # noqa: E402
+from tensorlite.models import checkpoint as ckpt_io  # noqa: E402
+from tensorlite.models.finetune import init_from_checkpoint  # noqa: E402
+from tensorlite.models.sft import IGNORE_INDEX, SFTDataset, SFTExample, load_sft_file  # noqa: E402
 
 
 def addition_problems(seed, n_test):
@@ -155,7 +155,7 @@ def main():
 
     # 1. pretraining, with the ordinary trainer
     if not (args.reuse_pretrain and os.path.exists(pre_ckpt)):
-        command = [sys.executable, "-m", "models.train", "--preset", "tiny", "--out-dir", pre_dir,
+        command = [sys.executable, "-m", "tensorlite.models.train", "--preset", "tiny", "--out-dir", pre_dir,
                    "--max-iters", str(args.pretrain_iters), "--lr-decay-iters", str(args.pretrain_iters),
                    "--sample-tokens", "0", "--no-progress", "--seed", str(args.seed)]
         print("$ " + " ".join(command[2:]), flush=True)
