@@ -20,7 +20,11 @@ import builtins
 import numpy as np
 
 from tensorlite import kernels
-from tensorlite.tensor import Function, IndexedGrad, Tensor
+from tensorlite.autograd.api import tensor_backward
+from tensorlite.autograd.engine import retain_grad
+from tensorlite.autograd.function import Function, IndexedGrad
+from tensorlite.autograd.graphviz import to_dot
+from tensorlite.tensor import Tensor
 
 _UNSET = object()  # "argument not passed", so that passing both spellings can be told apart
 
@@ -1631,6 +1635,11 @@ TENSOR_METHODS = {
     "long": lambda x: _to(x, np.int64),
     "int": lambda x: _to(x, np.int32),
     "bool": lambda x: _to(x, np.bool_),
+    "astype": lambda x, dtype: Cast.apply(x, dtype=np.dtype(dtype)),
+    # the engine
+    "backward": tensor_backward,
+    "retain_grad": retain_grad,
+    "to_dot": to_dot,
 }
 
 # Registry entries that have no derivative at all (comparisons, integer arithmetic, indices,
@@ -1639,6 +1648,7 @@ NO_GRADIENT_METHODS = frozenset({
     "__gt__", "__ge__", "__lt__", "__le__", "__eq__", "__ne__", "__floordiv__", "__rfloordiv__",
     "__mod__", "__rmod__", "__and__", "__rand__", "__or__", "__ror__", "__xor__", "__rxor__",
     "__invert__", "argmax", "argmin", "argsort", "numel", "tolist", "long", "int", "bool",
+    "backward", "retain_grad", "to_dot",  # the engine itself, not ops
 })
 
 for _name, _method in TENSOR_METHODS.items():

@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections import defaultdict
 
-from tensorlite.tensor import _State
+from tensorlite.autograd.grad_mode import _State
 
 
 class Profiler:

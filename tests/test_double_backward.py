@@ -134,7 +134,8 @@ UNARY = {
     "F.relu": (lambda t: F.relu(t) * t, dict(min_value=-2, max_value=2, min_magnitude=0.1),
                ("F.relu",)),
     "F.gelu": (F.gelu, dict(min_value=-4, max_value=4), ("F.gelu", "Gelu", "GeluBackward")),
-    "cast": (lambda t: t.astype(np.float64) * t, dict(min_value=-2, max_value=2), ("Cast",)),
+    "cast": (lambda t: t.astype(np.float64) * t, dict(min_value=-2, max_value=2),
+             ("Cast", "astype")),
 }
 
 

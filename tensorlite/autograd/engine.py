@@ -1,0 +1,297 @@
+"""The backward walk: from the outputs to the leaves, each op's backward called once.
+
+    order = topological order of the ops and leaves behind the outputs (outputs first)
+    for node in order:
+        grad = the sum of the gradients sent to node          (complete: all users came before)
+        grad = node's hooks applied to grad
+        if node is a leaf:  leaf.grad += grad                 (under the accumulation lock)
+        else:               send node.backward(grad) to node's parents, unbroadcast to their shapes
+                            and free what node saved, unless retain_graph
+
+Each line is one named function below. `autograd.grad` walks the same loop but visits only the
+nodes that lead to its `inputs` and returns their gradients instead of accumulating them. With
+`create_graph=True` the loop runs with grad mode on and hands each backward Tensors, so the
+gradients carry their own graph.
+
+Broadcasting is undone in exactly one place, `unbroadcast`: an op's backward may return a gradient
+in the broadcast shape of its output, and the walk sums it back to the input's shape.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+
+import numpy as np
+
+from tensorlite.autograd.function import (
+    Function, IndexedGrad, _check_backward_finite, _check_saved_versions, _saved_as_tensors,
+)
+from tensorlite.autograd.grad_mode import _GradMode, _State, _thread_state
+from tensorlite.tensor import Tensor
+
+__all__ = ["unbroadcast", "run_backward", "output_grad", "retain_grad"]
+
+
+def unbroadcast(grad, shape: tuple):
+    """Sum `grad` down to `shape`, undoing NumPy broadcasting.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1, so the
+    gradient of the input is the sum over exactly those axes. (`grad` may be an array or, in
+    a create_graph backward, a Tensor: both have `.sum(axis=, keepdims=)`.)"""
+    if grad.shape == shape:
+        return grad
+    extra_leading = grad.ndim - len(shape)
+    if extra_leading > 0:
+        grad = grad.sum(axis=tuple(range(extra_leading)))
+    stretched = tuple(i for i, size in enumerate(shape) if size == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+
+def _assemble(pieces, dense):
+    """A node's gradient: `dense` (the sum of its ordinary gradients, or None) plus every
+    IndexedGrad piece added at its index, in one fresh buffer."""
+    dtypes = [piece.values.dtype for piece in pieces] + ([] if dense is None else [dense.dtype])
+    dtype = np.result_type(*dtypes)
+    if dense is None:
+        buffer = np.zeros(pieces[0].shape, dtype=dtype)
+    else:
+        buffer = np.array(dense, dtype=dtype, copy=True)
+    for piece in pieces:
+        piece.add_to(buffer)
+    return buffer
+
+
+# --------------------------------------------------------------------------------------------
+# The reverse pass, shared by Tensor.backward and autograd.grad.
+# --------------------------------------------------------------------------------------------
+
+def output_grad(output, grad, who, create_graph):
+    """The cotangent to start from: 1 for a one-element output, else the one given, checked.
+    In a create_graph pass it is a Tensor (one that requires grad keeps its graph)."""
+    if grad is None:
+        if output._data.size != 1:
+            raise RuntimeError(f"{who}: a gradient can be implied only for a one-element output, "
+                               f"this one has shape {output.shape}; pass the gradient of the "
+                               f"output explicitly (grad_outputs / backward(grad))")
+        grad = np.ones_like(output._data)
+    elif isinstance(grad, Tensor):
+        if create_graph:
+            if grad.shape != output.shape:
+                raise ValueError(f"{who}: grad has shape {grad.shape} but the output has shape "
+                                 f"{output.shape}")
+            return grad
+        grad = grad._data
+    grad = np.asarray(grad, dtype=output.dtype)
+    if grad.shape != output.shape:
+        raise ValueError(f"{who}: grad has shape {grad.shape} but the output has shape "
+                         f"{output.shape}")
+    return Tensor._make(grad, False) if create_graph else grad
+
+
+
+
+def _node(t):
+    """The graph node standing for tensor `t`: the op that produced it, or `t` if it is a leaf."""
+    return t._ctx if t._ctx is not None else t
+
+
+def run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None):
+    """Walk the graph behind `outputs` from the outputs to the leaves (see the module docstring).
+
+    With `inputs` (autograd.grad), nothing is accumulated: only nodes that lead to an input are
+    visited, and the gradients reaching the inputs are returned, None for an unused one."""
+    roots = [_node(t) for t in outputs]
+    grads = {}  # gradients sent to each node so far, summed, keyed by node identity
+    pieces = {}  # IndexedGrad pieces still to be placed into a node's gradient, keyed likewise
+    for root, grad in zip(roots, output_grads):
+        _send(grads, id(root), grad)
+    order = _topological_order(roots)
+    targets = wanted = captured = None
+    if inputs is not None:
+        targets = {}
+        for position, t in enumerate(inputs):
+            targets.setdefault(id(_node(t)), []).append(position)
+        wanted = _nodes_leading_to(order, targets)
+        captured = [None] * len(inputs)
+    with _GradMode(create_graph):  # a create_graph pass records everything, sums included
+        for node in order:
+            key = id(node)
+            grad = grads.pop(key, None)
+            if key in pieces:
+                grad = _assemble(pieces.pop(key), grad)
+            if grad is None or (wanted is not None and key not in wanted):
+                continue
+            is_leaf = isinstance(node, Tensor)
+            hooks = node._hooks if is_leaf else node.output_hooks
+            if hooks:
+                grad = _run_hooks(hooks, grad, create_graph)
+            if targets is not None and key in targets:
+                for position in targets[key]:
+                    captured[position] = grad
+            if is_leaf:
+                if targets is None:
+                    _accumulate_leaf(node, grad, create_graph)
+                continue
+            if node.released or node.saved_versions:
+                _check_can_backward(node)
+            input_grads = _op_backward(node, grad, create_graph)
+            _send_to_parents(node, input_grads, grads, pieces, wanted)
+            if not retain_graph:
+                node._release()
+    return captured
+
+
+def _send(grads, key, grad):
+    # `+` (not `+=`): an op may hand the same array to several inputs.
+    grads[key] = grads[key] + grad if key in grads else grad
+
+
+def _check_can_backward(op):
+    """Raise if `op` was freed by an earlier backward, or if something it saved was modified in
+    place since."""
+    if op.released:
+        raise RuntimeError(
+            f"backward: trying to backward through the graph a second time (op "
+            f"'{op.name}'): its saved arrays were freed by the first backward. "
+            f"Pass retain_graph=True to the first backward if you need this.")
+    _check_saved_versions(op)
+
+
+def _send_to_parents(op, input_grads, grads, pieces, wanted):
+    """Add each input's gradient into what its parent node has received, summed back to the
+    input's shape (`unbroadcast`). IndexedGrad pieces are kept apart and placed all at once."""
+    for parent, shape, input_grad in zip(op.parents, op.input_shapes, input_grads):
+        if parent is None or input_grad is None:
+            continue
+        key = id(parent)
+        if wanted is not None and key not in wanted:
+            continue
+        if input_grad.shape != shape:
+            input_grad = unbroadcast(input_grad, shape)
+            if input_grad.shape != shape:
+                raise RuntimeError(f"{op.name}.backward returned a gradient of shape "
+                                   f"{input_grad.shape} for an input of shape {shape}")
+        if isinstance(input_grad, IndexedGrad):
+            pieces.setdefault(key, []).append(input_grad)
+        else:
+            _send(grads, key, input_grad)
+def _op_backward(op, grad, create_graph):
+    """Call `op.backward`: on arrays, or, for create_graph, on Tensors so it is recorded."""
+    if not create_graph and _State.profiler is None and not _State.anomaly_enabled:
+        return op.backward(grad)  # the usual case
+    started = time.perf_counter()
+    if not create_graph:
+        input_grads = op.backward(grad)
+    else:
+        op._saved_for_graph = _saved_as_tensors(op) if op.saved_arrays else ()
+        previous, _thread_state.recording_backward_of = _thread_state.recording_backward_of, op
+        try:
+            input_grads = op.backward(grad)
+        finally:
+            op._saved_for_graph = None
+            _thread_state.recording_backward_of = previous
+        for position, input_grad in enumerate(input_grads):
+            if isinstance(input_grad, np.ndarray):
+                raise RuntimeError(f"op '{op.name}' cannot be differentiated twice: its backward "
+                                   f"returned an array, not a Tensor, for input {position}")
+    if _State.profiler is not None:
+        _State.profiler.record(op.name, "backward", time.perf_counter() - started)
+    if _State.anomaly_enabled:
+        _check_backward_finite(op, input_grads, grad)
+    return input_grads
+
+
+def _run_hooks(hooks, grad, create_graph):
+    for hook in list(hooks.values()):
+        result = hook(grad if isinstance(grad, Tensor) else Tensor._make(grad, False))
+        if result is not None:
+            if create_graph:
+                grad = result if isinstance(result, Tensor) else Tensor._make(np.asarray(result), False)
+            else:
+                grad = np.asarray(result._data if isinstance(result, Tensor) else result)
+    return grad
+
+
+def _topological_order(roots) -> list:
+    """The ops and leaf tensors of the graph behind `roots`, each after every op that uses it
+    (so the roots come first). Iterative depth-first search: a 100,000-op chain does not hit
+    the recursion limit."""
+    post_order = []
+    visited = set()
+    stack = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            post_order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if isinstance(node, Function):
+            for parent in node.parents:
+                if parent is not None and id(parent) not in visited:
+                    stack.append((parent, False))
+    post_order.reverse()
+    return post_order
+
+
+def _nodes_leading_to(order, targets) -> set:
+    """Identities of the nodes in `order` from which some target can be reached (targets
+    included): the only part of the graph that autograd.grad needs to walk."""
+    leading = set()
+    for node in reversed(order):  # parents before the ops that use them
+        # (A released op has lost its parents: keep it, so the walk reaches it and says so.)
+        if id(node) in targets or (isinstance(node, Function) and (node.released or any(
+                parent is not None and id(parent) in leading for parent in node.parents))):
+            leading.add(id(node))
+    return leading
+
+
+# Held while a gradient is added into a tensor's `.grad`: backward passes running in several
+# threads into one shared leaf (each thread with its own graph) must not lose a contribution,
+# as PyTorch guarantees. Reading `.grad`, testing for None and adding into it is not atomic, and
+# NumPy releases the GIL inside a large `+=`. One lock for all tensors rather than one each: a
+# lock stored on a tensor would stop it from being copied (copy.deepcopy) or pickled, and
+# accumulation is a short step of a backward pass.
+_grad_accumulation_lock = threading.Lock()
+
+
+def _accumulate_leaf(leaf: Tensor, grad, create_graph) -> None:
+    with _grad_accumulation_lock:
+        if create_graph:
+            previous = leaf.grad_tensor
+            if previous is None and leaf.grad is not None:
+                previous = Tensor._make(leaf.grad, False)  # from earlier plain backward passes
+            total = grad if previous is None else previous + grad
+            leaf.grad = np.array(total._data, dtype=leaf._data.dtype, copy=True)
+            leaf._grad_tensor = (total, leaf.grad)
+        elif leaf.grad is None:
+            # Copy: the array may be shared with other tensors' gradients.
+            leaf.grad = np.array(grad, dtype=leaf._data.dtype, copy=True)
+        else:
+            leaf.grad += grad
+            leaf._grad_tensor = None
+
+
+
+def retain_grad(tensor) -> None:
+    """Keep the gradient of this non-leaf tensor in `.grad` during backward (leaves always
+    keep theirs)."""
+    if tensor._ctx is None:
+        return
+    target = weakref.ref(tensor)
+
+    def keep_gradient(grad):
+        kept = target()
+        if kept is not None:
+            value = np.array(grad._data, dtype=kept._data.dtype)
+            with _grad_accumulation_lock:
+                kept.grad = value if kept.grad is None else kept.grad + value
+
+    tensor.register_hook(keep_gradient)
