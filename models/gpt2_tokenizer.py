@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from .jsonio import describe_value, load_json_text, lone_surrogate
-from .tokenizer import _JSONTokenizer
+from .tokenizer_base import JSONTokenizer
 from tensorlite.serialization import atomic_write
 
 __all__ = ["GPT2Tokenizer", "bytes_to_unicode", "GPT2_PATTERN", "END_OF_TEXT"]
@@ -116,7 +116,7 @@ def _regex():
     return regex
 
 
-class GPT2Tokenizer(_JSONTokenizer):
+class GPT2Tokenizer(JSONTokenizer):
     """GPT-2's byte-level BPE from a vocabulary (symbol -> id) and a ranked list of merges.
 
         tok = GPT2Tokenizer.from_directory("gpt2-dir")     # vocab.json + merges.txt

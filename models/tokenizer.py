@@ -17,30 +17,19 @@ models/gpt2_tokenizer.py).
 """
 
 import heapq
-import json
 import re
 from collections import Counter
 
 import numpy as np
 
-from .jsonio import load_json_text, lone_surrogate
+from .jsonio import lone_surrogate
+from .tokenizer_base import JSONTokenizer, load_json_file
 
 # ----------------------------------------------------------------------------
 # Character level
 
 
-class _JSONTokenizer:
-    """`save(path)` and `load(path)` for a tokenizer that has `to_dict` and `from_dict`."""
-
-    def save(self, path):
-        _save_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path):
-        return cls.from_dict(_load_json(path))
-
-
-class CharTokenizer(_JSONTokenizer):
+class CharTokenizer(JSONTokenizer):
     """Character-level tokenizer: id i is the i-th character of sorted(set(text)).
 
         tok = CharTokenizer(text)
@@ -190,7 +179,7 @@ def _merge_and_count(ids, pair, new_id):
     return new_ids, changes
 
 
-class BPETokenizer(_JSONTokenizer):
+class BPETokenizer(JSONTokenizer):
     """Byte-level byte-pair-encoding tokenizer.
 
         tok = BPETokenizer().train(text, vocab_size=512)
@@ -436,14 +425,4 @@ def tokenizer_from_dict(d):
 
 def load_tokenizer(path):
     """Load a tokenizer of either kind from a JSON file written by save()."""
-    return tokenizer_from_dict(_load_json(path))
-
-
-def _save_json(d, path):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(d, f)
-
-
-def _load_json(path):
-    with open(path, encoding="utf-8") as f:
-        return load_json_text(f.read(), path)
+    return tokenizer_from_dict(load_json_file(path))
