@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorlite.ops import BroadcastTo, GetItem, MaskedFill, _index_to_numpy, clamp
-from tensorlite.tensor import Function, Tensor, is_grad_enabled, no_grad
+from tensorlite.autograd.function import Function
+from tensorlite.autograd.grad_mode import is_grad_enabled, no_grad
+from tensorlite.ops.elementwise import clamp
+from tensorlite.ops.index import GetItem, MaskedFill, _index_to_numpy
+from tensorlite.ops.shape import BroadcastTo
+from tensorlite.tensor import Tensor
 
 
 class SetItem(Function):
@@ -158,6 +162,3 @@ IN_PLACE_METHODS = {
     "__imul__": mul_,
     "__itruediv__": div_,
 }
-
-for _name, _method in IN_PLACE_METHODS.items():
-    setattr(Tensor, _name, _method)

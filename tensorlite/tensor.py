@@ -243,3 +243,7 @@ from tensorlite.autograd.grad_mode import (  # noqa: E402  (re-exported: older i
 from tensorlite.autograd import (  # noqa: E402,F401
     Function, IndexedGrad, functional_grad as grad, grad as autograd_grad, to_dot, unbroadcast,
 )
+from tensorlite.ops import TENSOR_METHODS  # noqa: E402
+
+for _name, _method in TENSOR_METHODS.items():
+    setattr(Tensor, _name, _method)

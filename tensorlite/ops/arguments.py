@@ -1,0 +1,116 @@
+"""Argument handling shared by the ops: PyTorch's and NumPy's keyword spellings (`dim`/`axis`,
+`keepdim`/`keepdims`), axis normalisation, dtype and broadcast checks."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from tensorlite.tensor import Tensor
+
+
+_UNSET = object()  # "argument not passed", so that passing both spellings can be told apart
+
+
+def _broadcast_check(op_name, a, b):
+    """A clear error naming the op and both shapes, instead of NumPy's generic one."""
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op_name}: shapes {a.shape} and {b.shape} cannot be broadcast "
+                         f"together") from None
+
+
+def _normalize_axes(axis, ndim, op=None):
+    """axis (None, int, or tuple; negatives allowed) -> sorted tuple of non-negative axes.
+    `op` names the operation in the error message."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    who = f"{op}: " if op else ""
+    if ndim == 0:
+        # Like PyTorch, a scalar accepts axis 0 or -1, and reducing it changes nothing.
+        if any(a not in (0, -1) for a in axes):
+            raise ValueError(f"{who}axis {axes} is out of bounds for a 0-dimensional tensor")
+        return ()
+    normalized = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{who}axis {a} is out of bounds for a tensor with {ndim} "
+                             f"dimensions")
+        normalized.append(int(a) % ndim)
+    return tuple(sorted(normalized))
+
+
+def _kept_shape(shape, axes):
+    """`shape` with the reduced axes kept as size 1."""
+    return tuple(1 if i in axes else size for i, size in enumerate(shape))
+
+
+def either_keyword(op, torch_name, torch_value, numpy_name, numpy_value, default):
+    """The value of an argument that has a PyTorch spelling (dim, keepdim) and a NumPy one
+    (axis, keepdims): either works; both at once is a TypeError naming the op."""
+    if numpy_value is _UNSET:
+        return default if torch_value is _UNSET else torch_value
+    if torch_value is not _UNSET:
+        raise TypeError(f"{op}: got both {torch_name}= and {numpy_name}= (two spellings of the "
+                        f"same argument); pass one")
+    return numpy_value
+
+
+def _dim_keepdim(op, dim, keepdim, axis, keepdims, default_dim=None):
+    return (either_keyword(op, "dim", dim, "axis", axis, default_dim),
+            bool(either_keyword(op, "keepdim", keepdim, "keepdims", keepdims, False)))
+
+
+def _one_axis(op, dim, ndim):
+    """A single dim (negatives allowed) -> non-negative axis, or an error naming the op."""
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
+    size = builtins.max(ndim, 1)  # a 0-d tensor accepts dim 0 or -1, as in PyTorch
+    if not -size <= dim < size:
+        raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dimensions "
+                         f"(expected a dim in [{-size}, {size - 1}])")
+    return int(dim) % size
+
+
+def _drop_axis(shape, axis):
+    return shape[:axis] + shape[axis + 1:]
+
+
+def _along_axis_index(index, axis):
+    """A NumPy index that picks, at each position of `index`, element index[..] along `axis`
+    (PyTorch's gather): `index` itself on `axis`, the position's own coordinate elsewhere."""
+    ndim = index.ndim
+    parts = [np.arange(n).reshape((1,) * d + (n,) + (1,) * (ndim - d - 1))
+             for d, n in enumerate(index.shape)]
+    parts[axis] = index
+    return tuple(parts)
+
+
+def _sizes(op, sizes):
+    """`f(2, 3)` or `f((2, 3))` -> (2, 3)."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    if not all(isinstance(n, (int, np.integer)) for n in sizes):
+        raise TypeError(f"{op}: sizes must be ints, got {sizes!r}")
+    return tuple(int(n) for n in sizes)
+
+
+def _integer_index(op, index):
+    index = index.data if isinstance(index, Tensor) else np.asarray(index)
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"{op}: index must hold integers, got dtype {index.dtype}")
+    return index
+
+
+def _dtype(op, dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{op}: {dtype!r} is not a dtype (use e.g. tl.float32, 'float64', "
+                        f"tl.int64)") from None
+    if dtype.kind == "f" and dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: tensorlite computes in float32 or float64, not {dtype}")
+    return dtype
