@@ -194,7 +194,7 @@ def _sibling_note(path):
 
 def _read_arrays(path):
     """Every array of the archive at ``path``, each member verified (tensorlite/npz.py)."""
-    from .gpt import available_memory, format_bytes
+    from .gpt_config import available_memory, format_bytes
 
     try:
         return read_npz(path, memory=available_memory)
@@ -288,8 +288,8 @@ def check_gpt(checkpoint, path):
     cover every id the model can produce), and every array of the state dict: present, of the
     shape the config implies, one floating dtype for all, finite.
     """
-    from .gpt import (GPTConfig, available_memory, count_state_entries, estimate_memory, format_bytes,
-                            state_shapes)
+    from .gpt_config import (GPTConfig, available_memory, count_state_entries, estimate_memory,
+                             format_bytes, state_shapes)
     from .tokenizer import tokenizer_from_dict
 
     try:

@@ -22,7 +22,7 @@ import stat
 
 import numpy as np
 
-from .gpt import available_memory, format_bytes
+from .gpt_config import available_memory, format_bytes
 
 __all__ = [
     "DataError",

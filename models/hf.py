@@ -13,8 +13,11 @@ The Hugging Face GPT-2 layout differs from this project's (nanoGPT's) in three w
 * files may carry the causal-mask buffers ``h.{i}.attn.bias`` / ``h.{i}.attn.masked_bias``
   (skipped), and ``lm_head.weight`` is tied to ``wte.weight`` (often left out of the file).
 
-    model = gpt_from_pretrained("gpt2-dir")        # -> GPT   (GPT.from_pretrained)
-    save_pretrained(model, "out-dir")              # writes config.json + model.safetensors
+    model = GPT.from_pretrained("gpt2-dir")        # models/gpt.py, through read_hf_dir
+    model.save_pretrained("out-dir")               # writes config.json + model.safetensors
+
+This module builds no model (gpt.py imports it for those two methods), so it imports only
+gpt_config.py of the model's modules.
 
 ``checkpoint_from_hf`` / ``hf_from_checkpoint`` convert between such a directory and a
 tensorlite checkpoint (``tensorlite-convert``); ``hf_from_checkpoint`` replaces the whole
@@ -44,8 +47,6 @@ __all__ = [
     "read_hf_dir",
     "write_hf_dir",
     "export_hf_dir",
-    "gpt_from_pretrained",
-    "save_pretrained",
     "checkpoint_from_hf",
     "hf_from_checkpoint",
 ]
@@ -356,7 +357,7 @@ def check_memory(config, source=CONFIG_NAME):
     tensorlite-sample counts it). An estimate that stops impossible sizes (n_layer 10**6) with one
     line, instead of minutes of allocation ending in MemoryError.
     """
-    from .gpt import GPTConfig, available_memory, count_params, estimate_memory, format_bytes
+    from .gpt_config import GPTConfig, available_memory, count_params, estimate_memory, format_bytes
 
     gpt_config = GPTConfig(**{k: config[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")})
     needed = 2 * 4 * count_params(gpt_config) + estimate_memory(gpt_config, 1, dtype=np.float32, training=False)
@@ -381,21 +382,6 @@ def read_hf_dir(path):
     state = hf_to_state_dict(tensors, config, source=weights_path)
     config["bias"] = True
     return config, state
-
-
-def gpt_from_pretrained(path, dropout=None):
-    """A GPT with the weights of a Hugging Face GPT-2 directory (``GPT.from_pretrained``).
-
-    ``dropout`` overrides the config's rate (nanoGPT's ``override_args``); by default 0.0,
-    as nanoGPT does, since the file's rates (0.1 for GPT-2) are for pretraining.
-    """
-    from .gpt import GPT, GPTConfig
-
-    config, state = read_hf_dir(path)
-    config["dropout"] = 0.0 if dropout is None else dropout
-    model = GPT(GPTConfig.from_dict(config), dtype=state["transformer.wte.weight"].dtype)
-    model.load_state_dict(state)
-    return model
 
 
 def _write_json(path, obj):
@@ -459,11 +445,6 @@ def export_hf_dir(path, config, state, tokenizer=None, overwrite=False):
     return replace_directory(path, write, overwrite=overwrite)
 
 
-def save_pretrained(model, path, tokenizer=None):
-    """Write ``model`` as a Hugging Face GPT-2 directory (``model.save_pretrained(dir)``)."""
-    write_hf_dir(os.fspath(path), model.config, model.state_dict(), tokenizer=tokenizer)
-
-
 # ----------------------------------------------------------------------------------------
 # checkpoints
 
@@ -520,7 +501,7 @@ def hf_from_checkpoint(ckpt_path, hf_dir, overwrite=False):
     """Write a tensorlite checkpoint's model (and tokenizer) as a Hugging Face GPT-2 directory,
     replacing it atomically (``export_hf_dir``); returns the notes on leftovers recovered."""
     from . import checkpoint as ckpt_io
-    from .gpt import GPTConfig
+    from .gpt_config import GPTConfig
 
     checkpoint = ckpt_io.load(ckpt_path)
     try:

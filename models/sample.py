@@ -114,7 +114,7 @@ def encode_prompt(tokenizer, prompt):
 
 def check_generation_memory(model, prompt_length, num_tokens):
     """Refuse a number of tokens whose output array and model work would not fit in memory."""
-    from .gpt import available_memory, estimate_memory, format_bytes
+    from .gpt_config import available_memory, estimate_memory, format_bytes
 
     dtype = model.transformer.wte.weight.dtype
     needed = 8 * (prompt_length + num_tokens) + estimate_memory(model.config, 1, dtype=dtype, training=False)

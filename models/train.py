@@ -436,7 +436,7 @@ def check_out_dir(settings, resume, overwrite):
 
 def check_training_memory(config, settings):
     """Refuse a run whose model, optimizer and activations would not fit in memory."""
-    from .gpt import available_memory, estimate_memory, format_bytes
+    from .gpt_config import available_memory, estimate_memory, format_bytes
 
     needed = estimate_memory(config, settings["batch_size"], dtype=settings["dtype"], training=True)
     available = available_memory()

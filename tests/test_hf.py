@@ -103,7 +103,7 @@ def rng():
 def test_from_pretrained_logits_match_reference(tmp_path, rng, prefix, with_lm_head):
     t = hf_tensors(rng, prefix=prefix, with_lm_head=with_lm_head)
     write_hf_dir(tmp_path / "m", t)
-    model = GPT.from_pretrained(tmp_path / "m")  # nanoGPT's name for tensorlite.models.hf.gpt_from_pretrained
+    model = GPT.from_pretrained(tmp_path / "m")
     assert model.config == GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=NH, n_embd=C, dropout=0.0)
     idx = rng.integers(0, V, size=(3, T))
     logits, _ = model(idx)
@@ -113,7 +113,7 @@ def test_from_pretrained_logits_match_reference(tmp_path, rng, prefix, with_lm_h
 def test_from_pretrained_float64_file_stays_float64(tmp_path, rng):
     t = hf_tensors(rng, dtype=np.float64)
     write_hf_dir(tmp_path / "m", t)
-    model = hf.gpt_from_pretrained(tmp_path / "m")
+    model = GPT.from_pretrained(tmp_path / "m")
     assert model.transformer.wte.weight.dtype == np.float64
     idx = rng.integers(0, V, size=(2, 5))
     np.testing.assert_allclose(model(idx)[0].data, reference_logits(t, idx), atol=1e-10, rtol=0)
@@ -136,7 +136,7 @@ def test_save_pretrained_then_from_pretrained_is_exact(tmp_path):
 def test_save_pretrained_refuses_a_model_without_biases(tmp_path):
     model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=NH, n_embd=C, bias=False))
     with pytest.raises(hf.HFFormatError, match="bias=False"):
-        hf.save_pretrained(model, tmp_path / "out")
+        model.save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out" / hf.WEIGHTS_NAME).exists()
 
 
@@ -265,7 +265,7 @@ def test_bad_hf_directory_gives_one_line_error(tmp_path, rng, capsys, case):
     change, config, message = BAD_TENSORS[case]
     write_hf_dir(tmp_path / "m", change(hf_tensors(rng)), config=config)
     with pytest.raises(hf.HFFormatError, match=message):
-        hf.gpt_from_pretrained(tmp_path / "m")
+        GPT.from_pretrained(tmp_path / "m")
     code, _, err = run_convert(capsys, "--from-hf", tmp_path / "m", "--out", tmp_path / "a.npz")
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("tensorlite-convert: error:")
@@ -276,12 +276,12 @@ def test_damaged_files(tmp_path, rng, capsys):
     write_hf_dir(tmp_path / "m", hf_tensors(rng))
     (tmp_path / "m" / hf.WEIGHTS_NAME).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(hf.HFFormatError, match="not a readable safetensors file"):
-        hf.gpt_from_pretrained(tmp_path / "m")
+        GPT.from_pretrained(tmp_path / "m")
     (tmp_path / "m" / hf.CONFIG_NAME).write_text("{")
     with pytest.raises(hf.HFFormatError, match="config.json: invalid JSON"):
-        hf.gpt_from_pretrained(tmp_path / "m")
+        GPT.from_pretrained(tmp_path / "m")
     with pytest.raises(hf.HFFormatError, match="not a directory"):
-        hf.gpt_from_pretrained(tmp_path / "nowhere")
+        GPT.from_pretrained(tmp_path / "nowhere")
 
 
 def test_missing_safetensors_package_is_one_line(hide_package, tmp_path):

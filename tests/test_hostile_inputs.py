@@ -120,7 +120,7 @@ def test_a_million_layers_is_refused_before_any_tensor_is_read(hf_dir, capsys, m
         raise AssertionError("the weights were read")
 
     monkeypatch.setattr(hf, "_read_safetensors", read_safetensors)
-    monkeypatch.setattr("tensorlite.models.gpt.available_memory", lambda: 8 << 30)  # 8 GiB, whatever the host has
+    monkeypatch.setattr("tensorlite.models.gpt_config.available_memory", lambda: 8 << 30)  # 8 GiB, whatever the host has
     replace_in_config(hf_dir, "n_layer", str(10 ** 6))
     code, err = convert_from(capsys, hf_dir)
     assert_one_line_error(code, err, 2, "tensorlite-convert", "config.json", "n_layer 1000000", "8.0 GiB of available memory")

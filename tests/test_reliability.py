@@ -308,7 +308,7 @@ def test_hostile_checkpoint(run_copy, corpus_file, capsys, label, edit, message,
 
 
 def test_checkpoint_larger_than_memory_is_refused_before_reading(trained_dir, monkeypatch):
-    monkeypatch.setattr("tensorlite.models.gpt.available_memory", lambda: 1000)
+    monkeypatch.setattr("tensorlite.models.gpt_config.available_memory", lambda: 1000)
     with pytest.raises(ckpt_io.CheckpointError, match="more than the .* of available memory"):
         ckpt_io.load(trained_dir / "ckpt.npz")
 
