@@ -19,9 +19,8 @@ import warnings
 
 import numpy as np
 
-# functional imports this module at its bottom, to re-export these losses; referring to F.<name>
-# only inside function bodies keeps that circular import harmless.
-from tensorlite import functional as F
+# The ops these losses build on (tensorlite.functional re-exports both them and the losses).
+from tensorlite.ops import nn as F
 from tensorlite.tensor import Tensor
 
 __all__ = [

@@ -42,4 +42,9 @@ from tensorlite.ops.reduce import (  # noqa: F401,A001
 from tensorlite.ops.linalg import (  # noqa: F401,A001
     Einsum, einsum, MatMul, matmul,
 )
+from tensorlite.ops.nn import (  # noqa: F401
+    CrossEntropy, CrossEntropyBackward, Dropout, Embedding, EmbeddingBackward, Gelu,
+    GeluBackward, LayerNorm, Linear, log_softmax, LogSoftmax, LogSoftmaxBackward,
+    ScaledDotProductAttention, Softmax, softmax, SoftmaxBackward,
+)
 from tensorlite.ops.methods import NO_GRADIENT_METHODS, TENSOR_METHODS  # noqa: F401

@@ -1,0 +1,392 @@
+"""The neural-network ops behind `tensorlite.functional` (`F`): one fused op each.
+
+Each is one fused op: a single graph node whose forward and backward call the active kernel set
+(`tensorlite.kernels.current`), so a softmax is one node with a one-pass backward, not a chain of
+exp, sum and divide nodes. The plain-NumPy statement of each formula is in
+`tensorlite/kernels/reference.py`.
+
+Second derivatives. A fused backward kernel cannot be differentiated by the engine, so for
+`create_graph=True` each op's backward is itself an op: `SoftmaxBackward`, `GeluBackward`, ...
+whose forward is that same kernel (so the numbers are the same) and whose backward, beside it, is
+written with differentiable operations. Backwards with several outputs (layer norm, linear,
+attention) are instead written as a short composite of differentiable operations in that mode.
+The plain first-order path calls the kernels directly, exactly as before.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tensorlite import kernels
+from tensorlite.autograd.function import Function
+from tensorlite.autograd.grad_mode import rng
+from tensorlite.ops.arguments import _UNSET, either_keyword
+from tensorlite.ops.elementwise import Exp, Tanh
+from tensorlite.ops.index import MaskedFill
+from tensorlite.tensor import Tensor
+
+__all__ = [
+    "softmax", "log_softmax", "gelu", "relu", "layer_norm", "embedding", "dropout", "linear",
+    "scaled_dot_product_attention",
+]
+
+
+def _along_last_axis(function, axis, *arrays):
+    """Apply a last-axis kernel along any axis by moving that axis last and back."""
+    if axis in (-1, arrays[0].ndim - 1):
+        return function(*arrays)
+    moved = [np.moveaxis(a, axis, -1) for a in arrays]
+    return np.moveaxis(function(*moved), -1, axis)
+
+
+class Softmax(Function):
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        y = _along_last_axis(kernels.current.softmax, axis, x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad):
+        y, = self.saved
+        return (SoftmaxBackward.run(y, grad, axis=self.axis),)
+
+
+class SoftmaxBackward(Function):
+    """dx = y * (dy - sum(dy * y)) along the axis, with y = softmax(x): one pass per row in the
+    kernel, and differentiable in turn."""
+
+    def forward(self, y, grad, axis=-1):
+        self.axis = axis
+        self.save_for_backward(y, grad)
+        return _along_last_axis(kernels.current.softmax_backward, axis, y, grad)
+
+    def backward(self, g):
+        # With s = sum(dy * y): d dx_i = g_i, so d/d dy = y * (g - sum(g * y)) and
+        # d/dy = g * (dy - s) - dy * sum(g * y).
+        y, grad = self.saved
+        g_dot_y = (g * y).sum(axis=self.axis, keepdims=True)
+        s = (grad * y).sum(axis=self.axis, keepdims=True)
+        return g * (grad - s) - grad * g_dot_y, y * (g - g_dot_y)
+
+
+def softmax(x, dim=_UNSET, *, axis=_UNSET) -> Tensor:
+    """exp(x) / sum(exp(x)) along `dim` (or `axis`; default the last), computed stably (the row
+    maximum is subtracted)."""
+    return Softmax.apply(x, axis=either_keyword("softmax", "dim", dim, "axis", axis, -1))
+
+
+class LogSoftmax(Function):
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        y = _along_last_axis(kernels.current.log_softmax, axis, x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad):
+        y, = self.saved
+        return (LogSoftmaxBackward.run(y, grad, axis=self.axis),)
+
+
+class LogSoftmaxBackward(Function):
+    """dx = dy - exp(y) * sum(dy), with y = log_softmax(x)."""
+
+    def forward(self, y, grad, axis=-1):
+        self.axis = axis
+        self.save_for_backward(y, grad)
+        return _along_last_axis(kernels.current.log_softmax_backward, axis, y, grad)
+
+    def backward(self, g):
+        # p = exp(y): d/d dy = g - sum(g * p), d/dy = -g * p * sum(dy).
+        y, grad = self.saved
+        p = Exp.run(y)
+        return (-g * p * grad.sum(axis=self.axis, keepdims=True),
+                g - (g * p).sum(axis=self.axis, keepdims=True))
+
+
+def log_softmax(x, dim=_UNSET, *, axis=_UNSET) -> Tensor:
+    """x - logsumexp(x) along `dim` (or `axis`; default the last)."""
+    return LogSoftmax.apply(x, axis=either_keyword("log_softmax", "dim", dim, "axis", axis, -1))
+
+
+class CrossEntropy(Function):
+    """Mean of -log softmax(logits)[target] over rows whose target is not `ignore_index`."""
+
+    def forward(self, logits, targets, ignore_index=-100):
+        self.targets, self.ignore_index = targets, ignore_index
+        loss, self.logsumexp = kernels.current.cross_entropy(logits, targets, ignore_index)
+        self.save_for_backward(logits)
+        return np.asarray(loss, dtype=logits.dtype)
+
+    def backward(self, grad):
+        logits, = self.saved
+        if isinstance(grad, Tensor):  # create_graph: the backward as a differentiable op
+            return (CrossEntropyBackward.apply(logits, grad, targets=self.targets,
+                                               ignore_index=self.ignore_index),)
+        # d loss / d logits = (softmax(logits) - onehot(target)) / count, fused in one kernel.
+        return (kernels.current.cross_entropy_backward(
+            logits, self.targets, self.logsumexp, self.ignore_index, float(grad)),)
+
+
+class CrossEntropyBackward(Function):
+    """d loss / d logits = grad * (softmax(logits) - onehot(target)) / count on rows whose target
+    is not ignored (the same kernel as the plain backward), as a differentiable op."""
+
+    def forward(self, logits, grad, targets, ignore_index):
+        self.save_for_backward(logits, grad)
+        valid = targets != ignore_index
+        self.row_weight = (valid / max(int(valid.sum()), 1)).astype(logits.dtype)[:, None]
+        self.onehot = np.zeros_like(logits)
+        self.onehot[np.nonzero(valid)[0], targets[valid]] = 1
+        _, logsumexp = kernels.current.cross_entropy(logits, targets, ignore_index)
+        return kernels.current.cross_entropy_backward(logits, targets, logsumexp, ignore_index,
+                                                      float(grad))
+
+    def backward(self, g):
+        # With p = softmax(logits): d/d logits = grad * w * p * (g - sum(g * p)) per row,
+        # d/d grad = sum(g * w * (p - onehot)).
+        logits, grad = self.saved
+        p = Softmax.run(logits, axis=-1)
+        weighted = g * self.row_weight
+        grad_logits = grad * p * (weighted - (weighted * p).sum(axis=-1, keepdims=True))
+        return grad_logits, (weighted * (p - self.onehot)).sum()
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+class Gelu(Function):
+    def forward(self, x):
+        self.save_for_backward(x)
+        return kernels.current.gelu(x)
+
+    def backward(self, grad):
+        x, = self.saved
+        return (GeluBackward.run(x, grad),)
+
+
+class GeluBackward(Function):
+    """dx = dy * gelu'(x), as a differentiable op (forward: the fused kernel)."""
+
+    def forward(self, x, grad):
+        self.save_for_backward(x, grad)
+        return kernels.current.gelu_backward(x, grad)
+
+    def backward(self, g):
+        # gelu(x) = x/2 (1 + t), t = tanh(u), u = c (x + 0.044715 x^3), so with u' = du/dx:
+        # gelu'(x)  = (1 + t)/2 + x/2 (1 - t^2) u'
+        # gelu''(x) = (1 - t^2) u' + x/2 (1 - t^2) (u'' - 2 t u'^2)
+        x, grad = self.saved
+        x_squared = x * x
+        t = Tanh.run(x * (_GELU_C + (_GELU_C * 0.044715) * x_squared))  # tanh(u)
+        du = _GELU_C + (3 * _GELU_C * 0.044715) * x_squared  # u'
+        sech2 = 1 - t * t
+        half_x_sech2 = (0.5 * x) * sech2
+        first = 0.5 + 0.5 * t + half_x_sech2 * du
+        second = sech2 * du + half_x_sech2 * ((6 * _GELU_C * 0.044715) * x - 2 * t * du * du)
+        return (g * grad) * second, g * first
+
+
+def gelu(x) -> Tensor:
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return Gelu.apply(x)
+
+
+def relu(x) -> Tensor:
+    return x.relu()
+
+
+class LayerNorm(Function):
+    """Normalise over the last axis, then scale and shift; forward and backward are fused."""
+
+    def forward(self, x, weight, bias, eps=1e-5):
+        self.eps = eps
+        self.save_for_backward(x, weight)
+        y, self.mean, self.rstd = kernels.current.layer_norm(
+            x.reshape(-1, x.shape[-1]), weight, bias, eps)  # rows: (N, C)
+        return y.reshape(x.shape)
+
+    def backward(self, grad):
+        x, weight = self.saved
+        if isinstance(grad, Tensor):  # create_graph
+            return _layer_norm_backward_composite(grad, x, weight, self.eps)
+        rows = x.reshape(-1, x.shape[-1])
+        grad_x, grad_weight, grad_bias = kernels.current.layer_norm_backward(
+            grad.reshape(rows.shape), rows, weight, self.mean, self.rstd)
+        return grad_x.reshape(x.shape), grad_weight, grad_bias
+
+
+def _layer_norm_backward_composite(grad, x, weight, eps):
+    """The layer-norm backward in differentiable operations (the kernel's formula):
+    xhat = (x - mean) * rstd,  dxhat = dy * w,
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+    dw = sum over rows of dy * xhat,  db = sum over rows of dy."""
+    centered = x - x.mean(axis=-1, keepdims=True)
+    rstd = ((centered * centered).mean(axis=-1, keepdims=True) + eps) ** -0.5
+    xhat = centered * rstd
+    grad_xhat = grad * weight
+    grad_x = rstd * (grad_xhat - grad_xhat.mean(axis=-1, keepdims=True)
+                     - xhat * (grad_xhat * xhat).mean(axis=-1, keepdims=True))
+    rows = tuple(range(x.ndim - 1))
+    return grad_x, (grad * xhat).sum(axis=rows), grad.sum(axis=rows)
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5) -> Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance)."""
+    size = x.shape[-1]
+    dtype = x.dtype
+    for name, parameter in (("weight", weight), ("bias", bias)):
+        if parameter is not None and tuple(parameter.shape) != (size,):
+            raise ValueError(f"layer_norm: {name} of shape {tuple(parameter.shape)} does not "
+                             f"match the last axis of input shape {tuple(x.shape)}")
+    if weight is None:
+        weight = Tensor._make(np.ones(size, dtype=dtype), False)
+    if bias is None:
+        bias = Tensor._make(np.zeros(size, dtype=dtype), False)
+    return LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+class Embedding(Function):
+    def forward(self, weight, indices):
+        self.indices, self.num_embeddings = indices, weight.shape[0]
+        return weight[indices]
+
+    def backward(self, grad):
+        return (EmbeddingBackward.run(grad, indices=self.indices,
+                                      num_embeddings=self.num_embeddings),)
+
+
+class EmbeddingBackward(Function):
+    """Rows picked several times receive the sum of their gradients (a scatter-add kernel). Its
+    own backward picks the same rows again."""
+
+    def forward(self, grad, indices, num_embeddings):
+        self.indices = indices
+        return kernels.current.embedding_backward(indices, grad, num_embeddings)
+
+    def backward(self, g):
+        return (Embedding.run(g, indices=self.indices),)
+
+
+def embedding(indices, weight) -> Tensor:
+    """Rows of `weight` (num_embeddings, dim) picked by integer `indices` of any shape."""
+    indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
+        raise IndexError(f"embedding: indices must lie in [0, {weight.shape[0]}), got values "
+                         f"in [{indices.min()}, {indices.max()}]")
+    return Embedding.apply(weight, indices=indices)
+
+
+class Dropout(Function):
+    def forward(self, x, keep_mask, scale):
+        self.mask = keep_mask * np.asarray(scale, dtype=x.dtype)  # 0 or 1/(1-p): a constant
+        return x * self.mask
+
+    def backward(self, grad):
+        return (grad * self.mask,)
+
+
+def dropout(x, p=0.5, training=True) -> Tensor:
+    """Zero each element with probability p and scale the survivors by 1/(1-p) while training;
+    the identity in eval mode or when p == 0."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0
+    keep_mask = rng().random(x.shape) >= p
+    return Dropout.apply(x, keep_mask=keep_mask, scale=1.0 / (1.0 - p))
+
+
+class Linear(Function):
+    """x @ weight.T + bias with weight in PyTorch's (out, in) layout. Leading axes of x are
+    folded into rows, so each product is one 2-D matrix multiply; BLAS reads the transposed
+    weight (and, in backward, the transposed gradient) in place instead of a copy, and the bias
+    is added to each block of the output while it is still in cache."""
+
+    def forward(self, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
+                             f"{weight.shape} (expected last axis {weight.shape[1]})")
+        self.save_for_backward(x, weight)
+        out = kernels.current.linear(x.reshape(-1, x.shape[-1]), weight, bias)  # (N, out)
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, grad):
+        x, weight = self.saved
+        needs_x, needs_weight = self.needs_input_grad[:2]
+        needs_bias = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        grad = grad.reshape((-1, grad.shape[-1]))  # (N, out)
+        rows = x.reshape((-1, x.shape[-1]))  # (N, in)
+        if not isinstance(grad, Tensor) and needs_x and needs_weight:
+            # The usual case: both products in one parallel launch.
+            grad_x, grad_weight, grad_bias = kernels.current.linear_backward(grad, rows, weight)
+            return grad_x.reshape(x.shape), grad_weight, grad_bias if needs_bias else None
+        # create_graph: `@` records MatMul ops; otherwise call the kernel directly.
+        matmul = (lambda a, b: a @ b) if isinstance(grad, Tensor) else kernels.current.matmul
+        grad_x = matmul(grad, weight).reshape(x.shape) if needs_x else None
+        grad_weight = matmul(grad.T, rows) if needs_weight else None  # (out, in)
+        grad_bias = grad.sum(axis=0) if needs_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """x @ weight.T + bias, weight of shape (out_features, in_features)."""
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)
+
+
+class ScaledDotProductAttention(Function):
+    """softmax(q @ k^T * scale [+ causal mask]) @ v as one node. With `is_causal`, the queries
+    are the LAST Tq positions of the Tk keys, so one new query attends to a whole KV cache.
+
+    Like FlashAttention, it does not keep the (Tq, Tk) attention matrix for backward, which
+    would be the largest activation of a GPT: it keeps each query's logsumexp (Tq numbers), and
+    backward rebuilds the matrix from q, k and those, one extra q @ k^T for memory linear in T.
+    The output is stored as (B, Tq, nh, hs) behind its (B, nh, Tq, hs) shape, so the usual
+    `y.transpose(1, 2).reshape(B, T, C)` that merges the heads afterwards copies nothing."""
+
+    def forward(self, q, k, v, is_causal=False, scale=None):
+        self.save_for_backward(q, k, v)
+        self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        self.is_causal = is_causal
+        out, self.logsumexp = kernels.current.attention(q, k, v, self.scale, is_causal)
+        return out  # (B, nh, Tq, hs)
+
+    def _attention_composite(self, q, k):
+        """The attention matrix from differentiable operations (create_graph)."""
+        scores = (q @ k.swapaxes(-1, -2)) * self.scale  # (B, nh, Tq, Tk)
+        if self.is_causal:
+            Tq, Tk = scores.shape[-2:]
+            # query i is position Tk - Tq + i and sees keys up to it
+            above = np.triu(np.ones((Tq, Tk), dtype=bool), k=Tk - Tq + 1)
+            scores = MaskedFill.apply(scores, mask=above, value=-np.inf)
+        return Softmax.apply(scores, axis=-1)
+
+    def backward(self, grad):
+        q, k, v = self.saved
+        if isinstance(grad, Tensor):  # create_graph: the same products, recorded
+            attention = self._attention_composite(q, k)
+            grad_v = attention.swapaxes(-1, -2) @ grad
+            grad_scores = SoftmaxBackward.apply(attention, grad @ v.swapaxes(-1, -2)) * self.scale
+            return grad_scores @ k, grad_scores.swapaxes(-1, -2) @ q, grad_v
+        return kernels.current.attention_backward(grad, q, k, v, self.logsumexp, self.scale,
+                                                  self.is_causal)
+
+
+def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None) -> Tensor:
+    """Attention of queries (..., Tq, hs) over keys and values (..., Tk, hs); with
+    `is_causal=True` (not the default, as in PyTorch) query i is position Tk - Tq + i and sees
+    keys up to it, which needs Tq <= Tk. The scale defaults to 1/sqrt(hs)."""
+    if q.shape[:-2] != k.shape[:-2] or k.shape != v.shape or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"scaled_dot_product_attention: shapes q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)} do not fit together")
+    if is_causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got "
+                         f"q {tuple(q.shape)} and k {tuple(k.shape)}")
+    return ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal, scale=scale)
