@@ -116,7 +116,7 @@ def main(argv=None):
 
     model, dataset, rng, batch_size, block_size = build(args.preset, args.batch_size, args.seed)
     names, parameters = zip(*model.named_parameters())
-    n_params = sum(p.size for p in parameters)
+    n_params = sum(p.numel() for p in parameters)
     print(f"GPT '{args.preset}' shape in float64: {n_params:,} parameters, batch {batch_size} x "
           f"{block_size} tokens, kernels {tl.kernels.active()}")
     if args.train_steps:

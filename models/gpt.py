@@ -249,7 +249,7 @@ class GPT(nn.Module):
         embedding is left out; the token embedding stays in because it is also the lm_head."""
         n_params = self.num_parameters()
         if non_embedding:
-            n_params -= self.transformer.wpe.weight.size
+            n_params -= self.transformer.wpe.weight.numel()
         return n_params
 
     # --- forward -------------------------------------------------------------------------------

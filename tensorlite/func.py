@@ -203,7 +203,7 @@ def _scalar_output(value, transform):
     if not isinstance(value, Tensor):
         raise TypeError(f"tl.func.{transform}: f must return a Tensor, got "
                         f"{type(value).__name__}")
-    if value.size != 1:
+    if value.numel() != 1:
         raise ValueError(f"tl.func.{transform}: f must return a one-element Tensor (a scalar), "
                          f"got shape {value.shape}; use tl.func.vjp or tl.func.jacrev for "
                          f"non-scalar outputs")

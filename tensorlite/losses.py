@@ -246,7 +246,7 @@ def _soft_target_cross_entropy(input, target, weight, reduction, label_smoothing
         per_class = per_class * weight.reshape((num_classes,) + (1,) * (input.ndim - class_axis - 1))
     losses = -per_class.sum(axis=class_axis)  # (N, d1, ...)
     if reduction == "mean":  # over samples (and positions), not over weights
-        return losses.sum() * (1.0 / max(input.size // num_classes, 1))
+        return losses.sum() * (1.0 / max(input.numel() // num_classes, 1))
     return _reduce(losses, reduction)
 
 

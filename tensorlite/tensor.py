@@ -122,7 +122,6 @@ class Tensor:
     shape = property(lambda self: self._data.shape)
     dtype = property(lambda self: self._data.dtype)
     ndim = property(lambda self: self._data.ndim)
-    size = property(lambda self: self._data.size)
     is_leaf = property(lambda self: self._ctx is None)
     _version = property(lambda self: self._version_counter[0],
                         doc="How many in-place operations changed this tensor (or a view of it).")
@@ -135,6 +134,17 @@ class Tensor:
         if self._grad_tensor is None or self._grad_tensor[1] is not self.grad:
             return None
         return self._grad_tensor[0]
+
+    def size(self, dim=None):
+        """The shape as a tuple, or the length of dimension `dim` (negative counts from the
+        end), as torch's `Tensor.size`; `numel()` counts the elements."""
+        if dim is None:
+            return self._data.shape
+        return self._data.shape[operator.index(dim)]
+
+    def dim(self) -> int:
+        """The number of dimensions, as `ndim`."""
+        return self._data.ndim
 
     def numpy(self) -> np.ndarray:
         return self._data

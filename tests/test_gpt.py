@@ -177,7 +177,7 @@ def check_parameter_gradients(model, idx, targets, full=(), eps=1e-6, atol=1e-8,
         original = p.data.copy()
         directions = [rng.standard_normal(p.shape) for _ in range(2)]
         if name in full:
-            directions += list(np.eye(p.size).reshape((p.size,) + p.shape))
+            directions += list(np.eye(p.numel()).reshape((p.numel(),) + p.shape))
         for direction in directions:
             p.data[...] = original + eps * direction
             plus = loss_value()

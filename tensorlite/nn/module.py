@@ -307,7 +307,7 @@ class Module(compat.TorchModuleMethods):
 
     def num_parameters(self):
         """Total number of scalar weights (tied weights counted once)."""
-        return sum(p.size for p in self.parameters())
+        return sum(p.numel() for p in self.parameters())
 
     def apply(self, fn):
         """Call ``fn(module)`` on every descendant (children first) and then on this module."""
