@@ -15,7 +15,8 @@ The plain first-order path calls the kernels directly, exactly as before.
 
 from tensorlite.ops.nn import (  # noqa: F401
     _along_last_axis, CrossEntropy, CrossEntropyBackward, Dropout, dropout, Embedding,
-    embedding, EmbeddingBackward, Gelu, gelu, _GELU_C, GeluBackward, layer_norm,
+    embedding, EmbeddingBackward, Gelu, gelu, _GELU_C, GeluBackward, GeluErf, GeluErfBackward,
+    layer_norm, NormalCdf,
     _layer_norm_backward_composite, LayerNorm, Linear, linear, log_softmax, LogSoftmax,
     LogSoftmaxBackward, relu, scaled_dot_product_attention, ScaledDotProductAttention, Softmax,
     softmax, SoftmaxBackward,

@@ -134,7 +134,10 @@ UNARY = {
              ("relu", "Relu")),
     "F.relu": (lambda t: F.relu(t) * t, dict(min_value=-2, max_value=2, min_magnitude=0.1),
                ("F.relu",)),
-    "F.gelu": (F.gelu, dict(min_value=-4, max_value=4), ("F.gelu", "Gelu", "GeluBackward")),
+    "F.gelu": (F.gelu, dict(min_value=-4, max_value=4),
+               ("F.gelu", "GeluErf", "GeluErfBackward", "NormalCdf")),
+    "F.gelu_tanh": (lambda t: F.gelu(t, approximate="tanh"), dict(min_value=-4, max_value=4),
+                    ("Gelu", "GeluBackward")),
     "cast": (lambda t: t.astype(np.float64) * t, dict(min_value=-2, max_value=2),
              ("Cast", "astype")),
 }
@@ -312,7 +315,7 @@ def layer_norm(data):
     x = data.draw(tst.well_separated(leading + (channels,)), label="x")
     weight = data.draw(st.none() | small_tensors((channels,)), label="weight")
     bias = data.draw(st.none() | small_tensors((channels,)), label="bias")
-    return (lambda t, w, b: F.layer_norm(t, w, b, eps=1e-5)), (x, weight, bias)
+    return (lambda t, w, b: F.layer_norm(t, t.shape[-1:], w, b, eps=1e-5)), (x, weight, bias)
 
 
 @case("F.embedding", "Embedding", "EmbeddingBackward")

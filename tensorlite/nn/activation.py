@@ -11,10 +11,20 @@ __all__ = ["GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax"]
 
 
 class GELU(Module):
-    """The GELU activation, tanh approximation (GPT-2's)."""
+    """The GELU activation, as torch.nn.GELU: exact (x Phi(x)) by default, GPT-2's tanh
+    approximation with ``approximate="tanh"``."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
 
     def forward(self, x):
-        return F.gelu(x)
+        return F.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
 
 
 class ReLU(Module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.special
 
 from tensorlite import kernels
 from tensorlite.autograd.function import Function
@@ -188,9 +189,61 @@ class GeluBackward(Function):
         return (g * grad) * second, g * first
 
 
-def gelu(x) -> Tensor:
-    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return Gelu.apply(x)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class NormalCdf(Function):
+    """Phi(x), the standard normal CDF; d/dx = phi(x). An op of its own so that the exact GELU's
+    backward, written with it, can be differentiated again."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return scipy.special.ndtr(x).astype(x.dtype, copy=False)
+
+    def backward(self, grad):
+        x, = self.saved
+        return (grad * (Exp.run(-0.5 * (x * x)) * _INV_SQRT_2PI),)
+
+
+class GeluErf(Function):
+    """The exact GELU, x Phi(x) (torch's default, approximate="none")."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return x * NormalCdf.run(x)
+
+    def backward(self, grad):
+        x, = self.saved
+        return (GeluErfBackward.run(x, grad),)
+
+
+class GeluErfBackward(Function):
+    """dx = dy * (Phi(x) + x phi(x)), as a differentiable op, so that a create_graph backward
+    of the exact GELU records it and its own backward (below) gives the second derivative."""
+
+    def forward(self, x, grad):
+        self.save_for_backward(x, grad)
+        phi = np.exp(-0.5 * (x * x)) * x.dtype.type(_INV_SQRT_2PI)
+        return grad * (NormalCdf.run(x) + x * phi)
+
+    def backward(self, g):
+        # gelu'(x) = Phi(x) + x phi(x),  gelu''(x) = phi(x) (2 - x^2)
+        x, grad = self.saved
+        x_squared = x * x
+        phi = Exp.run(-0.5 * x_squared) * _INV_SQRT_2PI
+        first = NormalCdf.run(x) + x * phi
+        return (g * grad) * (phi * (2 - x_squared)), g * first
+
+
+def gelu(input, approximate="none") -> Tensor:
+    """GELU as torch's `F.gelu`: with approximate="none" (the default) the exact x Phi(x), Phi
+    the standard normal CDF; with approximate="tanh" GPT-2's
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), one fused kernel."""
+    if approximate == "tanh":
+        return Gelu.apply(input)
+    if approximate == "none":
+        return GeluErf.apply(input)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def relu(x) -> Tensor:
@@ -232,8 +285,30 @@ def _layer_norm_backward_composite(grad, x, weight, eps):
     return grad_x, (grad * xhat).sum(axis=rows), grad.sum(axis=rows)
 
 
-def layer_norm(x, weight=None, bias=None, eps=1e-5) -> Tensor:
-    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance)."""
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
+    """As torch's `F.layer_norm`: (x - mean) / sqrt(var + eps) * weight + bias, the mean and the
+    (biased) variance taken over the trailing dimensions `normalized_shape` (an int or a
+    tuple matching the end of the input's shape); `weight` and `bias` have that shape."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    normalized_shape = tuple(int(n) for n in normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or tuple(input.shape[input.ndim - k:]) != normalized_shape or k > input.ndim:
+        raise ValueError(f"layer_norm: normalized_shape {normalized_shape} does not match the "
+                         f"trailing dimensions of input shape {tuple(input.shape)}")
+    if k > 1:  # one fused op over the last axis: flatten the normalized dimensions into it
+        lead = tuple(input.shape[:input.ndim - k])
+        flat = [t.reshape(-1) if t is not None else None for t in (weight, bias)]
+        for name, parameter in (("weight", weight), ("bias", bias)):
+            if parameter is not None and tuple(parameter.shape) != normalized_shape:
+                raise ValueError(f"layer_norm: {name} of shape {tuple(parameter.shape)} does "
+                                 f"not match normalized_shape {normalized_shape}")
+        out = _layer_norm_last(input.reshape(lead + (-1,)), flat[0], flat[1], eps)
+        return out.reshape(tuple(input.shape))
+    return _layer_norm_last(input, weight, bias, eps)
+
+
+def _layer_norm_last(x, weight, bias, eps) -> Tensor:
     size = x.shape[-1]
     dtype = x.dtype
     for name, parameter in (("weight", weight), ("bias", bias)):
@@ -379,14 +454,40 @@ class ScaledDotProductAttention(Function):
                                                   self.is_causal)
 
 
-def scaled_dot_product_attention(q, k, v, is_causal=False, scale=None) -> Tensor:
-    """Attention of queries (..., Tq, hs) over keys and values (..., Tk, hs); with
-    `is_causal=True` (not the default, as in PyTorch) query i is position Tk - Tq + i and sees
-    keys up to it, which needs Tq <= Tk. The scale defaults to 1/sqrt(hs)."""
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None) -> Tensor:
+    """As torch's `F.scaled_dot_product_attention`: queries (..., Tq, hs) over keys and values
+    (..., Tk, hs). With `is_causal=True` (not the default, as in PyTorch) query i is position
+    Tk - Tq + i and sees keys up to it, which needs Tq <= Tk. The scale defaults to 1/sqrt(hs).
+    `attn_mask` (broadcastable to (..., Tq, Tk)) is boolean (True = may attend) or a float
+    mask added to the scores; `dropout_p` drops attention weights (training code passes it
+    only in training, as with torch). A mask or dropout takes the composite path of
+    differentiable operations instead of the fused kernel."""
+    q, k, v = query, key, value
     if q.shape[:-2] != k.shape[:-2] or k.shape != v.shape or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"scaled_dot_product_attention: shapes q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)} do not fit together")
     if is_causal and q.shape[-2] > k.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, got "
                          f"q {tuple(q.shape)} and k {tuple(k.shape)}")
-    return ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal, scale=scale)
+    if attn_mask is None and not dropout_p:
+        return ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal, scale=scale)
+    if attn_mask is not None and is_causal:
+        raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal, "
+                         "not both (as torch)")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.swapaxes(-1, -2)) * scale  # (..., Tq, Tk)
+    Tq, Tk = scores.shape[-2:]
+    if is_causal:
+        attn_mask = ~np.triu(np.ones((Tq, Tk), dtype=bool), k=Tk - Tq + 1)
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+        if mask.dtype == np.bool_:
+            scores = MaskedFill.apply(scores, mask=np.broadcast_to(~mask, scores.shape),
+                                      value=-np.inf)
+        else:
+            scores = scores + attn_mask
+    attention = Softmax.apply(scores, axis=-1)
+    if dropout_p:
+        attention = dropout(attention, dropout_p, True)
+    return attention @ v
