@@ -7,7 +7,7 @@ at the first parallel kernel), so tensorlite checks them first and raises
 :class:`EnvironmentVariableError`, which names the variable and what it may hold.
 
 This module imports nothing but the standard library: the console scripts
-(``models/launch.py``) recognise its error even though the import of tensorlite that raised
+(``_tensorlite_launch.py``) recognise its error even though the import of tensorlite that raised
 it failed.
 """
 
