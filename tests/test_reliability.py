@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tensorlite.models import checkpoint as ckpt_io
-from tensorlite.models import data, sample, train
+from tensorlite.models import data, sample, train, trainer
 
 from conftest import QUICK, TINY_MODEL
 
@@ -412,7 +412,7 @@ def test_best_and_latest_checkpoints_are_kept_apart(corpus_file, tmp_path, capsy
         loss = next(val_losses)
         return {"train": loss, "val": loss}
 
-    monkeypatch.setattr(train.distributed, "estimate_loss", fake_estimate)
+    monkeypatch.setattr(trainer.distributed, "estimate_loss", fake_estimate)
     out = tmp_path / "out"
     code, stdout, err = call(train.main, train_args(corpus_file, out, "--max-iters", "8"), capsys)
     assert code == 0, err

@@ -213,18 +213,18 @@ def test_a_second_signal_interrupts_at_once_and_an_ignored_one_stays_ignored():
 # ------------------------------------------------------------------------------------------
 # One run per out dir
 
-# A run that stops at a gate (a file appearing) in ``target`` of models/train.py, before or
+# A run that stops at a gate (a file appearing) in ``target`` of models/trainer.py, before or
 # after calling it, and says so on stderr: a concurrent run caught at a known point.
 GATED = textwrap.dedent(
     """
     import os, sys, time
     sys.path.insert(0, {root!r})
-    from tensorlite.models import train
+    from tensorlite.models import train, trainer
 
-    owner, name = train, {target!r}
+    owner, name = trainer, {target!r}
     if "." in name:
         cls, name = name.split(".")
-        owner = getattr(train, cls)
+        owner = getattr(trainer, cls)
     real, passed = getattr(owner, name), []
 
     def wait():

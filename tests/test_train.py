@@ -376,7 +376,7 @@ def test_metrics_writer_stops_at_a_full_disk_with_whole_lines(tmp_path, monkeypa
         real_write(fd, data[:5])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(train.os, "write", half_write)
+    monkeypatch.setattr(os, "write", half_write)
     writer.write(event="train", iter=2)
     writer.write(event="train", iter=3)  # no second warning, no second attempt
     writer.close()
