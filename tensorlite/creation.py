@@ -11,10 +11,11 @@ import numbers
 
 import numpy as np
 
+from tensorlite.ops.arguments import _check_device
 from tensorlite.tensor import Tensor, rng
 
 __all__ = ["rand", "randint", "full", "eye", "linspace", "empty", "full_like", "rand_like",
-           "randn_like"]
+           "randn_like", "multinomial"]
 
 
 def _size(op, size):
@@ -47,15 +48,17 @@ def _like_array(op, t):
     raise TypeError(f"{op}: expects a Tensor (or array), got {type(t).__name__}")
 
 
-def rand(*size, dtype=None, requires_grad=False) -> Tensor:
+def rand(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform samples in [0, 1) of shape `size`."""
+    _check_device("rand", device)
     dtype = _float_dtype("rand", dtype)
     return _tensor(rng().random(_size("rand", size)).astype(dtype), requires_grad)
 
 
-def randint(low, high=None, size=None, dtype=None, requires_grad=False) -> Tensor:
+def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Integers uniform in [low, high) of shape `size` (int64 by default). As in PyTorch,
     `randint(high, size)` means low = 0."""
+    _check_device("randint", device)
     if size is None:
         if high is None or not isinstance(high, (tuple, list)):
             raise TypeError("randint: expected randint(high, size) or randint(low, high, size), "
@@ -83,48 +86,85 @@ def _fill_dtype(fill_value, dtype):
     return np.dtype(np.float32)
 
 
-def full(size, fill_value, dtype=None, requires_grad=False) -> Tensor:
+def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of shape `size` filled with `fill_value`."""
+    _check_device("full", device)
     size = _size("full", size if isinstance(size, (tuple, list)) else (size,))
     return _tensor(np.full(size, fill_value, dtype=_fill_dtype(fill_value, dtype)), requires_grad)
 
 
-def empty(*size, dtype=None, requires_grad=False) -> Tensor:
+def empty(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of shape `size` whose values are whatever the memory held (not initialised)."""
+    _check_device("empty", device)
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     return _tensor(np.empty(_size("empty", size), dtype=dtype), requires_grad)
 
 
-def eye(n, m=None, dtype=None, requires_grad=False) -> Tensor:
+def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """The (n, m) identity matrix (m defaults to n)."""
+    _check_device("eye", device)
     m = n if m is None else m
     _size("eye", (n, m))
     return _tensor(np.eye(n, m, dtype=np.dtype(np.float32 if dtype is None else dtype)), requires_grad)
 
 
-def linspace(start, end, steps, dtype=None, requires_grad=False) -> Tensor:
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
     """`steps` evenly spaced values from `start` to `end`, both included."""
+    _check_device("linspace", device)
     _size("linspace", (steps,))
     dtype = np.dtype(np.float32 if dtype is None else dtype)
     return _tensor(np.linspace(start, end, steps).astype(dtype), requires_grad)
 
 
-def full_like(t, fill_value, dtype=None, requires_grad=False) -> Tensor:
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of `t`'s shape (and dtype, unless `dtype` is given) filled with `fill_value`."""
+    _check_device("full_like", device)
     like = _like_array("full_like", t)
     dtype = like.dtype if dtype is None else np.dtype(dtype)
     return _tensor(np.full(like.shape, fill_value, dtype=dtype), requires_grad)
 
 
-def rand_like(t, dtype=None, requires_grad=False) -> Tensor:
+def rand_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform samples in [0, 1) of `t`'s shape and dtype (which must be floating)."""
+    _check_device("rand_like", device)
     like = _like_array("rand_like", t)
     dtype = _float_dtype("rand_like", like.dtype if dtype is None else dtype)
     return _tensor(rng().random(like.shape).astype(dtype), requires_grad)
 
 
-def randn_like(t, dtype=None, requires_grad=False) -> Tensor:
+def randn_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples of `t`'s shape and dtype (which must be floating)."""
+    _check_device("randn_like", device)
     like = _like_array("randn_like", t)
     dtype = _float_dtype("randn_like", like.dtype if dtype is None else dtype)
     return _tensor(rng().standard_normal(like.shape).astype(dtype), requires_grad)
+
+
+def multinomial(input, num_samples, replacement=False, *, generator=None) -> Tensor:
+    """As torch.multinomial: `num_samples` category indices (int64) per row of the
+    non-negative weights `input` (1-D, or 2-D for one draw per row), drawn from tensorlite's
+    generator (`tl.manual_seed`) or `generator` (a NumPy Generator). Without replacement a
+    category is drawn at most once per row, so `num_samples` may not exceed the number of
+    categories with non-zero weight."""
+    weights = np.asarray(input.data if isinstance(input, Tensor) else input, dtype=np.float64)
+    if weights.ndim not in (1, 2):
+        raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got shape {weights.shape}")
+    rows = weights.reshape(-1, weights.shape[-1])
+    if num_samples <= 0:
+        raise RuntimeError(f"multinomial: num_samples must be positive, got {num_samples}")
+    if not np.all(np.isfinite(rows)) or np.any(rows < 0):
+        raise RuntimeError("multinomial: probability tensor contains either inf, nan or "
+                           "element < 0")
+    totals = rows.sum(axis=1, keepdims=True)
+    if np.any(totals <= 0):
+        raise RuntimeError("multinomial: invalid multinomial distribution (sum of "
+                           "probabilities <= 0)")
+    if not replacement and num_samples > int((rows > 0).sum(axis=1).min()):
+        raise RuntimeError(f"multinomial: cannot sample n_sample > prob_dist.size(-1) "
+                           f"({num_samples}) samples without replacement")
+    source = rng() if generator is None else generator
+    probabilities = rows / totals
+    out = np.empty((rows.shape[0], num_samples), dtype=np.int64)
+    for r, p in enumerate(probabilities):
+        out[r] = source.choice(p.shape[0], size=num_samples, replace=replacement, p=p)
+    return Tensor(out.reshape(weights.shape[:-1] + (num_samples,)), dtype=np.int64)

@@ -140,6 +140,18 @@ UNARY = {
                     ("Gelu", "GeluBackward")),
     "cast": (lambda t: t.astype(np.float64) * t, dict(min_value=-2, max_value=2),
              ("Cast", "astype")),
+    "pow": (lambda t: t.pow(3) + tl.pow(1.5, t), dict(min_value=-2, max_value=2), ("pow",)),
+    "clone": (lambda t: t.clone() * t, dict(min_value=-2, max_value=2), ("clone", "Clone")),
+    "contiguous": (lambda t: (t.reshape(-1, 1) * t.reshape(1, -1)).T.contiguous() * 2,
+                   dict(min_value=-2, max_value=2), ("contiguous",)),
+    "cpu": (lambda t: t.cpu() * t, dict(min_value=-2, max_value=2), ("cpu",)),
+    "t": (lambda t: (t.reshape(-1, 1) * t.reshape(1, -1)).t() * t.reshape(1, -1),
+          dict(min_value=-2, max_value=2), ("t",)),
+    "tril/triu": (lambda t: (t.reshape(-1, 1) * t.reshape(1, -1)).tril(-1)
+                  + tl.triu(t.reshape(-1, 1) * t.reshape(1, -1), 1) * 3,
+                  dict(min_value=-2, max_value=2), ("tril", "triu", "Triangle")),
+    "softmax methods": (lambda t: t.softmax(-1) * t.log_softmax(dim=-1),
+                        dict(min_value=-2, max_value=2), ("softmax", "log_softmax")),
 }
 
 

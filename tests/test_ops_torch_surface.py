@@ -392,6 +392,25 @@ def conversions(data):
             (x,), (lambda a: a * a + 2 * a))
 
 
+@case("pow", "clone", "contiguous", "cpu", "t", "tril", "triu", "softmax", "log_softmax")
+def torch_named_methods(data):
+    x = data.draw(small_tensors(), label="x")
+    diagonal = data.draw(st.integers(-1, 1), label="diagonal")
+
+    def outer(a):
+        return a.reshape(-1, 1) * a.reshape(1, -1)
+
+    def softmax(a, axis):
+        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    return ((lambda t: outer(t.clone().cpu()).t().contiguous().tril(diagonal)
+             + outer(t).triu(diagonal + 1).pow(2) + outer(t).softmax(0) * outer(t).log_softmax(1)),
+            (x,),
+            (lambda a: np.tril(outer(a).T, diagonal) + np.triu(outer(a), diagonal + 1) ** 2
+             + softmax(outer(a), 0) * np.log(softmax(outer(a), 1))))
+
+
 @case("sum", "mean", "var")
 def reductions_with_torch_keywords(data):
     x = separated(data, min_dims=1)

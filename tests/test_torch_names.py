@@ -115,3 +115,151 @@ def test_scaled_dot_product_attention_has_torchs_signature():
     dropped = F.scaled_dot_product_attention(tl.tensor(q), tl.tensor(k), tl.tensor(v),
                                              dropout_p=1.0)
     assert np.all(dropped.numpy() == 0)
+
+
+# ---- names: methods, dtypes, devices, constructors -------------------------------------------
+
+def test_methods_with_torchs_names_match_torch():
+    torch = _torch()
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    ours, theirs = tl.tensor(x), torch.tensor(x)
+    pairs = [
+        (ours.pow(2), theirs.pow(2)), (ours.abs().pow(ours), theirs.abs().pow(theirs)),
+        (tl.pow(ours, 3), torch.pow(theirs, 3)), (tl.pow(2.0, ours), torch.pow(2.0, theirs)),
+        (ours.clone(), theirs.clone()), (ours.t(), theirs.t()),
+        (ours.softmax(0), theirs.softmax(0)), (ours.log_softmax(dim=1), theirs.log_softmax(dim=1)),
+        (ours.t().contiguous(), theirs.t().contiguous()),
+        (ours.tril(), theirs.tril()), (ours.triu(1), theirs.triu(1)),
+        (tl.tril(ours, -1), torch.tril(theirs, -1)), (tl.triu(ours), torch.triu(theirs)),
+        (tl.matmul(input=ours, other=ours.t()), torch.matmul(input=theirs, other=theirs.t())),
+    ]
+    for mine, reference in pairs:
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-12, atol=1e-12)
+    assert ours.dim() == theirs.dim() == 2
+    assert ours.t().contiguous().numpy().flags.c_contiguous
+    assert ours.clone().numpy() is not ours.numpy()
+    v = tl.tensor([1.0, 2.0])
+    assert v.t() is v  # a vector's t() is itself, as torch
+    with pytest.raises(RuntimeError):
+        tl.zeros(2, 2, 2).t()
+
+
+def test_clone_tril_and_t_pass_gradients():
+    x = np.random.default_rng(3).standard_normal((3, 3))
+    assert tl.testing.gradcheck(lambda t: (t.clone() * t).t().tril(-1) + t.triu(), [x])
+    assert tl.testing.gradgradcheck(lambda t: (t.clone() * t).t().tril(-1) + t.triu(), [x])
+
+
+def test_dtype_names():
+    torch = _torch()
+    for name in ("float32", "float64", "float", "double", "int64", "long", "bool", "int32",
+                 "int"):
+        ours = tl.zeros(2, dtype=getattr(tl, name))
+        theirs = torch.zeros(2, dtype=getattr(torch, name))
+        assert ours.dtype == np.dtype(str(theirs.dtype).replace("torch.", "")), name
+
+
+def test_device_is_the_cpu_and_other_devices_raise():
+    torch = _torch()
+    assert str(tl.device("cpu")) == str(torch.device("cpu")) == "cpu"
+    assert repr(tl.device("cpu")) == repr(torch.device("cpu"))
+    assert tl.device(torch.device("cpu")) == tl.device("cpu") == "cpu"
+    x = tl.ones(2, 3)
+    assert x.device == tl.device("cpu") and x.device.type == "cpu"
+    assert x.cpu() is x and x.to("cpu") is x and x.to(tl.device("cpu")) is x
+    assert x.to(torch.device("cpu")) is x
+    assert x.to(tl.float64).dtype == np.float64
+    assert x.to("cpu", tl.double).dtype == np.float64
+    assert x.to(device="cpu", dtype=tl.long).dtype == np.int64
+    assert x.to("cpu", copy=True) is not x
+    tl.set_default_device("cpu")
+    tl.set_default_device(None)
+    for bad in ("cuda", "cuda:0", "mps"):
+        for attempt in (lambda: tl.device(bad), lambda: x.to(bad), lambda: tl.zeros(2, device=bad),
+                        lambda: tl.set_default_device(bad), lambda: tl.tensor([1.0], device=bad)):
+            with pytest.raises(RuntimeError) as raised:
+                attempt()
+            assert "\n" not in str(raised.value) and "CPU" in str(raised.value)
+
+
+def test_every_constructor_takes_dtype_and_device():
+    makers = {
+        "tensor": lambda **kw: tl.tensor([[1.0, 2.0]], **kw),
+        "zeros": lambda **kw: tl.zeros(2, 3, **kw), "ones": lambda **kw: tl.ones((2, 3), **kw),
+        "randn": lambda **kw: tl.randn(2, 3, **kw), "rand": lambda **kw: tl.rand(2, 3, **kw),
+        "arange": lambda **kw: tl.arange(0, 6, 1, **kw), "full": lambda **kw: tl.full((2, 3), 7.0, **kw),
+        "eye": lambda **kw: tl.eye(3, **kw), "empty": lambda **kw: tl.empty(2, 3, **kw),
+        "linspace": lambda **kw: tl.linspace(0, 1, 5, **kw),
+        "zeros_like": lambda **kw: tl.zeros_like(tl.ones(2), **kw),
+        "ones_like": lambda **kw: tl.ones_like(tl.ones(2), **kw),
+        "full_like": lambda **kw: tl.full_like(tl.ones(2), 3.0, **kw),
+        "rand_like": lambda **kw: tl.rand_like(tl.ones(2), **kw),
+        "randn_like": lambda **kw: tl.randn_like(tl.ones(2), **kw),
+    }
+    for name, make in makers.items():
+        for where in ("cpu", tl.device("cpu"), None):
+            assert make(dtype=tl.float64, device=where).dtype == np.float64, name
+        with pytest.raises(RuntimeError, match="CPU"):
+            make(device="cuda")
+    assert tl.zeros(2).dtype == tl.ones(2).dtype == tl.randn(2).dtype == np.float32
+    assert tl.zeros(2, dtype=tl.long).dtype == np.int64
+
+
+def test_multinomial_draws_from_tensorlites_generator():
+    torch = _torch()
+    probs = tl.tensor([0.1, 0.0, 0.6, 0.3])
+    tl.manual_seed(0)
+    first = tl.multinomial(probs, 4000, replacement=True)
+    tl.manual_seed(0)
+    assert np.array_equal(first.numpy(), tl.multinomial(probs, 4000, replacement=True).numpy())
+    assert first.dtype == np.int64 and first.shape == (4000,)
+    frequencies = np.bincount(first.numpy(), minlength=4) / 4000
+    np.testing.assert_allclose(frequencies, [0.1, 0.0, 0.6, 0.3], atol=0.04)
+    rows = tl.multinomial(tl.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 5.0]]), 2)
+    assert rows.shape == tuple(torch.multinomial(torch.tensor([[1.0, 1.0, 0.0]] * 2), 2).shape)
+    assert sorted(rows.numpy()[0]) == [0, 1] and sorted(rows.numpy()[1]) == [1, 2]
+    generator = np.random.default_rng(5)
+    assert tl.multinomial(probs, 3, generator=generator).shape == (3,)
+    with pytest.raises(RuntimeError):
+        tl.multinomial(probs, 4)  # three categories with weight, four draws without replacement
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/", "**"])
+def test_type_promotion_follows_torch(op):
+    torch = _torch()
+    import operator
+    function = {"+": operator.add, "-": operator.sub, "*": operator.mul,
+                "/": operator.truediv, "**": operator.pow}[op]
+    values = {"f32": ([1.5, 2.0], "float32"), "f64": ([1.5, 2.0], "float64"),
+              "i64": ([1, 2], "int64"), "i32": ([1, 2], "int32"), "b": ([True, False], "bool")}
+    operands = [(tl.tensor(v, dtype=getattr(tl, d)), torch.tensor(v, dtype=getattr(torch, d)))
+                for v, d in values.values()]
+    operands += [(tl.tensor(3.0, dtype=tl.float64), torch.tensor(3.0, dtype=torch.float64)),
+                 (tl.tensor(2), torch.tensor(2)), (2, 2), (2.5, 2.5), (True, True)]
+    checked = 0
+    for a, ta in operands:
+        for b, tb in operands:
+            if not isinstance(a, tl.Tensor) and not isinstance(b, tl.Tensor):
+                continue
+            try:
+                expected = function(ta, tb)
+            except RuntimeError:
+                continue  # e.g. bool - bool, int ** negative int
+            if op in ("-", "**") and expected.dtype == torch.bool:  # NumPy: an error, or int8
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                result = function(a, b)
+            assert str(result.dtype) == str(expected.dtype).replace("torch.", ""), (a, b)
+            np.testing.assert_allclose(result.numpy().astype(np.float64),
+                                       expected.numpy().astype(np.float64), rtol=1e-6)
+            checked += 1
+    assert checked > 40
+
+
+def test_float32_with_integer_keeps_float32_and_its_gradient():
+    x = tl.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    n = tl.arange(3)
+    y = (x ** n + x * n - n / x) / n.float().clamp(min=1) + x ** 2
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert np.asarray(x.grad).dtype == np.float32

@@ -24,11 +24,11 @@ from tensorlite.ops.elementwise import (  # noqa: F401,A001
     Abs, abs, Add, Cast, ceil, Clamp, clamp, clip, Cos, cos, Div, Exp, exp, Expm1, expm1,
     floor, Log, log, Log1p, log1p, Maximum, maximum, Minimum, minimum, Mul, Neg, Pow, Relu,
     relu, round, Rsqrt, rsqrt, Sigmoid, sigmoid, sign, Sin, sin, Sqrt, sqrt, Square, square,
-    StepFunction, Sub, Tanh, tanh, _to,
+    StepFunction, Sub, Tanh, tanh, _to, Clone, clone, contiguous, pow,
 )
 from tensorlite.ops.shape import (  # noqa: F401,A001
     BroadcastTo, cat, Concatenate, concatenate, _expand, expand, flatten, Permute, Repeat,
-    _repeat, repeat, Reshape, squeeze, Stack, stack, Transpose, unsqueeze,
+    _repeat, repeat, Reshape, squeeze, Stack, stack, Transpose, Triangle, tril, triu, unsqueeze,
 )
 from tensorlite.ops.index import (  # noqa: F401,A001
     chunk, gather, GetItem, index_select, _index_to_numpy, IndexBackward, masked_fill,
@@ -44,7 +44,7 @@ from tensorlite.ops.linalg import (  # noqa: F401,A001
 )
 from tensorlite.ops.nn import (  # noqa: F401
     CrossEntropy, CrossEntropyBackward, Dropout, Embedding, EmbeddingBackward, Gelu,
-    GeluBackward, LayerNorm, Linear, log_softmax, LogSoftmax, LogSoftmaxBackward,
+    GeluBackward, GeluErf, GeluErfBackward, LayerNorm, NormalCdf, Linear, log_softmax, LogSoftmax, LogSoftmaxBackward,
     ScaledDotProductAttention, Softmax, softmax, SoftmaxBackward,
 )
 from tensorlite.ops.methods import NO_GRADIENT_METHODS, TENSOR_METHODS  # noqa: F401

@@ -114,3 +114,83 @@ def _dtype(op, dtype):
     if dtype.kind == "f" and dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: tensorlite computes in float32 or float64, not {dtype}")
     return dtype
+
+
+# ---- devices ------------------------------------------------------------------------------------
+
+class device:  # noqa: N801 (PyTorch's name)
+    """`tl.device("cpu")`, as `torch.device`: tensorlite computes on the CPU only, so that is
+    the one device there is; naming any other raises a one-line RuntimeError."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, type, index=None):  # noqa: A002 (torch's argument name)
+        if isinstance(type, device):
+            type, index = type.type, type.index
+        elif not isinstance(type, str):
+            kind = getattr(type, "type", None)  # a torch.device
+            if not isinstance(kind, str):
+                raise TypeError(f"device: expected a string like 'cpu', got {type!r}")
+            type, index = kind, getattr(type, "index", None)
+        if ":" in type:
+            type, _, number = type.partition(":")
+            index = int(number)
+        if type != "cpu":
+            raise RuntimeError(f"tensorlite computes on the CPU only, not on device "
+                               f"{type + ('' if index is None else f':{index}')!r}")
+        self.type, self.index = type, index
+
+    def __repr__(self):
+        return f"device(type='{self.type}')" if self.index is None else \
+            f"device(type='{self.type}', index={self.index})"
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = device(other)
+            except (RuntimeError, ValueError):
+                return False
+        if not isinstance(other, device):
+            return NotImplemented
+        return self.type == other.type
+
+    def __hash__(self):
+        return hash(self.type)
+
+
+CPU = device("cpu")
+
+
+def _check_device(op, where):
+    """A constructor's or `to`'s `device=`: None or the CPU pass; any other device raises a
+    one-line RuntimeError naming the op."""
+    if where is None or where is CPU:
+        return
+    try:
+        device(where)
+    except RuntimeError:
+        raise RuntimeError(f"{op}: tensorlite computes on the CPU only, not on device "
+                           f"{str(where)!r}") from None
+
+
+def set_default_device(where):
+    """As `torch.set_default_device`: only the CPU (or None) is accepted, as it is already
+    where every tensor lives."""
+    _check_device("set_default_device", where)
+
+
+def get_default_device():
+    """The device new tensors are made on: always the CPU."""
+    return CPU
+
+
+def _is_device(value):
+    """Whether a positional argument of `to` names a device rather than a dtype."""
+    if isinstance(value, device) or isinstance(getattr(value, "type", None), str):
+        return True
+    if isinstance(value, str):
+        return value.partition(":")[0] in ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla")
+    return False

@@ -3,10 +3,12 @@ gradients), unary functions, comparisons and integer/boolean operators (no gradi
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from tensorlite.autograd.function import Function
-from tensorlite.ops.arguments import _broadcast_check, _dtype
+from tensorlite.ops.arguments import _broadcast_check, _check_device, _dtype, _is_device
 from tensorlite.tensor import Tensor
 
 
@@ -378,23 +380,28 @@ def round(x, decimals=0) -> Tensor:  # noqa: A001 (PyTorch's name)
     return StepFunction.apply(x, function=lambda a: np.round(a, decimals))
 
 
-def _to(x, *args, dtype=None, **ignored_device_options):
-    """Convert to `dtype` (tl.float64, np.float32, 'float32', ...). A device ('cpu') is
-    accepted and ignored: tensorlite runs on the CPU. Returns x itself if nothing changes;
-    a float result keeps the gradient, an integer or boolean one is cut from the graph."""
+def _to(x, *args, dtype=None, device=None, non_blocking=False, copy=False,
+        memory_format=None):
+    """As torch's `Tensor.to`: `to(dtype)`, `to(device)`, `to(device, dtype)`, `to(other)`
+    (other's dtype), or the keywords. The device must be the CPU (`"cpu"`, `tl.device("cpu")`);
+    any other raises a one-line RuntimeError. Returns x itself if nothing changes (unless
+    `copy=True`); a float result keeps the gradient, an integer or boolean one is cut from the
+    graph."""
+    _check_device("to", device)
     for arg in args:
-        if isinstance(arg, str) and arg.split(":")[0] == "cpu":
+        if isinstance(arg, bool):  # non_blocking, given positionally
+            continue
+        if _is_device(arg):
+            _check_device("to", arg)
             continue
         if isinstance(arg, Tensor):
             arg = arg.dtype
         if dtype is not None:
             raise TypeError(f"to: two dtypes given ({dtype!r} and {arg!r})")
         dtype = arg
-    if dtype is None:
-        return x
+    if dtype is None or _dtype("to", dtype) == x.dtype:
+        return Clone.apply(x) if copy else x
     dtype = _dtype("to", dtype)
-    if dtype == x.dtype:
-        return x
     if dtype.kind != "f":
         return Tensor._make(x.data.astype(dtype), False)
     return Cast.apply(x, dtype=dtype)
@@ -426,3 +433,113 @@ def _no_grad_binary(op, numpy_function, reflected=False):
             raise ValueError(f"{op}: shapes {np.shape(a_data)} and {np.shape(b_data)} cannot be "
                              f"broadcast together") from None
     return binary
+
+
+class Clone(Function):
+    """A copy with its own memory; the gradient passes through unchanged."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad):
+        return (grad,)
+
+
+def clone(x) -> Tensor:
+    """A copy of `x` in new memory that stays in the graph (torch's `clone`)."""
+    return Clone.apply(x)
+
+
+def contiguous(x) -> Tensor:
+    """`x` itself when its memory is C-contiguous, else a contiguous copy (torch's
+    `contiguous`)."""
+    return x if x._data.flags.c_contiguous else Clone.apply(x)
+
+
+# ---- type promotion, as torch's ---------------------------------------------------------------
+# NumPy widens float32 with int64 to float64; torch keeps the float operand's dtype, and keeps
+# an integer tensor integer with a Python int. The operators therefore settle the result dtype
+# first, the torch way, and cast the operands to it.
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+_DEFAULT_OF_CATEGORY = (np.dtype(np.bool_), np.dtype(np.int64), np.dtype(np.float32))
+
+
+def _operand(x):
+    """(category, dtype, priority) of an operand: a tensor with dimensions outranks a 0-d one,
+    which outranks a Python number, within one category. None for what is left to NumPy."""
+    if isinstance(x, Tensor):
+        kind = _CATEGORY.get(x._data.dtype.kind)
+        return None if kind is None else (kind, x._data.dtype, 2 if x._data.ndim else 1)
+    if isinstance(x, (bool, np.bool_)):
+        return 0, None, 0
+    if isinstance(x, (int, np.integer)):
+        return 1, None, 0
+    if isinstance(x, float):
+        return 2, None, 0
+    return None
+
+
+def _result_dtype(a, b):
+    info_a, info_b = _operand(a), _operand(b)
+    if info_a is None or info_b is None:
+        return None
+    category = builtins.max(info_a[0], info_b[0])
+    top = [info for info in (info_a, info_b) if info[0] == category]
+    priority = builtins.max(info[2] for info in top)
+    dtypes = [info[1] for info in top if info[2] == priority]
+    if dtypes[0] is None:
+        return _DEFAULT_OF_CATEGORY[category]
+    return np.result_type(*dtypes)
+
+
+def _promoted(a, b, true_divide=False):
+    """a and b cast to the dtype torch gives `a op b` (true division: a float one)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a._data.dtype == b._data.dtype and (not true_divide or a._data.dtype.kind == "f"):
+            return a, b
+    elif isinstance(a, Tensor) and a._data.dtype.kind == "f" and isinstance(b, (int, float)):
+        return a, b  # the usual `x * 2.0`: the number takes x's dtype when applied
+    elif isinstance(b, Tensor) and b._data.dtype.kind == "f" and isinstance(a, (int, float)):
+        return a, b
+    dtype = _result_dtype(a, b)
+    if dtype is None:
+        return a, b
+    if true_divide and dtype.kind != "f":
+        dtype = _DEFAULT_OF_CATEGORY[2]
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and \
+            np.result_type(a._data.dtype, b._data.dtype) == dtype:
+        return a, b  # NumPy promotes the same way inside the op: no cast nodes in the graph
+    return _cast_operand(a, dtype), _cast_operand(b, dtype)
+
+
+def _cast_operand(x, dtype):
+    if isinstance(x, Tensor):
+        if x._data.dtype == dtype:
+            return x
+        if dtype.kind == "f" and x._data.dtype.kind == "f":
+            return Cast.apply(x, dtype=dtype)
+        return Tensor._make(x._data.astype(dtype), False) if not x._requires_grad else \
+            Cast.apply(x, dtype=dtype)
+    return np.asarray(x, dtype=dtype)
+
+
+def _binary(op, reflected=False, true_divide=False):
+    apply = op.apply
+
+    if reflected:
+        def method(a, b):
+            b, a = _promoted(b, a, true_divide)
+            return apply(b, a)
+    else:
+        def method(a, b):
+            a, b = _promoted(a, b, true_divide)
+            return apply(a, b)
+    return method
+
+
+def pow(input, exponent) -> Tensor:  # noqa: A001 (PyTorch's name)
+    """input ** exponent, either a Tensor or a number, with torch's result dtype."""
+    if not isinstance(input, Tensor):
+        return _binary(Pow, reflected=True)(exponent, input)
+    return _binary(Pow)(input, exponent)

@@ -94,8 +94,10 @@ class Einsum(Function):
         return tuple(grads)
 
 
-def matmul(a, b) -> Tensor:
-    return MatMul.apply(a, b)
+def matmul(input, other) -> Tensor:
+    """The matrix product `input @ other`, with NumPy's (and torch's) broadcasting of batch
+    dimensions."""
+    return MatMul.apply(input, other)
 
 
 def _einsum_subscripts(spec, operands):

@@ -12,12 +12,15 @@ from tensorlite.autograd.graphviz import to_dot
 from tensorlite.inplace import IN_PLACE_METHODS
 from tensorlite.ops.elementwise import (
     abs, Add, Cast, ceil, clamp, cos, Div, exp, expm1, floor, log, log1p, maximum, minimum,
-    Mul, Neg, _no_grad_binary, _no_grad_compare, _no_grad_unary, Pow, _pow, relu, round, rsqrt,
-    sigmoid, sign, sin, sqrt, square, Sub, tanh, _to,
+    Mul, Neg, _no_grad_binary, _no_grad_compare, _no_grad_unary, Pow, pow, relu, round, rsqrt,
+    sigmoid, sign, sin, sqrt, square, Sub, tanh, _to, _binary, clone, contiguous,
 )
 from tensorlite.ops.shape import (
-    _expand, flatten, _permute, _repeat, _reshape, squeeze, _T, _transpose, unsqueeze,
+    _expand, flatten, _permute, _repeat, _reshape, squeeze, _T, _t, _transpose, tril, triu,
+    unsqueeze,
 )
+from tensorlite.ops.arguments import CPU
+from tensorlite.ops.nn import log_softmax, softmax
 from tensorlite.ops.index import (
     chunk, gather, GetItem, index_select, masked_fill, scatter_add, split,
 )
@@ -29,16 +32,17 @@ from tensorlite.ops.linalg import MatMul, matmul
 
 
 TENSOR_METHODS = {
-    "__add__": lambda a, b: Add.apply(a, b),
-    "__radd__": lambda a, b: Add.apply(b, a),
-    "__sub__": lambda a, b: Sub.apply(a, b),
-    "__rsub__": lambda a, b: Sub.apply(b, a),
-    "__mul__": lambda a, b: Mul.apply(a, b),
-    "__rmul__": lambda a, b: Mul.apply(b, a),
-    "__truediv__": lambda a, b: Div.apply(a, b),
-    "__rtruediv__": lambda a, b: Div.apply(b, a),
-    "__pow__": _pow,
-    "__rpow__": lambda a, b: Pow.apply(b, a),
+    # torch's type promotion (a float tensor with an integer one keeps its float dtype)
+    "__add__": _binary(Add),
+    "__radd__": _binary(Add, reflected=True),
+    "__sub__": _binary(Sub),
+    "__rsub__": _binary(Sub, reflected=True),
+    "__mul__": _binary(Mul),
+    "__rmul__": _binary(Mul, reflected=True),
+    "__truediv__": _binary(Div, true_divide=True),
+    "__rtruediv__": _binary(Div, reflected=True, true_divide=True),
+    "__pow__": _binary(Pow),
+    "__rpow__": _binary(Pow, reflected=True),
     "__matmul__": matmul,
     "__rmatmul__": lambda a, b: MatMul.apply(b, a),
     "__neg__": lambda x: Neg.apply(x),
@@ -118,6 +122,18 @@ TENSOR_METHODS = {
     "gather": gather,
     "scatter_add": scatter_add,
     "masked_fill": masked_fill,
+    "pow": pow,
+    "clone": clone,
+    "contiguous": contiguous,
+    "is_contiguous": lambda x: bool(x.data.flags.c_contiguous),
+    "t": _t,
+    "tril": tril,
+    "triu": triu,
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+    "device": property(lambda x: CPU, doc="Where the tensor lives: always tl.device('cpu')."),
+    "is_cuda": property(lambda x: False),
+    "cpu": lambda x: x,
     "numel": lambda x: x.data.size,
     "tolist": lambda x: x.data.tolist(),
     "to": _to,
@@ -142,5 +158,6 @@ NO_GRADIENT_METHODS = frozenset({
     "__gt__", "__ge__", "__lt__", "__le__", "__eq__", "__ne__", "__floordiv__", "__rfloordiv__",
     "__mod__", "__rmod__", "__and__", "__rand__", "__or__", "__ror__", "__xor__", "__rxor__",
     "__invert__", "argmax", "argmin", "argsort", "numel", "tolist", "long", "int", "bool",
+    "device", "is_cuda", "is_contiguous",
     "backward", "retain_grad", "to_dot",  # the engine itself, not ops
 })

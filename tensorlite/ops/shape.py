@@ -208,3 +208,34 @@ def _repeat(x, *sizes) -> Tensor:
 
 
 expand, repeat = _expand, _repeat
+
+
+def _t(x) -> Tensor:
+    """torch's `t()`: the transpose of a matrix; a vector or a scalar comes back as it is."""
+    if x.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
+    return x if x.ndim < 2 else Transpose.apply(x, axis0=0, axis1=1)
+
+
+class Triangle(Function):
+    """The lower (tril) or upper (triu) triangle of the last two dimensions, the rest zero."""
+
+    def forward(self, x, diagonal=0, upper=False):
+        if x.ndim < 2:
+            raise RuntimeError(f"{'triu' if upper else 'tril'}: input tensor must have at least "
+                               f"2 dimensions, got shape {x.shape}")
+        self.diagonal, self.upper = diagonal, upper
+        return (np.triu if upper else np.tril)(x, diagonal)
+
+    def backward(self, grad):
+        return (Triangle.run(grad, diagonal=self.diagonal, upper=self.upper),)
+
+
+def tril(input, diagonal=0) -> Tensor:
+    """Elements on and below the `diagonal`-th diagonal of the last two dimensions, as torch."""
+    return Triangle.apply(input, diagonal=diagonal, upper=False)
+
+
+def triu(input, diagonal=0) -> Tensor:
+    """Elements on and above the `diagonal`-th diagonal of the last two dimensions, as torch."""
+    return Triangle.apply(input, diagonal=diagonal, upper=True)
