@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from tensorlite import kernels  # noqa: E402
-from tensorlite.kernels import jitted, reference  # noqa: E402
+from tensorlite.kernels import numba as jitted, numpy as reference  # noqa: E402
 
 B, T, C, N_HEAD, VOCAB = 12, 64, 128, 4, 65
 ROWS = B * T  # 768 token rows

@@ -1,11 +1,22 @@
 """Kernel sets: the numerical inner loops behind tensorlite's operations.
 
-Two modules implement the same functions with the same signatures:
+Two packages implement the same functions with the same signatures:
 
-* ``reference`` -- plain NumPy, the readable statement of the math;
-* ``jitted``    -- Numba-compiled, fused and parallel, the fast path.
+* ``numpy`` -- plain NumPy, the readable statement of the math (the reference);
+* ``numba`` -- Numba-compiled, fused and parallel, the fast path.
 
-``current`` is the active module; the engine calls ``kernels.current.softmax(x)`` and so
+As llm.c keeps each tuned kernel beside its reference, every file of ``numba/`` mirrors
+the same-named file of ``numpy/``, function for function: ``matmul.py`` (matmul and the
+linear layer), ``softmax.py`` (softmax, log-softmax), ``attention.py``, ``layer_norm.py``,
+``gelu.py``, ``cross_entropy.py``, ``embedding.py`` and ``adamw.py``. What the Numba files
+share is in ``numba/_common.py`` (compile options, threading-layer defaults, SIMD
+reductions, ``fast_exp``) and ``numba/_gemm.py`` (products as tables of BLAS calls). Each
+package's ``__init__`` exports every kernel, so a set is used as one namespace.
+``_blas.py`` reaches the OpenBLAS libraries' thread pools, ``_environment.py`` checks the
+environment variables below. ``reference`` and ``jitted`` remain as names of the two
+sets (``jitted`` loads Numba on first use).
+
+``current`` is the active set; the engine calls ``kernels.current.softmax(x)`` and so
 on. The environment variable ``TENSORLITE_KERNELS`` (``numba``, the default, or
 ``numpy``) chooses the set at import; ``use(name)`` switches at run time. Another value
 raises ``EnvironmentVariableError`` (a ValueError naming the variable and its choices), and
@@ -15,7 +26,7 @@ the ``numba`` set is first loaded.
 Reproducibility
 ---------------
 Each kernel is a fixed sequence of IEEE float operations (the Numba set is compiled
-without ``fastmath``; its sums add in an order written in ``jitted.py``). So on the same
+without ``fastmath``; its sums add in an order written in ``numba/_common.py``). So on the same
 machine, with the same kernel set and the same thread count, the same inputs give the
 same bytes -- whether the Numba kernels were compiled in this process or loaded from
 the on-disk cache (``NUMBA_CACHE_DIR``), and so a run resumed from a checkpoint continues
@@ -44,7 +55,7 @@ in our measurements. So exactly one pool does parallel work:
   thread count (all cores, or ``OPENBLAS_NUM_THREADS`` when the user set it).
 
 Numba's threading layer is OpenMP with a short spin (``GOMP_SPINCOUNT=10000``, about
-0.25 ms; see ``jitted.py``). Measured on the 2-core machine, median time of one GPT
+0.25 ms; see ``numba/_common.py``). Measured on the 2-core machine, median time of one GPT
 training step (4 layers, n_embd 128, batch 12 x 64 tokens): OpenMP with that spin
 ~31 ms; OpenMP sleeping at once (``OMP_WAIT_POLICY=passive``) ~36 ms; OpenMP's default
 long spin ~31-37 ms but with 8 ms stalls per launch whenever another process holds a
@@ -60,13 +71,13 @@ import sys
 import warnings
 
 from . import _blas
-from . import reference
+from . import numpy as reference
 from ._environment import (EnvironmentVariableError, check_numba_variables,
                            kernel_set_from_environment)
 
 KERNEL_SETS = ("numba", "numpy")
 
-current = reference  # the active kernel module; replaced by use() below
+current = reference  # the active kernel set; replaced by use() below
 _active = "numpy"
 _default_blas_threads = {}  # library path -> thread count before we changed it
 _thread_limit = None  # set_num_threads(n): the threads the active set may use
@@ -80,7 +91,7 @@ def _load(name):
         if "numba" not in sys.modules:
             # Numba reads its variables on import and would reject a bad one without naming it
             check_numba_variables()
-        from . import jitted  # imports Numba (~0.2 s); kernels compile on first call
+        from . import numba as jitted  # imports Numba (~0.2 s); kernels compile on first call
         return jitted
     raise ValueError(
         f"unknown kernel set {name!r}: choose one of {', '.join(map(repr, KERNEL_SETS))} "
@@ -231,6 +242,15 @@ def format_runtime_info(info=None):
         from tensorlite import allocator
         parts.append(allocator.format_info(info["malloc"]))
     return " ".join(parts)
+
+
+def __getattr__(name):
+    # ``kernels.jitted`` (and ``from tensorlite.kernels import jitted``, as in kernel
+    # modules of earlier revisions that benchmarks/bench_kernels.py loads for an A/B)
+    # names the Numba set, loaded on first use like use("numba") would.
+    if name == "jitted":
+        return _load("numba")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _from_environment():
