@@ -250,8 +250,9 @@ from tensorlite.autograd.grad_mode import (  # noqa: E402  (re-exported: older i
     _State, _thread_state, detect_anomaly, enable_grad, is_anomaly_enabled, is_grad_enabled,
     manual_seed, no_grad, rng,
 )
-from tensorlite.autograd import (  # noqa: E402,F401
-    Function, IndexedGrad, functional_grad as grad, grad as autograd_grad, to_dot, unbroadcast,
+from tensorlite.autograd import (  # noqa: E402,F401  (Function: the engine's op base)
+    EngineFunction as Function, IndexedGrad, functional_grad as grad, grad as autograd_grad,
+    to_dot, unbroadcast,
 )
 from tensorlite.ops import TENSOR_METHODS  # noqa: E402
 

@@ -263,3 +263,120 @@ def test_float32_with_integer_keeps_float32_and_its_gradient():
     assert y.dtype == np.float32
     y.sum().backward()
     assert np.asarray(x.grad).dtype == np.float32
+
+
+# ---- tl.autograd.Function in PyTorch's form ------------------------------------------------------
+
+def _custom_functions(base):
+    """The same custom ops written against torch.autograd.Function or tl.autograd.Function."""
+
+    class ScaledCube(base):
+        @staticmethod
+        def forward(ctx, x, scale):
+            ctx.save_for_backward(x)
+            ctx.scale = scale
+            return x ** 3 * scale
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, = ctx.saved_tensors
+            return grad * 3 * x ** 2 * ctx.scale, None
+
+    class ExpAndSquare(base):  # two outputs, one of them saved for backward
+        @staticmethod
+        def forward(ctx, x, y):
+            out = x.exp() * y
+            ctx.save_for_backward(x, y, out)
+            return out, y * y
+
+        @staticmethod
+        def backward(ctx, grad_out, grad_square):
+            x, y, out = ctx.saved_tensors
+            grad_x = grad_out * out if ctx.needs_input_grad[0] else None
+            grad_y = grad_out * x.exp() + 2 * y * grad_square if ctx.needs_input_grad[1] else None
+            return grad_x, grad_y
+
+    return ScaledCube, ExpAndSquare
+
+
+def test_custom_function_matches_torchs_custom_function():
+    torch = _torch()
+    ours, theirs = _custom_functions(tl.autograd.Function), _custom_functions(torch.autograd.Function)
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    tx, ty = tl.tensor(x, requires_grad=True), tl.tensor(y, requires_grad=True)
+    rx, ry = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
+    a = ours[0].apply(tx, 1.5)
+    b1, b2 = ours[1].apply(a, ty)
+    loss = (b1 * b2.sin()).sum()
+    ra = theirs[0].apply(rx, 1.5)
+    rb1, rb2 = theirs[1].apply(ra, ry)
+    rloss = (rb1 * rb2.sin()).sum()
+    np.testing.assert_allclose(loss.item(), rloss.item(), rtol=1e-12)
+    grads = tl.autograd.grad(loss, [tx, ty], create_graph=True)
+    rgrads = torch.autograd.grad(rloss, [rx, ry], create_graph=True)
+    for g, rg in zip(grads, rgrads):
+        np.testing.assert_allclose(np.asarray(g.detach()), rg.detach().numpy(), rtol=1e-10)
+    # second order: the backwards are Tensor code, recorded under create_graph
+    second = tl.autograd.grad(sum(g.sum() for g in grads), [tx, ty])
+    rsecond = torch.autograd.grad(sum(g.sum() for g in rgrads), [rx, ry])
+    for g, rg in zip(second, rsecond):
+        np.testing.assert_allclose(np.asarray(g), rg.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_custom_function_gradcheck_and_gradgradcheck():
+    cube, exp_and_square = _custom_functions(tl.autograd.Function)
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((3,)), rng.standard_normal((3,))
+    assert tl.testing.gradcheck(lambda t: cube.apply(t, 0.5), [x])
+    assert tl.testing.gradgradcheck(lambda t: cube.apply(t, 0.5), [x])
+    assert tl.testing.gradcheck(lambda a, b: exp_and_square.apply(a, b), [x, y])
+    assert tl.testing.gradgradcheck(lambda a, b: exp_and_square.apply(a, b), [x, y])
+
+
+def test_custom_function_ctx():
+    seen = {}
+
+    class ArgMaxAndMax(tl.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, label):
+            seen["needs"] = ctx.needs_input_grad
+            index = tl.tensor(np.argmax(x.numpy(), axis=-1))
+            ctx.mark_non_differentiable(index)
+            ctx.save_for_backward(x, index)
+            ctx.label = label
+            return x.max(dim=-1)[0], index
+
+        @staticmethod
+        def backward(ctx, grad, grad_index):
+            x, index = ctx.saved_tensors
+            seen["grad_index"] = grad_index
+            mask = tl.tensor(np.arange(x.shape[-1]) == index.numpy()[..., None])
+            return grad.unsqueeze(-1) * mask.to(x.dtype), None
+
+    x = tl.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]], requires_grad=True)
+    values, index = ArgMaxAndMax.apply(x, "label")
+    assert seen["needs"] == (True, False)
+    assert not index.requires_grad and index.dtype == np.int64
+    assert values.requires_grad
+    values.sum().backward()
+    np.testing.assert_array_equal(np.asarray(x.grad), [[0, 1, 0], [0, 0, 1]])
+    assert np.all(np.asarray(seen["grad_index"]) == 0)  # zeros for the output without gradient
+    with tl.no_grad():
+        plain, _ = ArgMaxAndMax.apply(x, "label")
+    assert not plain.requires_grad
+    with pytest.raises(RuntimeError, match="apply"):
+        ArgMaxAndMax()
+    with pytest.raises(TypeError, match="save_for_backward"):
+        class Bad(tl.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(np.ones(2))
+                return x
+        Bad.apply(x)
+
+
+def test_engine_function_base_keeps_its_name():
+    from tensorlite.autograd.function import Function as EngineFunction
+    assert tl.Function is EngineFunction and tl.autograd.Function is not EngineFunction
+    assert issubclass(tl.ops.Add, tl.Function)

@@ -5,6 +5,8 @@
     engine.py      the backward walk: topological order, hooks, accumulation into leaves
     api.py         backward() and grad() (PyTorch's torch.autograd.backward / .grad)
     graphviz.py    the recorded graph as DOT text
+    custom_function.py  tl.autograd.Function: PyTorch's user-defined op (forward/backward on
+                   Tensors with a ctx), recorded through one engine node per output
 
 `Tensor` itself is in `tensorlite/tensor.py`; the ops are in `tensorlite/ops/`.
 """
@@ -12,10 +14,13 @@
 from tensorlite.autograd.grad_mode import (
     detect_anomaly, enable_grad, is_anomaly_enabled, is_grad_enabled, manual_seed, no_grad, rng,
 )
-from tensorlite.autograd.function import Function, IndexedGrad
+# The engine's array-level op base, `tl.Function` (and `tensorlite.autograd.function.Function`).
+from tensorlite.autograd.function import Function as EngineFunction, IndexedGrad
 from tensorlite.autograd.engine import retain_grad, run_backward, unbroadcast
 from tensorlite.autograd.api import backward, functional_grad, grad, tensor_backward
 from tensorlite.autograd.graphviz import to_dot
+# `tl.autograd.Function` is PyTorch's user-facing form, built on EngineFunction.
+from tensorlite.autograd.custom_function import Function, FunctionCtx
 
-__all__ = ["grad", "backward", "Function", "no_grad", "enable_grad", "is_grad_enabled",
-           "detect_anomaly", "is_anomaly_enabled"]
+__all__ = ["grad", "backward", "Function", "FunctionCtx", "no_grad", "enable_grad",
+           "is_grad_enabled", "detect_anomaly", "is_anomaly_enabled"]
