@@ -167,7 +167,7 @@ def worker_main(args):
 
         def sync():
             for p in params:  # fresh gradients each time, as after a backward
-                p.grad = grads_rng.standard_normal(p.data.shape).astype(p.data.dtype)
+                p.grad = tl.Tensor(grads_rng.standard_normal(p.data.shape).astype(p.data.dtype))
             start = time.perf_counter()
             ddp.sync_gradients()
             return time.perf_counter() - start

@@ -58,8 +58,8 @@ class Tensor:
 
     # `data` and `requires_grad` are properties over the slots `_data` and `_requires_grad`, so
     # that assigning them is checked; the engine reads and writes the slots directly.
-    __slots__ = ("_data", "grad", "_requires_grad", "_ctx", "name", "_version_counter", "_hooks",
-                 "_grad_tensor", "__weakref__")
+    __slots__ = ("_data", "_grad", "_requires_grad", "_ctx", "name", "_version_counter", "_hooks",
+                 "__weakref__")
     # Make `ndarray + Tensor` call Tensor.__radd__ instead of NumPy broadcasting over a Tensor.
     __array_priority__ = 1000
 
@@ -68,12 +68,11 @@ class Tensor:
         if requires_grad:
             _check_can_require_grad(self._data)
         self._requires_grad = bool(requires_grad)
-        self.grad = None
+        self._grad = None
         self._ctx = None
         self.name = None
         self._version_counter = [0]
         self._hooks = None
-        self._grad_tensor = None
 
     @classmethod
     def _make(cls, data: np.ndarray, requires_grad: bool) -> "Tensor":
@@ -81,12 +80,11 @@ class Tensor:
         t = object.__new__(Tensor)
         t._data = data
         t._requires_grad = requires_grad
-        t.grad = None
+        t._grad = None
         t._ctx = None
         t.name = None
         t._version_counter = [0]
         t._hooks = None
-        t._grad_tensor = None
         return t
 
     # ---- plain properties -------------------------------------------------------------------
@@ -126,14 +124,25 @@ class Tensor:
     _version = property(lambda self: self._version_counter[0],
                         doc="How many in-place operations changed this tensor (or a view of it).")
 
-    @property
-    def grad_tensor(self):
-        """After `backward(create_graph=True)`: the gradient accumulated in `.grad`, as a Tensor
-        carrying the graph that computed it, so it can be differentiated again. None when `.grad`
-        was since reset or changed by a plain backward."""
-        if self._grad_tensor is None or self._grad_tensor[1] is not self.grad:
-            return None
-        return self._grad_tensor[0]
+    def _set_grad(self, grad):
+        # Checked as PyTorch does: an optimizer or a later backward would otherwise fail far
+        # from the assignment, or write into an array of the wrong shape.
+        if grad is not None:
+            if not isinstance(grad, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
+                                f"type {type(grad).__name__} (wrap an array in tl.tensor)")
+            if grad._data.shape != self._data.shape:
+                raise RuntimeError(f"assigned grad has data of a different size: "
+                                   f"{grad._data.shape}, the tensor is {self._data.shape}")
+            if grad._data.dtype != self._data.dtype:
+                raise RuntimeError(f"assigned grad has data of a different type: "
+                                   f"{grad._data.dtype}, the tensor is {self._data.dtype}")
+        self._grad = grad
+
+    grad = property(operator.attrgetter("_grad"), _set_grad,
+                    doc="The gradient accumulated by backward, a Tensor of this tensor's shape, or "
+                        "None. After backward(create_graph=True) it carries the graph that "
+                        "computed it and can be differentiated again.")
 
     def size(self, dim=None):
         """The shape as a tuple, or the length of dimension `dim` (negative counts from the

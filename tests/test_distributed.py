@@ -229,7 +229,7 @@ def test_ddp_broadcasts_rank0_parameters_and_averages_gradients(tmp_path):
         # a gradient on one rank only is averaged with zeros; None everywhere stays None
         model.zero_grad()
         if rank == 0:
-            model.module.unused.grad = np.full(4, 3.0)
+            model.module.unused.grad = tl.Tensor(np.full(4, 3.0))
         model.sync_gradients()
         assert np.array_equal(model.module.unused.grad, np.full(4, 1.5))
         assert model.module.fc1.weight.grad is None
@@ -241,7 +241,7 @@ def test_ddp_broadcasts_rank0_parameters_and_averages_gradients(tmp_path):
         with model.no_sync():
             local_loss(model, x, y, 2).backward()
             assert not model.sync_gradients()
-            g = model.module.fc1.weight.grad.copy()
+            g = model.module.fc1.weight.grad.data.copy()
             mean = g.copy()
             dist.all_reduce(mean, op="avg")
             assert not np.allclose(g, mean)    # really not averaged

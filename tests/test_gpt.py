@@ -185,7 +185,7 @@ def check_parameter_gradients(model, idx, targets, full=(), eps=1e-6, atol=1e-8,
             minus = loss_value()
             p.data[...] = original
             numeric = (plus - minus) / (2 * eps)
-            analytic = float(np.sum(p.grad * direction))
+            analytic = float(np.sum(p.grad.data * direction))
             assert abs(analytic - numeric) <= atol + rtol * abs(numeric), (
                 f"{name}: analytic {analytic!r} vs numeric {numeric!r}")
             checked += 1

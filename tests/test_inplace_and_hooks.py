@@ -1,5 +1,5 @@
 """In-place operations with version counters, tensor hooks, retain_grad, and the graph-carrying
-gradient `grad_tensor` left by backward(create_graph=True).
+`.grad` left by backward(create_graph=True).
 
 Each differentiable in-place op is checked two ways: its gradient through a non-leaf tensor
 against central finite differences (float64, random cotangent), and its result against the same
@@ -190,7 +190,7 @@ def test_retain_grad_keeps_a_non_leaf_gradient():
     y.retain_grad()
     (y * y).sum().backward()
     np.testing.assert_allclose(y.grad, 2 * y.data)
-    assert isinstance(y.grad, np.ndarray)
+    assert isinstance(y.grad, tl.Tensor) and not y.grad.requires_grad
 
 
 def test_register_hook_on_a_constant_raises():
@@ -198,14 +198,14 @@ def test_register_hook_on_a_constant_raises():
         tl.ones(2).register_hook(lambda g: g)
 
 
-# ---- grad_tensor after backward(create_graph=True) --------------------------------------------
+# ---- .grad after backward(create_graph=True) --------------------------------------------------
 
-def test_backward_create_graph_leaves_a_differentiable_grad_tensor():
+def test_backward_create_graph_leaves_a_differentiable_grad():
     x = tl.Tensor(np.array([1.0, 2.0]), requires_grad=True)
     (x ** 3).sum().backward(create_graph=True)
     np.testing.assert_allclose(x.grad, 3 * x.data ** 2)
-    assert isinstance(x.grad, np.ndarray)
-    second, = tl.autograd.grad(x.grad_tensor.sum(), x)
+    assert x.grad.requires_grad
+    second, = tl.autograd.grad(x.grad.sum(), x)
     np.testing.assert_allclose(second.data, 6 * x.data)
     x.grad = None  # as zero_grad does: the graph-carrying gradient goes with it
-    assert x.grad_tensor is None
+    assert x.grad is None

@@ -692,7 +692,7 @@ def test_optimizers_take_torchs_keywords(key):
     ours = set(inspect.signature(optimizer_class(tl, key)).parameters)
     assert theirs <= ours, theirs - ours
     p = nn.Parameter(np.ones(3))
-    p.grad = np.ones(3)
+    p.grad = tl.Tensor(np.ones(3))
     performance = [dict(foreach=True), dict(foreach=False), dict(capturable=True), dict(fused=True)]
     for keywords in performance:
         if set(keywords) <= theirs:  # accepted, and ignored
@@ -723,7 +723,7 @@ def test_maximize_matches_torch(key, maximize):
     for _ in range(4):
         grads = [rng.standard_normal(a.shape) for a in start]
         for p, q, g in zip(ours, theirs, grads):
-            p.grad = g.copy()
+            p.grad = tl.Tensor(g.copy())
             q.grad = torch.from_numpy(g.copy())
         our_opt.step()
         their_opt.step()

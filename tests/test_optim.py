@@ -77,7 +77,7 @@ def test_sgd_matches_reference(momentum, dampening, weight_decay, nesterov):
     for _ in range(5):
         grads = random_grads(rng, params)
         for p, g in zip(params, grads):
-            p.grad = g.copy()
+            p.grad = tl.Tensor(g.copy())
         opt.step()
         reference_sgd(expected, grads, buffers, 0.1, momentum, dampening, weight_decay, nesterov)
         for p, e in zip(params, expected):
@@ -94,8 +94,8 @@ def test_sgd_param_groups_and_skipped_grads():
     buf_a, buf_b = [None], [None]
     for step in range(4):
         ga, gb = random_grads(rng, [a, b])
-        a.grad = ga.copy()
-        b.grad = None if step == 1 else gb.copy()  # b sits out one step
+        a.grad = tl.Tensor(ga.copy())
+        b.grad = None if step == 1 else tl.Tensor(gb.copy())  # b sits out one step
         opt.step()
         reference_sgd([ea], [ga], buf_a, 0.1, 0.9, weight_decay=0.5)
         reference_sgd([eb], [None if step == 1 else gb], buf_b, 0.01, 0.9)
@@ -106,7 +106,7 @@ def test_sgd_param_groups_and_skipped_grads():
 def test_sgd_updates_in_place():
     p = tl.nn.Parameter(np.ones(3, dtype=np.float32))
     data = p.data
-    p.grad = np.ones(3, dtype=np.float32)
+    p.grad = tl.Tensor(np.ones(3, dtype=np.float32))
     optim.SGD([p], lr=0.5).step()
     assert p.data is data
     np.testing.assert_array_equal(data, [0.5, 0.5, 0.5])
@@ -135,7 +135,7 @@ def test_adamw_matches_reference(kernel_set, dtype, rtol):
     for step in range(1, 6):
         grads = random_grads(rng, params)
         for p, g in zip(params, grads):
-            p.grad = g
+            p.grad = tl.Tensor(g)
         opt.step()
         for e, g, (m, v) in zip(expected, grads, moments):
             reference_adamw(e, g.astype(np.float64), m, v, step, **hp)
@@ -156,7 +156,7 @@ def test_adamw_param_groups_with_different_weight_decay(kernel_set):
     for step in range(1, 5):
         grads = random_grads(rng, [w1, w2, bias])
         for p, g in zip((w1, w2, bias), grads):
-            p.grad = g
+            p.grad = tl.Tensor(g)
         opt.step()
         for e, g, (m, v), (lr, wd) in zip(expected, grads, moments, settings):
             reference_adamw(e, g, m, v, step, lr, (0.9, 0.99), 1e-8, wd)
@@ -172,7 +172,7 @@ def test_adamw_lr_change_between_steps_is_used():
     for step, lr in enumerate([1e-2, 5e-3, 1e-3], start=1):
         opt.param_groups[0]["lr"] = lr
         g = rng.standard_normal(6)
-        p.grad = g
+        p.grad = tl.Tensor(g)
         opt.step()
         reference_adamw(e, g, m, v, step, lr, (0.9, 0.999), 1e-8, 1e-2)
     np.testing.assert_allclose(p.data, e, rtol=1e-10)
@@ -190,7 +190,7 @@ def test_adamw_skips_params_without_grad_like_pytorch(kernel_set):
     for present in schedule:
         grads = random_grads(rng, params)
         for p, g, has in zip(params, grads, present):
-            p.grad = g if has else None
+            p.grad = tl.Tensor(g) if has else None
         before = [p.data.copy() for p in params]
         opt.step()
         for i, has in enumerate(present):
@@ -216,7 +216,7 @@ def test_adamw_flat_buffer_views_stay_in_sync():
         assert np.shares_memory(p.data, buffer.data)
     views = [p.data for p in params]
     for p in params:
-        p.grad = np.ones(p.shape, dtype=np.float32)
+        p.grad = tl.Tensor(np.ones(p.shape, dtype=np.float32))
     opt.step()
     for p, view, v in zip(params, views, values):
         assert p.data is view                      # still the same array the model holds
@@ -231,7 +231,7 @@ def test_adamw_adopts_rebound_data_at_next_step():
     p = tl.nn.Parameter(np.zeros(4))
     opt = optim.AdamW([p], lr=0.1, weight_decay=0.0)
     p.data = np.full(4, 3.0)      # rebinding instead of copying in place
-    p.grad = np.zeros(4)          # zero gradient: Adam leaves the values alone
+    p.grad = tl.Tensor(np.zeros(4))  # zero gradient: Adam leaves the values alone
     opt.step()
     np.testing.assert_array_equal(p.data, 3.0)
     assert np.shares_memory(p.data, opt._buffers[0][0].data)
@@ -264,7 +264,7 @@ def test_adamw_mixed_dtypes_in_one_group(kernel_set):
     assert [b.dtype for b in opt._buffers[0]] == [np.float32, np.float64]
     for step in range(1, 4):
         g32, g64 = rng.standard_normal((3, 2)), rng.standard_normal(5)
-        p32.grad, p64.grad = g32.astype(np.float32), g64
+        p32.grad, p64.grad = tl.Tensor(g32.astype(np.float32)), tl.Tensor(g64)
         opt.step()
         reference_adamw(e32, g32.astype(np.float32).astype(np.float64), *m32, step, 0.01, (0.9, 0.999), 1e-8, 1e-2)
         reference_adamw(e64, g64, *m64, step, 0.01, (0.9, 0.999), 1e-8, 1e-2)
@@ -284,7 +284,7 @@ def test_adamw_matches_reference_for_any_hyperparameters(lr, beta1, beta2, weigh
     for step in range(1, 4):
         grads = random_grads(rng, params)
         for p, g in zip(params, grads):
-            p.grad = g
+            p.grad = tl.Tensor(g)
         opt.step()
         for e, g, (m, v) in zip(expected, grads, moments):
             reference_adamw(e, g, m, v, step, lr, (beta1, beta2), 1e-8, weight_decay)
@@ -312,7 +312,7 @@ def test_parameter_list_rules(make):
 
 def test_tied_parameter_is_updated_once():
     p = tl.nn.Parameter(np.zeros(2))
-    p.grad = np.ones(2)
+    p.grad = tl.Tensor(np.ones(2))
     optim.SGD([p, p], lr=1.0).step()
     np.testing.assert_array_equal(p.data, -1.0)
 
@@ -328,10 +328,10 @@ def test_adamw_rejects_parameters_sharing_memory():
 def test_zero_grad():
     p = tl.nn.Parameter(np.ones(3))
     opt = optim.SGD([p], lr=0.1)
-    p.grad = np.ones(3)
+    p.grad = tl.Tensor(np.ones(3))
     grad = p.grad
     opt.zero_grad(set_to_none=False)
-    assert p.grad is grad and not grad.any()
+    assert p.grad is grad and not grad.data.any()
     opt.zero_grad()
     assert p.grad is None
 
@@ -373,7 +373,7 @@ def test_state_dict_round_trip_continues_bit_identically(name, dtype):
     opt = OPTIMIZERS[name](groups(params))
     for _ in range(3):
         for p, g in zip(params, random_grads(rng, params)):
-            p.grad = g
+            p.grad = tl.Tensor(g)
         opt.step()
     opt.param_groups[0]["lr"] = 0.003  # as a schedule would have set it
 
@@ -387,7 +387,7 @@ def test_state_dict_round_trip_continues_bit_identically(name, dtype):
     for _ in range(3):
         grads = random_grads(rng, params)
         for p, c, g in zip(params, clones, grads):
-            p.grad, c.grad = g, g.copy()
+            p.grad, c.grad = tl.Tensor(g), tl.Tensor(g.copy())
         opt.step()
         restored.step()
     for p, c in zip(params, clones):
@@ -403,7 +403,7 @@ def test_state_dict_round_trip_continues_bit_identically(name, dtype):
 def test_state_dict_is_a_copy_and_json_friendly():
     p = tl.nn.Parameter(np.ones(3))
     opt = optim.AdamW([p], lr=0.1)
-    p.grad = np.ones(3)
+    p.grad = tl.Tensor(np.ones(3))
     opt.step()
     state = opt.state_dict()
     assert state["param_groups"] == [{"lr": 0.1, "betas": [0.9, 0.999], "eps": 1e-8,
@@ -419,7 +419,7 @@ def test_load_state_dict_errors_leave_the_optimizer_untouched():
     params = make_params(rng)
     opt = optim.AdamW(params, lr=0.1)
     for p in params:
-        p.grad = np.ones(p.shape)
+        p.grad = tl.Tensor(np.ones(p.shape))
     opt.step()
     good = opt.state_dict()
 
@@ -448,7 +448,7 @@ def test_load_state_dict_errors_leave_the_optimizer_untouched():
 def test_state_dict_splits_into_arrays_and_plain_json():
     p = tl.nn.Parameter(np.ones((2, 2), dtype=np.float32))
     opt = optim.SGD([p], lr=0.1, momentum=0.9)
-    p.grad = np.ones((2, 2), dtype=np.float32)
+    p.grad = tl.Tensor(np.ones((2, 2), dtype=np.float32))
     opt.step()
     arrays, tree = serialization.split_arrays(opt.state_dict(), "optim")
     assert sorted(arrays) == ["optim/state/0/momentum_buffer"]
@@ -466,7 +466,7 @@ def test_clip_grad_norm_scales_when_above_max():
     params = make_params(rng, np.float64)
     grads = random_grads(rng, params)
     for p, g in zip(params, grads):
-        p.grad = np.array(10 * g)
+        p.grad = tl.Tensor(np.array(10 * g))
     expected_norm = math.sqrt(sum(float(np.sum((10 * g) ** 2)) for g in grads))
     held = [p.grad for p in params]
     norm = optim.clip_grad_norm_(params, max_norm=1.0)
@@ -476,14 +476,14 @@ def test_clip_grad_norm_scales_when_above_max():
     for p, g, h in zip(params, grads, held):
         assert p.grad is h  # modified in place
         np.testing.assert_allclose(p.grad, 10 * g * coef, rtol=1e-12)
-    new_norm = math.sqrt(sum(float(np.sum(p.grad ** 2)) for p in params))
+    new_norm = math.sqrt(sum(float(np.sum(p.grad.data ** 2)) for p in params))
     assert new_norm == pytest.approx(1.0, rel=1e-5)
 
 
 def test_clip_grad_norm_leaves_small_grads_alone_and_ignores_none():
     a, b, c = make_params(np.random.default_rng(11), np.float32, shapes=[(3,), (2, 2), ()])
-    a.grad = np.array([3.0, 0.0, 0.0], dtype=np.float32)
-    b.grad = np.array([[0.0, 4.0], [0.0, 0.0]], dtype=np.float32)
+    a.grad = tl.Tensor(np.array([3.0, 0.0, 0.0], dtype=np.float32))
+    b.grad = tl.Tensor(np.array([[0.0, 4.0], [0.0, 0.0]], dtype=np.float32))
     c.grad = None
     norm = optim.clip_grad_norm_([a, b, c], max_norm=5.5)
     assert norm == pytest.approx(5.0)
@@ -491,14 +491,14 @@ def test_clip_grad_norm_leaves_small_grads_alone_and_ignores_none():
     assert a.grad.dtype == np.float32 and c.grad is None
     assert optim.clip_grad_norm_([c], 1.0) == 0.0
     # A 0-d parameter whose gradient is a NumPy scalar is clipped as well.
-    c.grad = np.float32(-12.0)
+    c.grad = tl.Tensor(np.float32(-12.0))
     assert optim.clip_grad_norm_([a, b, c], max_norm=6.5) == pytest.approx(13.0)
     np.testing.assert_allclose(c.grad, -12.0 * 6.5 / 13.0, rtol=1e-6)
 
 
 def test_clip_grad_norm_other_norms():
     p = tl.nn.Parameter(np.zeros(3))
-    p.grad = np.array([1.0, -4.0, 2.0])
+    p.grad = tl.Tensor(np.array([1.0, -4.0, 2.0]))
     assert optim.clip_grad_norm_(p, 10.0, norm_type=math.inf) == 4.0
     assert optim.clip_grad_norm_(p, 10.0, norm_type=1) == pytest.approx(7.0)
     norm = optim.clip_grad_norm_(p, 2.0, norm_type=1)
@@ -567,7 +567,7 @@ def test_matches_torch_when_available():
         opt_ours, opt_theirs = make_ours(ours), make_theirs(theirs)
         for step_grads in grads:
             for p, q, g in zip(ours, theirs, step_grads):
-                p.grad = None if g is None else g.copy()
+                p.grad = None if g is None else tl.Tensor(g.copy())
                 q.grad = None if g is None else torch.tensor(g.copy())
             opt_ours.step()
             opt_theirs.step()
@@ -651,7 +651,7 @@ def test_adam_matches_reference(dtype, lr, beta1, beta2, weight_decay, seed):
     for has in present:
         grads = random_grads(rng, params)
         for p, g, h in zip(params, grads, has):
-            p.grad = g if h else None
+            p.grad = tl.Tensor(g) if h else None
         opt.step()
         for i, h in enumerate(has):
             if h:
@@ -673,7 +673,7 @@ def test_adam_and_adamw_differ_only_in_how_weight_decay_applies():
         a, w = tl.nn.Parameter(values.copy()), tl.nn.Parameter(values.copy())
         adam, adamw = optim.Adam([a], lr=0.1, weight_decay=wd), optim.AdamW([w], lr=0.1, weight_decay=wd)
         for g in grads:
-            a.grad, w.grad = g.copy(), g.copy()
+            a.grad, w.grad = tl.Tensor(g.copy()), tl.Tensor(g.copy())
             adam.step()
             adamw.step()
         assert np.array_equal(a.data, w.data) == (wd == 0.0)
@@ -698,7 +698,7 @@ def test_rmsprop_matches_reference(momentum, centered, weight_decay):
         if step == 2:
             grads[1] = None  # sits out one step
         for p, g in zip(params, grads):
-            p.grad = g
+            p.grad = None if g is None else tl.Tensor(g)
         opt.step()
         for e, g, state in zip(expected, grads, states):
             if g is not None:
@@ -711,7 +711,7 @@ def test_rmsprop_matches_reference(momentum, centered, weight_decay):
 def test_rmsprop_float32_and_bad_settings():
     p = tl.nn.Parameter(np.ones(3, dtype=np.float32))
     opt = optim.RMSprop([p], lr=0.1, momentum=0.9, centered=True)
-    p.grad = np.full(3, 0.5, dtype=np.float32)
+    p.grad = tl.Tensor(np.full(3, 0.5, dtype=np.float32))
     opt.step()
     assert p.data.dtype == np.float32
     np.testing.assert_allclose(p.data, 1 - 0.1 * 0.5 / (np.sqrt(0.01 * 0.25 - (0.01 * 0.5) ** 2) + 1e-8),
@@ -727,14 +727,14 @@ def test_rmsprop_float32_and_bad_settings():
 def test_rmsprop_state_without_momentum_loads_into_one_with_momentum():
     p = tl.nn.Parameter(np.ones(2))
     plain = optim.RMSprop([p], lr=0.1)
-    p.grad = np.ones(2)
+    p.grad = tl.Tensor(np.ones(2))
     plain.step()
     q = tl.nn.Parameter(p.data.copy())
     with_momentum = optim.RMSprop([q], lr=0.1, momentum=0.5)
     saved = plain.state_dict()
     saved["param_groups"][0]["momentum"] = 0.5
     with_momentum.load_state_dict(saved)
-    q.grad = np.ones(2)
+    q.grad = tl.Tensor(np.ones(2))
     with_momentum.step()  # starts its momentum buffer at zero, as a fresh one would
     assert with_momentum.state_dict()["state"][0]["step"] == 2
 

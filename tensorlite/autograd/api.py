@@ -39,7 +39,7 @@ def tensor_backward(self, grad=None, retain_graph=None, create_graph: bool = Fal
     only for a one-element tensor, where it defaults to 1. Unless `retain_graph=True`,
     the graph's saved arrays are freed as it is walked; backward through it again is an
     error. With `create_graph=True` the backward pass is itself recorded: each leaf's
-    gradient is then also `leaf.grad_tensor`, a Tensor that can be differentiated again.
+    `.grad` then carries the graph that computed it and can be differentiated again.
     `retain_graph` defaults to `create_graph`, as in PyTorch."""
     if not self._requires_grad:
         raise RuntimeError("backward: this tensor does not require grad and has no graph "

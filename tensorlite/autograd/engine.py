@@ -31,7 +31,7 @@ from tensorlite.autograd.function import (
 from tensorlite.autograd.grad_mode import _GradMode, _State, _thread_state
 from tensorlite.tensor import Tensor
 
-__all__ = ["unbroadcast", "run_backward", "output_grad", "retain_grad"]
+__all__ = ["unbroadcast", "run_backward", "output_grad", "retain_grad", "zero_grad_of"]
 
 
 def unbroadcast(grad, shape: tuple):
@@ -264,20 +264,37 @@ _grad_accumulation_lock = threading.Lock()
 
 def _accumulate_leaf(leaf: Tensor, grad, create_graph) -> None:
     with _grad_accumulation_lock:
+        previous = leaf._grad
         if create_graph:
-            previous = leaf.grad_tensor
-            if previous is None and leaf.grad is not None:
-                previous = Tensor._make(leaf.grad, False)  # from earlier plain backward passes
-            total = grad if previous is None else previous + grad
-            leaf.grad = np.array(total._data, dtype=leaf._data.dtype, copy=True)
-            leaf._grad_tensor = (total, leaf.grad)
-        elif leaf.grad is None:
+            # Out of place, so that the sum keeps the graph of every pass (PyTorch does the
+            # same); `astype` copies, so the first gradient owns its data, which a later plain
+            # pass adds into.
+            total = grad.astype(leaf._data.dtype) if previous is None else previous + grad
+            if total._data.dtype != leaf._data.dtype:
+                total = total.astype(leaf._data.dtype)
+            leaf._grad = total
+        elif previous is None:
             # Copy: the array may be shared with other tensors' gradients.
-            leaf.grad = np.array(grad, dtype=leaf._data.dtype, copy=True)
+            leaf._grad = Tensor._make(np.array(grad, dtype=leaf._data.dtype, copy=True), False)
         else:
-            leaf.grad += grad
-            leaf._grad_tensor = None
+            # In place: an optimizer, a DDP bucket or the user may hold the gradient's array.
+            previous._data += grad
+            previous._version_counter[0] += 1
 
+
+def zero_grad_of(p, set_to_none=True):
+    """p.grad = None, or p.grad cut off from any graph (as PyTorch's detach_) and zeroed in
+    place, so that the next backward accumulates into the same array."""
+    grad = p._grad
+    if set_to_none or grad is None:
+        p._grad = None
+    elif grad._data.flags.writeable:
+        grad._ctx = None
+        grad._requires_grad = False
+        grad._data.fill(0)
+        grad._version_counter[0] += 1
+    else:  # a read-only array (say a broadcast view) cannot be zeroed in place
+        p._grad = Tensor._make(np.zeros_like(p._data), False)
 
 
 def retain_grad(tensor) -> None:
@@ -292,6 +309,8 @@ def retain_grad(tensor) -> None:
         if kept is not None:
             value = np.array(grad._data, dtype=kept._data.dtype)
             with _grad_accumulation_lock:
-                kept.grad = value if kept.grad is None else kept.grad + value
+                if kept._grad is not None:
+                    value += kept._grad._data
+                kept._grad = Tensor._make(value, False)
 
     tensor.register_hook(keep_gradient)

@@ -24,6 +24,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from tensorlite.autograd.engine import zero_grad_of
 from tensorlite.nn import compat
 from tensorlite.nn.backward_hook import BackwardHook
 from tensorlite.nn.parameter import Parameter
@@ -330,12 +331,9 @@ class Module(compat.TorchModuleMethods):
 
     def zero_grad(self, set_to_none=True):
         """Forget accumulated gradients: every parameter's ``.grad`` becomes None (or is filled
-        with zeros when ``set_to_none=False``)."""
+        with zeros in place when ``set_to_none=False``)."""
         for p in self.parameters():
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                p.grad = np.zeros_like(p.data)
+            zero_grad_of(p, set_to_none)
 
     def requires_grad_(self, requires_grad=True):
         """Switch gradient recording on or off for every parameter (e.g. to freeze a layer).
@@ -365,7 +363,7 @@ class Module(compat.TorchModuleMethods):
             if p.dtype != dtype:
                 p.data = p.data.astype(dtype)
                 if p.grad is not None:
-                    p.grad = np.asarray(p.grad).astype(dtype)
+                    p.grad = p.grad.detach().astype(dtype)
         for buffer in self.buffers():
             if buffer.dtype.kind == "f" and buffer.dtype != dtype:
                 buffer.data = buffer.data.astype(dtype)

@@ -48,6 +48,7 @@ import numpy as np
 
 from tensorlite import distributed as dist
 from tensorlite.nn import Module
+from tensorlite.tensor import Tensor
 
 __all__ = ["DistributedDataParallel"]
 
@@ -78,6 +79,8 @@ class _Bucket:
         zeros and sets the parameter's flag to 0."""
         for i, (p, view) in enumerate(self.views()):
             value = getattr(p, attribute)
+            if isinstance(value, Tensor):  # p.grad
+                value = value.data
             self.flags[i] = value is not None
             if value is None:
                 view.fill(0)
@@ -91,7 +94,7 @@ class _Bucket:
     def unpack_grads(self):
         """Every p.grad becomes a view of its averaged slice; None where no rank had one."""
         for i, (p, view) in enumerate(self.views()):
-            p.grad = view if self.flags[i] > 0 else None
+            p.grad = Tensor._make(view, False) if self.flags[i] > 0 else None
 
 
 def _buckets(params, cap_bytes):

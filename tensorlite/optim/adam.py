@@ -70,13 +70,15 @@ class _FlatBuffer:
         has_grad = np.array([p.grad is not None for p in self.params])
         pieces = []
         for i, p in enumerate(self.params):
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 pieces.append(np.zeros(self.offsets[i + 1] - self.offsets[i], dtype=self.dtype))
             else:
-                if p.grad.size != p.data.size:
-                    raise ValueError(f"gradient of shape {np.shape(p.grad)} does not match "
+                grad = grad.data
+                if grad.size != p.data.size:
+                    raise ValueError(f"gradient of shape {grad.shape} does not match "
                                      f"parameter of shape {p.data.shape}")
-                pieces.append(p.grad.reshape(-1))
+                pieces.append(grad.reshape(-1))
         np.concatenate(pieces, out=self.grad)
         return has_grad
 

@@ -26,7 +26,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             with_grad.append(p)
     if not with_grad:
         return 0.0
-    grads = [np.asarray(p.grad) for p in with_grad]
+    grads = [p.grad.data for p in with_grad]
 
     norm_type = float(norm_type)
     if norm_type == math.inf:
@@ -43,9 +43,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     clip_coef = float(max_norm) / (total_norm + 1e-6)
     if clip_coef < 1.0:
         for p in with_grad:
-            if isinstance(p.grad, np.ndarray) and p.grad.flags.writeable:
-                p.grad *= np.asarray(clip_coef, dtype=p.grad.dtype)
-            else:  # a NumPy scalar or read-only gradient cannot be scaled in place
-                grad = np.asarray(p.grad)
-                p.grad = grad * np.asarray(clip_coef, dtype=grad.dtype)
+            grad = p.grad
+            if grad.data.flags.writeable:
+                grad.data *= np.asarray(clip_coef, dtype=grad.dtype)
+                grad._version_counter[0] += 1
+            else:  # a read-only gradient (say a broadcast view) cannot be scaled in place
+                p.grad = Tensor(grad.data * np.asarray(clip_coef, dtype=grad.dtype))
     return total_norm

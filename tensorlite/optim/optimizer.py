@@ -3,7 +3,7 @@
 Everything here works on `tl.Tensor` parameters through two attributes only:
 
     p.data  the parameter values (np.ndarray), updated IN PLACE by `step()`
-    p.grad  the gradient (np.ndarray) written by `backward()`, or None
+    p.grad  the gradient (a Tensor; its array is `p.grad.data`) written by `backward()`, or None
 
 Parameter groups
 ----------------
@@ -61,6 +61,7 @@ import numbers
 
 import numpy as np
 
+from tensorlite.autograd.engine import zero_grad_of
 from tensorlite.tensor import Tensor, enable_grad
 
 __all__ = ["Optimizer", "torch_options"]
@@ -149,12 +150,7 @@ class Optimizer:
         """Forget the gradients: p.grad = None (or fill with zeros in place)."""
         for group in self.param_groups:
             for p in group["params"]:
-                if set_to_none or p.grad is None:
-                    p.grad = None
-                elif isinstance(p.grad, np.ndarray) and p.grad.flags.writeable:
-                    p.grad.fill(0)
-                else:  # a NumPy scalar or read-only array cannot be zeroed in place
-                    p.grad = np.zeros_like(p.data)
+                zero_grad_of(p, set_to_none)
 
     def step(self, closure=None):
         """Update every parameter from its gradient; returns ``closure()`` if given (a

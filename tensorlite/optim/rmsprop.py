@@ -54,7 +54,7 @@ class RMSprop(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = np.asarray(p.grad)
+                g = p.grad.data
                 if group.get("maximize", False):
                     g = -g
                 if weight_decay != 0:

@@ -48,7 +48,7 @@ class SGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = -p.grad if maximize else p.grad
+                g = -p.grad.data if maximize else p.grad.data
                 if weight_decay != 0:
                     g = g + weight_decay * p.data
                 if momentum != 0:
