@@ -8,7 +8,8 @@ by category:
     linalg.py       matmul, einsum
     nn.py           softmax family, layer norm, GELU, embedding, dropout, linear, attention, the
                     cross-entropy op
-    arguments.py    keyword spellings (dim/axis), axis and dtype checks shared by the above
+    arguments.py    keyword spellings (dim/axis), axis, dtype and device checks shared by the above;
+                    tl.device
     methods.py      TENSOR_METHODS: the one table from which Tensor gets its operators and methods
 
 Conventions: `forward` receives NumPy arrays and returns one; `backward` receives the gradient of
