@@ -4,7 +4,7 @@
     x = tl.Tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
     y = (x @ x).tanh().sum()
     y.backward()
-    x.grad          # dy/dx, an np.ndarray of x's shape
+    x.grad          # dy/dx, a Tensor of x's shape (np.asarray(x.grad) is its array)
 """
 
 import os as _os
