@@ -18,8 +18,8 @@ Prints the runtime (BLAS kernel set and threads), then a markdown table of media
     python benchmarks/bench_kernels.py --against REV [--repeats 41] [--only NAME ...]
 
 compares the Numba kernels of this tree with those of git revision REV instead (an
-A/B of a kernel change): REV's jitted.py is loaded beside this one under another module
-name, both run under the Numba policy, alternating call batch by call batch, and the
+A/B of a kernel change): REV's Numba kernels are loaded beside this tree's under another
+package name, both run under the Numba policy, alternating call batch by call batch, and the
 table gives each side's min and median and the ratio new/old of both (compare the
 mins on a loaded machine).
 
@@ -32,10 +32,10 @@ column sum backward) and with the fused linear / linear_backward kernels.
 """
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -159,24 +159,45 @@ def measure(name, make_args, repeats, settle):
 
 
 def load_jitted_at(revision):
-    """The jitted kernel module as of git revision `revision`, imported beside this tree's.
+    """The Numba kernel set as of git revision `revision`, imported beside this tree's.
 
-    Its source is written to a file named after its content (so Numba's cache for it
-    stays valid between runs) and imported as tensorlite.kernels.jitted_<hash>, which
-    keeps its relative imports pointing at this tree's reference kernels."""
+    Its source (the package tensorlite/kernels/numba/, or the single module jitted.py of
+    revisions before the kernels were split by topic) is extracted into a folder named after
+    the revision's tree hash, so Numba's cache for it stays valid between runs, and imported as
+    tensorlite.kernels.numba_<hash>, which keeps its relative imports (`from ..numpy import`,
+    `from .. import`) pointing at this tree's kernels package."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = subprocess.run(["git", "show", f"{revision}:tensorlite/kernels/jitted.py"],
-                            cwd=root, check=True, capture_output=True, text=True).stdout
-    digest = hashlib.sha1(source.encode()).hexdigest()[:10]
-    folder = os.path.join(tempfile.gettempdir(), "tensorlite_bench_kernels")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"jitted_{digest}.py")
-    if not os.path.exists(path):
-        with open(path + ".tmp", "w") as f:
-            f.write(source)
-        os.replace(path + ".tmp", path)
-    name = f"tensorlite.kernels.jitted_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True).stdout
+
+    split = subprocess.run(["git", "cat-file", "-e", f"{revision}:tensorlite/kernels/numba/__init__.py"],
+                           cwd=root, capture_output=True).returncode == 0
+    where = "tensorlite/kernels/numba" if split else "tensorlite/kernels/jitted.py"
+    digest = git("rev-parse", f"{revision}:{where}").decode().strip()[:10]
+    parent = os.path.join(tempfile.gettempdir(), "tensorlite_bench_kernels")
+    folder = os.path.join(parent, digest)
+    if not os.path.isdir(folder):
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=parent)
+        if split:
+            for name in git("ls-tree", "--name-only", f"{revision}:{where}").decode().split():
+                if name.endswith(".py"):
+                    with open(os.path.join(staging, name), "wb") as f:
+                        f.write(git("show", f"{revision}:{where}/{name}"))
+        else:
+            with open(os.path.join(staging, "jitted.py"), "wb") as f:
+                f.write(git("show", f"{revision}:{where}"))
+        try:
+            os.rename(staging, folder)
+        except OSError:  # another run extracted the same revision first
+            shutil.rmtree(staging, ignore_errors=True)
+    name = f"tensorlite.kernels.numba_{digest}"
+    if split:  # a package: its relative imports start one level down
+        spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
+                                                      submodule_search_locations=[folder])
+    else:  # a plain module whose `from . import reference` means tensorlite.kernels
+        spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "jitted.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -213,7 +234,7 @@ def main_ab(args):
     old = load_jitted_at(args.against)
     jitted.matmul(np.ones((64, 64), np.float32), np.ones((64, 64), np.float32))  # load BLAS
     print("runtime:", kernels.format_runtime_info())
-    print(f"A/B: old = jitted.py at {args.against}, new = this tree; {args.dtype}, "
+    print(f"A/B: old = the Numba kernels at {args.against}, new = this tree; {args.dtype}, "
           f"{args.repeats} alternating samples each")
     print()
     print("| kernel | shape | old min us | new min us | new/old min | old median us "

@@ -1,16 +1,7 @@
-"""Neural-network functions (`tensorlite.functional`, usually imported as `F`).
-
-Each is one fused op: a single graph node whose forward and backward call the active kernel set
-(`tensorlite.kernels.current`), so a softmax is one node with a one-pass backward, not a chain of
-exp, sum and divide nodes. The plain-NumPy statement of each formula is in
-`tensorlite/kernels/reference.py`.
-
-Second derivatives. A fused backward kernel cannot be differentiated by the engine, so for
-`create_graph=True` each op's backward is itself an op: `SoftmaxBackward`, `GeluBackward`, ...
-whose forward is that same kernel (so the numbers are the same) and whose backward, beside it, is
-written with differentiable operations. Backwards with several outputs (layer norm, linear,
-attention) are instead written as a short composite of differentiable operations in that mode.
-The plain first-order path calls the kernels directly, exactly as before.
+"""Neural-network functions (`tensorlite.functional`, imported as `F`; `tensorlite.nn.functional`
+is the same module): the fused ops of `tensorlite/ops/nn.py` and the losses of
+`tensorlite/losses.py`, under the names torch.nn.functional uses. How the ops are fused and how
+they are differentiated twice is told in `tensorlite/ops/nn.py`.
 """
 
 from tensorlite.ops.nn import (  # noqa: F401

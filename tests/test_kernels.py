@@ -1,6 +1,6 @@
 """Both kernel sets compute the math they state, to within rounding.
 
-Every kernel of tensorlite/kernels/jitted.py and its twin in reference.py are checked on
+Every kernel of tensorlite/kernels/numba/ and its twin in tensorlite/kernels/numpy/ are checked on
 Hypothesis-drawn shapes (odd sizes, size 1), both float dtypes and non-contiguous inputs
 (strided slices, transposed views), plus the edge cases each kernel is known for. Each
 result is compared with the exact result, the reference math evaluated in float64 on the
