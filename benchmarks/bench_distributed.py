@@ -312,8 +312,8 @@ def main(argv=None):
                   f"{entry['backward_then_allreduce_ms']:.1f} ms; allreduce started before backward, "
                   f"waited after {entry['overlapped_ms']:.1f} ms")
 
-    print(f"\nPredicted scaling efficiency (weak scaling, ring allreduce, no overlap), "
-          f"each host like this one:\n")
+    print("\nPredicted scaling efficiency (weak scaling, ring allreduce, no overlap), "
+          "each host like this one:\n")
     print(markdown_table(step_ms, measured, latencies_us))
     if args.json:
         with open(args.json, "w") as f:

@@ -256,7 +256,7 @@ class RemovableHandle:
 # --------------------------------------------------------------------------------------------
 
 from tensorlite.autograd.grad_mode import (  # noqa: E402  (re-exported: older import paths)
-    _State, _thread_state, detect_anomaly, enable_grad, is_anomaly_enabled, is_grad_enabled,
+    _thread_state, detect_anomaly, enable_grad, is_anomaly_enabled, is_grad_enabled,
     manual_seed, no_grad, rng,
 )
 from tensorlite.autograd import (  # noqa: E402,F401  (Function: the engine's op base)

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("safetensors.numpy")
 pytest.importorskip("regex")
 
-from tensorlite.models import atomic_dir, convert, hf  # noqa: E402
+from tensorlite.models import atomic_dir, convert  # noqa: E402
 from tensorlite.models import checkpoint as ckpt_io  # noqa: E402
 from tensorlite.models.gpt import GPT, GPTConfig  # noqa: E402
 from tensorlite.models.gpt2_tokenizer import END_OF_TEXT, GPT2Tokenizer, bytes_to_unicode  # noqa: E402

@@ -4,7 +4,6 @@ contribution, and a bad environment variable is one clear error (one line from a
 
 import configparser
 import os
-import runpy
 import shutil
 import subprocess
 import sys

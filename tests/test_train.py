@@ -292,7 +292,7 @@ def test_resume_continues_bit_for_bit(corpus_file, tmp_path, capsys):
     assert [it for it, _ in losses_split] == list(range(1, 201))
     assert losses_split == losses_straight  # exact float equality, all 200 steps
     # and the run did learn something
-    first, last = np.mean([l for _, l in losses_straight[:10]]), np.mean([l for _, l in losses_straight[-10:]])
+    first, last = np.mean([loss for _, loss in losses_straight[:10]]), np.mean([loss for _, loss in losses_straight[-10:]])
     assert last < first - 0.5
 
 

@@ -45,7 +45,7 @@ import tensorlite as tl  # noqa: E402  (tensorlite before NumPy-heavy work, as t
 from tensorlite import functional as F  # noqa: E402
 from tensorlite.models import checkpoint as ckpt_io  # noqa: E402
 from tensorlite.models.finetune import init_from_checkpoint  # noqa: E402
-from tensorlite.models.sft import IGNORE_INDEX, SFTDataset, SFTExample, load_sft_file  # noqa: E402
+from tensorlite.models.sft import IGNORE_INDEX, SFTDataset, load_sft_file  # noqa: E402
 
 
 def addition_problems(seed, n_test):

@@ -9,7 +9,6 @@ import numpy as np
 from tensorlite import kernels
 from tensorlite.autograd.function import Function
 from tensorlite.ops.shape import BroadcastTo
-from tensorlite.ops.index import where
 from tensorlite.tensor import Tensor
 
 
