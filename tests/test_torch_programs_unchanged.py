@@ -17,9 +17,8 @@ The GPT program is a small GPT-2-style model written for torch; both copies are 
 float64, torch's weights are loaded into tensorlite by name, and logits, loss and every
 parameter's gradient must agree, then again after a few AdamW steps.
 
-A name the programs use that tensorlite lacks is not worked around in the program: the one
-comparison that needs it is marked xfail with what torch does (today: `torch.nn.utils`, for
-clip_grad_norm_), so that every other comparison still runs.
+A name the programs use that tensorlite lacks is not worked around in the program: the
+comparison fails, naming it.
 """
 
 import functools
@@ -564,12 +563,6 @@ def test_gpt_program_matches_torch(flash, bias):
         np.testing.assert_allclose(grads[name], g, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-MISSING_NN_UTILS = ("tensorlite has no `nn.utils` (torch.nn.utils.clip_grad_norm_ scales all "
-                    "gradients in place so their total 2-norm is at most max_norm and returns "
-                    "the norm before clipping); the same function is tensorlite.optim."
-                    "clip_grad_norm_")
-
-
 @pytest.mark.parametrize("clip", [0.0, 0.5], ids=["no_clip", "clip_grad_norm"])
 def test_gpt_program_trains_like_torch(clip):
     """A few AdamW steps with nanoGPT's two weight-decay groups, with and without clipping."""
@@ -579,12 +572,7 @@ def test_gpt_program_trains_like_torch(clip):
     model.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
     idx, targets = batch()
     losses_ref = torch_ns["train"](reference, torch.tensor(idx), torch.tensor(targets), 8, clip)
-    try:
-        losses = tl_ns["train"](model, tensorlite.tensor(idx), tensorlite.tensor(targets), 8, clip)
-    except AttributeError as missing:
-        if "'tensorlite.nn' has no attribute 'utils'" not in str(missing):
-            raise
-        pytest.xfail(MISSING_NN_UTILS)
+    losses = tl_ns["train"](model, tensorlite.tensor(idx), tensorlite.tensor(targets), 8, clip)
     np.testing.assert_allclose(losses, losses_ref, rtol=1e-9)
     assert losses_ref[-1] < 0.7 * losses_ref[0]
     params = dict(model.named_parameters())

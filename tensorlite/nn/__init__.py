@@ -19,6 +19,7 @@ Where each family lives (one module per family, named as in ``torch.nn.modules``
 ``nn/module.py``              ``Module``: bookkeeping, hooks, walking the tree, ``state_dict``
 ``nn/backward_hook.py``       how a module's backward hooks see its gradients
 ``nn/init.py``                weight initialisation, as ``torch.nn.init``
+``nn/utils.py``               gradient clipping and parameter vectors, as ``torch.nn.utils``
 ``nn/compat.py``              what exists only for PyTorch programs (devices, ``cpu()``, ...)
 ``nn/linear.py``              ``Identity``, ``Linear``
 ``nn/embedding.py``           ``Embedding``
@@ -59,7 +60,7 @@ import sys
 
 from tensorlite import functional
 from tensorlite.tensor import RemovableHandle
-from tensorlite.nn import init
+from tensorlite.nn import init, utils
 from tensorlite.nn.parameter import Parameter
 from tensorlite.nn.module import IncompatibleKeys, Module
 from tensorlite.nn.linear import Identity, Linear
@@ -75,7 +76,7 @@ __all__ = [
     "Parameter", "Module", "RemovableHandle", "Linear", "Embedding", "LayerNorm", "Dropout",
     "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax", "Identity", "Flatten",
     "MSELoss", "L1Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "NLLLoss",
-    "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys", "functional", "init",
+    "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys", "functional", "init", "utils",
 ]
 
 # One module under two names: registering it as tensorlite.nn.functional lets
