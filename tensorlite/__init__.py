@@ -7,26 +7,16 @@
     x.grad          # dy/dx, a Tensor of x's shape (np.asarray(x.grad) is its array)
 """
 
-import os as _os
-import sys as _sys
-
-# OpenBLAS kernel set. Some environments pin OpenBLAS to an older CPU's kernels with
-# OPENBLAS_CORETYPE (Haswell = AVX2); OpenBLAS reads the variable once, when NumPy loads it.
-# When tensorlite is imported before NumPy we drop the pin, so OpenBLAS picks the kernels for
-# this CPU (AVX-512 on recent x86: float32 GEMM ~1.8x faster, same accuracy). Set
-# TENSORLITE_KEEP_OPENBLAS_CORETYPE=1 to keep it. `tl.kernels.runtime_info()` reports the
-# kernel set actually in use, whoever imported NumPy first.
-if ("OPENBLAS_CORETYPE" in _os.environ and "numpy" not in _sys.modules
-        and not _os.environ.get("TENSORLITE_KEEP_OPENBLAS_CORETYPE")):
-    _os.environ.pop("OPENBLAS_CORETYPE")
+# First, before NumPy loads: every process-level setting tensorlite applies (OpenBLAS kernel
+# set, glibc malloc options, Numba threading defaults), each documented in runtime.py with its
+# opt-out.
+from tensorlite import runtime  # noqa: F401
 
 import builtins as _builtins  # noqa: E402
 
 import numpy as _np  # noqa: E402
 
-# glibc malloc options, so that a training step reuses the memory the previous step freed instead
-# of mapping and faulting it in again (opt out with TENSORLITE_KEEP_MALLOC=1; see allocator.py).
-from tensorlite import allocator  # noqa: E402,F401
+from tensorlite import allocator  # noqa: E402,F401  (the malloc options' names; see runtime.py)
 
 from tensorlite import kernels  # noqa: E402
 from tensorlite.kernels import EnvironmentVariableError  # noqa: E402,F401

@@ -1,8 +1,9 @@
 """tensorlite.allocator: glibc malloc options set once, reported, opt-out respected, no-op elsewhere.
 
-The options are process-wide, so each check that imports the module for real runs in a fresh
-interpreter with a controlled environment. It loads allocator.py by path, without the rest of
-tensorlite (and Numba), to keep these interpreters fast.
+The options are step 2 of tensorlite/runtime.py, which tensorlite.allocator re-exports. They are
+process-wide, so each check that imports the module for real runs in a fresh interpreter with a
+controlled environment. It loads runtime.py by path, without the rest of tensorlite (NumPy and
+Numba), to keep these interpreters fast.
 """
 
 import json
@@ -12,16 +13,16 @@ import sys
 
 import pytest
 
-from tensorlite import allocator
+from tensorlite import allocator, runtime
 
-ON_GLIBC = allocator._glibc_version() is not None
+ON_GLIBC = runtime._glibc_version() is not None
 glibc_only = pytest.mark.skipif(not ON_GLIBC, reason="mallopt options exist on glibc only")
 
-# Python code that imports allocator.py alone, as the module `allocator`
+# Python code that imports runtime.py alone, as the module `runtime`
 LOAD = ("import importlib.util, json; "
-        f"spec = importlib.util.spec_from_file_location('allocator', {allocator.__file__!r}); "
-        "allocator = importlib.util.module_from_spec(spec); spec.loader.exec_module(allocator)")
-REPORT = LOAD + "; print(json.dumps(allocator.info()))"
+        f"spec = importlib.util.spec_from_file_location('runtime', {runtime.__file__!r}); "
+        "runtime = importlib.util.module_from_spec(spec); spec.loader.exec_module(runtime)")
+REPORT = LOAD + "; print(json.dumps(runtime.malloc_info()))"
 
 
 def clean_environment(**extra):
@@ -48,7 +49,7 @@ def test_import_sets_both_thresholds():
 
 
 @glibc_only
-@pytest.mark.parametrize("value", ["1", "yes"])
+@pytest.mark.parametrize("value", ["1", "yes", "true", " TRUE "])
 def test_opt_out_keeps_glibc_defaults(value):
     info = run_python(REPORT, TENSORLITE_KEEP_MALLOC=value)
     assert info == {"applied": False, "options": {},
@@ -56,8 +57,9 @@ def test_opt_out_keeps_glibc_defaults(value):
 
 
 @glibc_only
-def test_opt_out_zero_means_not_opted_out():
-    assert run_python(REPORT, TENSORLITE_KEEP_MALLOC="0")["applied"] is True
+@pytest.mark.parametrize("value", ["0", "false", "no", ""])
+def test_opt_out_zero_means_not_opted_out(value):
+    assert run_python(REPORT, TENSORLITE_KEEP_MALLOC=value)["applied"] is True
 
 
 @glibc_only
@@ -96,13 +98,13 @@ print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
 @pytest.fixture
 def fresh_module_state(monkeypatch):
     """The module as if never configured, in an environment with no malloc settings."""
-    monkeypatch.setattr(allocator, "_state", {"applied": False, "reason": "", "options": {}})
+    monkeypatch.setattr(runtime, "_malloc", {"applied": False, "reason": "", "options": {}})
     for name in allocator.USER_MALLOC_VARIABLES + (allocator.OPT_OUT_VARIABLE, "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
 
     def use_libc(glibc_version, libc):
-        monkeypatch.setattr(allocator, "_glibc_version", lambda: glibc_version)
-        monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: libc)
+        monkeypatch.setattr(runtime, "_glibc_version", lambda: glibc_version)
+        monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
 
     return use_libc
 
@@ -156,3 +158,10 @@ def test_refused_option_is_reported(fresh_module_state):
     fresh_module_state("2.36", FakeLibc(0))
     assert allocator.configure() == {"applied": False, "options": {},
                                      "reason": "glibc 2.36 refused mallopt: defaults kept"}
+
+
+def test_allocator_names_are_the_runtime_ones():
+    assert allocator.configure is runtime.configure_malloc
+    assert allocator.info is runtime.malloc_info and allocator.format_info is runtime.format_malloc_info
+    assert allocator.OPT_OUT_VARIABLE == "TENSORLITE_KEEP_MALLOC"
+    assert allocator.info() == runtime.applied()["malloc"]

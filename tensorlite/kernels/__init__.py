@@ -61,7 +61,8 @@ training step (4 layers, n_embd 128, batch 12 x 64 tokens): OpenMP with that spi
 long spin ~31-37 ms but with 8 ms stalls per launch whenever another process holds a
 core; workqueue (workers always sleep; each wake-up costs ~40 us on this VM) ~56 ms;
 the NumPy set ~80 ms. Environment variables NUMBA_THREADING_LAYER, OMP_WAIT_POLICY,
-GOMP_SPINCOUNT and NUMBA_NUM_THREADS override these defaults.
+GOMP_SPINCOUNT and NUMBA_NUM_THREADS override these defaults, which
+``tensorlite/runtime.py`` applies with tensorlite's other process-level settings.
 """
 
 import contextlib
@@ -91,6 +92,9 @@ def _load(name):
         if "numba" not in sys.modules:
             # Numba reads its variables on import and would reject a bad one without naming it
             check_numba_variables()
+        if __name__ + ".numba" not in sys.modules:
+            from tensorlite import runtime
+            runtime.apply_numba_defaults()  # threading layer and spin, before Numba's pool starts
         from . import numba as jitted  # imports Numba (~0.2 s); kernels compile on first call
         return jitted
     raise ValueError(
@@ -192,7 +196,8 @@ def runtime_info():
     Returns a dict with the active kernel set, NumPy's and SciPy's OpenBLAS (library
     file, corename -- the CPU kernel family OpenBLAS chose, e.g. Haswell = AVX2 or
     SkylakeX/Zen = AVX-512 -- and thread count), Numba's thread count and threading
-    layer, and the OPENBLAS_CORETYPE environment variable if set.
+    layer, the OPENBLAS_CORETYPE environment variable if set, the malloc options
+    (``malloc``) and what ``tensorlite.runtime`` applied at import (``runtime``).
     """
     import numpy
     apply_threading_policy()  # also covers a BLAS library loaded since the last use()
@@ -214,8 +219,9 @@ def runtime_info():
                          "threading_layer": layer,
                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                          "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
-    from tensorlite import allocator
-    info["malloc"] = allocator.info()
+    from tensorlite import runtime
+    info["malloc"] = runtime.malloc_info()
+    info["runtime"] = runtime.applied()  # every process-level setting, step by step
     return info
 
 
@@ -239,8 +245,8 @@ def format_runtime_info(info=None):
     coretype = info["openblas_coretype_env"]
     parts.append(f"OPENBLAS_CORETYPE={coretype if coretype else '(unset)'}")
     if "malloc" in info:
-        from tensorlite import allocator
-        parts.append(allocator.format_info(info["malloc"]))
+        from tensorlite import runtime
+        parts.append(runtime.format_malloc_info(info["malloc"]))
     return " ".join(parts)
 
 
