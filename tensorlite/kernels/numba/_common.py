@@ -1,33 +1,24 @@
 """What every Numba kernel shares: compile options, the threading layer's defaults,
 scalar and SIMD helpers used inside kernels, and the Python-side array helpers.
 
-Importing this module sets the threading-layer defaults below; it compiles nothing.
+Importing this module applies the threading-layer defaults of tensorlite.runtime; it compiles
+nothing.
 """
 
-import os
-
 import numpy as np
-import numba
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from tensorlite import runtime
 
-# Threading layer: OpenMP first, with a short spin. Measured on a 2-core VM (see the
-# module docstring of tensorlite.kernels): waking a sleeping worker costs ~40 us, more
-# than many kernels take, so workqueue (whose workers always sleep) made a GPT training
-# step ~1.8x slower than OpenMP; OpenMP's default spin of ~300,000 rounds (~8 ms here)
-# stalled launches by up to 8 ms whenever another process held the second core.
-# GOMP_SPINCOUNT=10000 (~0.25 ms) keeps the worker awake across the short NumPy steps
-# between kernels and bounds that stall. These are defaults, set before the OpenMP
-# runtime loads: NUMBA_THREADING_LAYER, OMP_WAIT_POLICY and GOMP_SPINCOUNT in the
-# environment win.
-GOMP_SPINCOUNT = "10000"
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
+
+# The threading layer's defaults (OpenMP first, a short spin) must be set before Numba starts
+# its pool; tensorlite.runtime holds them with their measurements. Applied here as well as by
+# tensorlite.kernels.use, so importing this package directly gets them too (the call is idempotent).
+runtime.apply_numba_defaults()
+GOMP_SPINCOUNT = runtime.GOMP_SPINCOUNT
 
 # No fastmath (see "Reproducible floating point" in tensorlite.kernels.numba): reductions
 # vectorise through _sum's explicit SIMD lanes instead of letting LLVM reassociate.
