@@ -31,6 +31,8 @@ import shutil
 import stat
 import sys
 
+from tensorlite.serialization import fsync_directory
+
 from .run_lock import RunLock
 
 __all__ = ["replace_directory", "recover", "TargetExistsError", "exchange_supported"]
@@ -101,19 +103,10 @@ def _exchange(a, b):
     raise OSError(code, os.strerror(code), a, None, b)
 
 
-def _fsync_path(path, directory=False):
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:
-            return  # not every platform can open a directory
-        raise
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
     finally:
         os.close(fd)
 
@@ -126,9 +119,9 @@ def _fsync_tree(top):
         for name in files:
             path = os.path.join(root, name)
             if stat.S_ISREG(os.lstat(path).st_mode):
-                _fsync_path(path)
+                _fsync_file(path)
     for root in reversed(directories):
-        _fsync_path(root, directory=True)
+        fsync_directory(root)
 
 
 def _paths(target):
@@ -160,12 +153,12 @@ def recover(target):
         # Killed between the two fallback renames: the old directory is whole, put it back.
         restored = olds.pop(0)
         os.rename(restored, target)
-        _fsync_path(parent, directory=True)
+        fsync_directory(parent)
         notes.append(f"restored {target} from {os.path.basename(restored)}, left by an interrupted export")
     for path in olds + temps:
         shutil.rmtree(path)
     if olds or temps:
-        _fsync_path(parent, directory=True)
+        fsync_directory(parent)
         notes.append(f"removed {len(olds) + len(temps)} leftover(s) of an interrupted export beside {target}")
     return notes
 
@@ -204,18 +197,18 @@ def replace_directory(target, fill, overwrite=False):
             raise
         if not exists:
             os.rename(temporary, target)
-            _fsync_path(parent, directory=True)
+            fsync_directory(parent)
             return notes
         if _exchange(temporary, target):
             replaced = temporary  # the temporary name now holds the old contents
-            _fsync_path(parent, directory=True)
+            fsync_directory(parent)
         else:
             replaced = _new_name(parent, f"{name}.old-{{}}")
             os.rename(target, replaced)
             os.rename(temporary, target)
-            _fsync_path(parent, directory=True)
+            fsync_directory(parent)
         # The new contents are in place and durable; what is left is the old one's removal, which
         # the next run finishes (recover) if this process dies now or cannot remove everything.
         shutil.rmtree(replaced, ignore_errors=True)
-        _fsync_path(parent, directory=True)
+        fsync_directory(parent)
         return notes

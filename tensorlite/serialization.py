@@ -26,8 +26,8 @@ from tensorlite.npz import (NotAFileError, NotAnArchiveError, NpzError, READABLE
                             UnsupportedDtypeError, read_npz)
 from tensorlite.tensor import Tensor
 
-__all__ = ["save", "load", "SerializationError", "atomic_write", "split_arrays", "join_arrays",
-           "encode", "decode"]
+__all__ = ["save", "load", "SerializationError", "atomic_write", "fsync_directory", "split_arrays",
+           "join_arrays", "encode", "decode"]
 
 FORMAT_NAME = "tensorlite-save"
 FORMAT_VERSION = 1
@@ -171,16 +171,22 @@ def atomic_write(path, write):
         except OSError:
             pass
         raise
-    try:  # make the rename durable; not every platform can open a directory
-        dir_fd = os.open(directory, os.O_RDONLY)
+    fsync_directory(directory)  # make the rename durable
+
+
+def fsync_directory(path):
+    """fsync the directory `path`, so that renames and new entries in it survive a power cut.
+    Best effort: not every platform can open or fsync a directory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     except OSError:
         pass
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def save(obj, f):
