@@ -20,38 +20,15 @@ and ignore them; that is in ``tensorlite/optim/optimizer.py``, beside the option
 
 import numpy as np
 
+from tensorlite.ops.arguments import _check_device, _is_device, _to_dtype_argument
+
 __all__ = ["TorchModuleMethods", "check_device", "float_dtype", "is_device", "layer_dtype",
            "to_arguments"]
 
-# PyTorch's device types: a string starting with one of these is a device, not a dtype.
-_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "xla", "meta", "hip", "ipu", "hpu", "mtia",
-                 "privateuseone", "vulkan", "mkldnn", "opengl", "opencl", "ideep", "ve", "fpga",
-                 "maia", "lazy")
-
-
-def _device_type(device):
-    """'cpu' for "cpu", "cpu:0" or a device object of type cpu; None for what is no device."""
-    kind = getattr(device, "type", None)
-    if isinstance(kind, str):  # torch.device, tl.device
-        return kind
-    if isinstance(device, str):
-        kind = device.split(":")[0]
-        return kind if kind in _DEVICE_TYPES else None
-    return None
-
-
-def is_device(value):
-    """Whether ``value`` names a device (of any type) rather than a dtype."""
-    return _device_type(value) is not None
-
-
-def check_device(op, device):
-    """Accept None and the CPU; raise a one-line RuntimeError for any other device."""
-    if device is None:
-        return
-    kind = _device_type(device)
-    if kind != "cpu":
-        raise RuntimeError(f"{op}: tensorlite computes on the CPU only, not on device {device!r}")
+# The device checks are the engine's (tensorlite/ops/arguments.py), so that a module and a tensor
+# accept and refuse the same devices with the same message.
+is_device = _is_device
+check_device = _check_device
 
 
 def float_dtype(op, dtype):
@@ -84,20 +61,7 @@ def to_arguments(args, kwargs):
     unknown = set(kwargs) - {"device", "dtype", "non_blocking", "memory_format", "copy"}
     if unknown:
         raise TypeError(f"to() got unexpected keyword argument(s) {sorted(unknown)}")
-    dtype = kwargs.get("dtype")
-    check_device("to", kwargs.get("device"))
-    for arg in args:
-        if isinstance(arg, bool):  # non_blocking, given positionally
-            continue
-        if is_device(arg):
-            check_device("to", arg)
-            continue
-        if not isinstance(arg, (type, np.dtype, str)) and hasattr(arg, "dtype"):
-            arg = arg.dtype  # to(tensor): that tensor's dtype
-        if dtype is not None:
-            raise TypeError(f"to: two dtypes given ({dtype!r} and {arg!r})")
-        dtype = arg
-    return dtype
+    return _to_dtype_argument("to", args, kwargs.get("dtype"), kwargs.get("device"))
 
 
 class TorchModuleMethods:

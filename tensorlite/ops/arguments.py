@@ -187,10 +187,36 @@ def get_default_device():
     return CPU
 
 
+# PyTorch's device types: a string starting with one of these is a device, not a dtype.
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "xla", "meta", "hip", "ipu", "hpu", "mtia",
+                 "privateuseone", "vulkan", "mkldnn", "opengl", "opencl", "ideep", "ve", "fpga",
+                 "maia", "lazy")
+
+
 def _is_device(value):
     """Whether a positional argument of `to` names a device rather than a dtype."""
     if isinstance(value, device) or isinstance(getattr(value, "type", None), str):
         return True
     if isinstance(value, str):
-        return value.partition(":")[0] in ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla")
+        return value.partition(":")[0] in _DEVICE_TYPES
     return False
+
+
+def _to_dtype_argument(op, args, dtype=None, device=None):
+    """The dtype that `to(*args, dtype=, device=)` asks for, or None (a device only), as
+    torch reads them: `to(dtype)`, `to(device)`, `to(device, dtype)`, `to(other)` (other's
+    dtype), `non_blocking` given positionally. Every device named must be the CPU. Shared by
+    `Tensor.to` and `Module.to`."""
+    _check_device(op, device)
+    for arg in args:
+        if isinstance(arg, bool):  # non_blocking, given positionally
+            continue
+        if _is_device(arg):
+            _check_device(op, arg)
+            continue
+        if not isinstance(arg, (type, np.dtype, str)) and hasattr(arg, "dtype"):
+            arg = arg.dtype  # to(other): that tensor's dtype
+        if dtype is not None:
+            raise TypeError(f"{op}: two dtypes given ({dtype!r} and {arg!r})")
+        dtype = arg
+    return dtype

@@ -8,7 +8,7 @@ import builtins
 import numpy as np
 
 from tensorlite.autograd.function import Function
-from tensorlite.ops.arguments import _broadcast_check, _check_device, _dtype, _is_device
+from tensorlite.ops.arguments import _broadcast_check, _dtype, _to_dtype_argument
 from tensorlite.tensor import Tensor
 
 
@@ -387,18 +387,7 @@ def _to(x, *args, dtype=None, device=None, non_blocking=False, copy=False,
     any other raises a one-line RuntimeError. Returns x itself if nothing changes (unless
     `copy=True`); a float result keeps the gradient, an integer or boolean one is cut from the
     graph."""
-    _check_device("to", device)
-    for arg in args:
-        if isinstance(arg, bool):  # non_blocking, given positionally
-            continue
-        if _is_device(arg):
-            _check_device("to", arg)
-            continue
-        if isinstance(arg, Tensor):
-            arg = arg.dtype
-        if dtype is not None:
-            raise TypeError(f"to: two dtypes given ({dtype!r} and {arg!r})")
-        dtype = arg
+    dtype = _to_dtype_argument("to", args, dtype, device)
     if dtype is None or _dtype("to", dtype) == x.dtype:
         return Clone.apply(x) if copy else x
     dtype = _dtype("to", dtype)
