@@ -979,9 +979,9 @@ def test_adamw_step_on_non_contiguous_views_updates_in_place():
 
 def test_use_and_active():
     assert kernels.use("numpy") is reference
-    assert kernels.active() == "numpy" and kernels.current is reference
+    assert kernels.active() == "numpy" and kernels.active_set() is reference
     assert kernels.use("numba") is jitted
-    assert kernels.active() == "numba" and kernels.current is jitted
+    assert kernels.active() == "numba" and kernels.active_set() is jitted
 
 
 def test_unknown_kernel_set_is_a_clear_error(monkeypatch):

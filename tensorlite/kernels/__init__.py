@@ -16,8 +16,11 @@ package's ``__init__`` exports every kernel, so a set is used as one namespace.
 environment variables below. ``reference`` and ``jitted`` remain as names of the two
 sets (``jitted`` loads Numba on first use).
 
-``current`` is the active set; the engine calls ``kernels.current.softmax(x)`` and so
-on. The environment variable ``TENSORLITE_KERNELS`` (``numba``, the default, or
+The ops call the kernels through this module, by name: ``kernels.softmax(x)``,
+``kernels.attention_backward(...)`` and so on are defined at the end of this file, one short
+function each, and each says which set it runs (``if _numba_active: ... else: ...``), so a
+reader goes from an op in ``tensorlite/ops/`` to the function here and from it to the two
+implementations, ``numpy/softmax.py`` and ``numba/softmax.py``. The environment variable ``TENSORLITE_KERNELS`` (``numba``, the default, or
 ``numpy``) chooses the set at import; ``use(name)`` switches at run time. Another value
 raises ``EnvironmentVariableError`` (a ValueError naming the variable and its choices), and
 so do a ``NUMBA_NUM_THREADS`` or ``NUMBA_THREADING_LAYER`` that Numba could not use, when
@@ -78,8 +81,9 @@ from ._environment import (EnvironmentVariableError, check_numba_variables,
 
 KERNEL_SETS = ("numba", "numpy")
 
-current = reference  # the active kernel set; replaced by use() below
-_active = "numpy"
+_active = "numpy"  # the active kernel set's name
+_numba_active = False  # _active == "numba", the one test every kernel call below makes
+_numba_set = None  # the ``numba`` package, once loaded (importing Numba takes ~0.2 s)
 _default_blas_threads = {}  # library path -> thread count before we changed it
 _thread_limit = None  # set_num_threads(n): the threads the active set may use
 
@@ -159,14 +163,16 @@ def get_num_threads():
 def use(name):
     """Make kernel set `name` ('numba' or 'numpy') the active one, and apply its
     threading policy. Returns the module now active."""
-    global current, _active
+    global _active, _numba_active, _numba_set
     if not isinstance(name, str) or name.lower() not in KERNEL_SETS:
         _load(name)  # raises the ValueError with the list of choices
     name = name.lower()
-    current = _load(name)
-    _active = name
+    kernel_set = _load(name)
+    if name == "numba":
+        _numba_set = kernel_set
+    _active, _numba_active = name, name == "numba"
     apply_threading_policy()
-    return current
+    return kernel_set
 
 
 @contextlib.contextmanager
@@ -188,6 +194,11 @@ def blas_threads(threads):
 def active():
     """Name of the active kernel set: 'numba' or 'numpy'."""
     return _active
+
+
+def active_set():
+    """The package implementing the active kernel set: ``kernels.numpy`` or ``kernels.numba``."""
+    return _numba_set if _numba_active else reference
 
 
 def runtime_info():
@@ -271,3 +282,136 @@ def _from_environment():
 
 
 _from_environment()
+
+
+# ----------------------------------------------------------------------------
+# The kernels the ops call. Each runs the active set's function of the same name; the
+# signatures and the math are documented once, in the reference (kernels/numpy/<file>.py).
+
+def matmul(a, b):
+    """a @ b with NumPy's batching rules (numpy/matmul.py, numba/matmul.py)."""
+    if _numba_active:
+        return _numba_set.matmul(a, b)
+    return reference.matmul(a, b)
+
+
+def matmul_backward(grad, a, b):
+    """(grad @ b^T, a^T @ grad), each summed to its input's shape (numpy/matmul.py)."""
+    if _numba_active:
+        return _numba_set.matmul_backward(grad, a, b)
+    return reference.matmul_backward(grad, a, b)
+
+
+def linear(x, weight, bias):
+    """x @ weight.T + bias for 2-D x, weight (out, in) (numpy/matmul.py, numba/matmul.py)."""
+    if _numba_active:
+        return _numba_set.linear(x, weight, bias)
+    return reference.linear(x, weight, bias)
+
+
+def linear_backward(grad, x, weight):
+    """(grad_x, grad_weight, grad_bias) of linear (numpy/matmul.py, numba/matmul.py)."""
+    if _numba_active:
+        return _numba_set.linear_backward(grad, x, weight)
+    return reference.linear_backward(grad, x, weight)
+
+
+def softmax(x):
+    """Softmax over the last axis (numpy/softmax.py, numba/softmax.py)."""
+    if _numba_active:
+        return _numba_set.softmax(x)
+    return reference.softmax(x)
+
+
+def softmax_backward(y, grad_y):
+    """y * (grad_y - sum(grad_y * y)) over the last axis (numpy/softmax.py, numba/softmax.py)."""
+    if _numba_active:
+        return _numba_set.softmax_backward(y, grad_y)
+    return reference.softmax_backward(y, grad_y)
+
+
+def log_softmax(x):
+    """Log-softmax over the last axis (numpy/softmax.py, numba/softmax.py)."""
+    if _numba_active:
+        return _numba_set.log_softmax(x)
+    return reference.log_softmax(x)
+
+
+def log_softmax_backward(y, grad_y):
+    """grad_y - exp(y) * sum(grad_y) over the last axis (numpy/softmax.py, numba/softmax.py)."""
+    if _numba_active:
+        return _numba_set.log_softmax_backward(y, grad_y)
+    return reference.log_softmax_backward(y, grad_y)
+
+
+def attention(q, k, v, scale, is_causal):
+    """(softmax(q k^T scale) v, logsumexp of each query) (numpy/attention.py, numba/attention.py)."""
+    if _numba_active:
+        return _numba_set.attention(q, k, v, scale, is_causal)
+    return reference.attention(q, k, v, scale, is_causal)
+
+
+def attention_backward(grad, q, k, v, logsumexp, scale, is_causal):
+    """(grad_q, grad_k, grad_v) of attention (numpy/attention.py, numba/attention.py)."""
+    if _numba_active:
+        return _numba_set.attention_backward(grad, q, k, v, logsumexp, scale, is_causal)
+    return reference.attention_backward(grad, q, k, v, logsumexp, scale, is_causal)
+
+
+def layer_norm(x, weight, bias, eps):
+    """(y, mean, rstd) over the last axis (numpy/layer_norm.py, numba/layer_norm.py)."""
+    if _numba_active:
+        return _numba_set.layer_norm(x, weight, bias, eps)
+    return reference.layer_norm(x, weight, bias, eps)
+
+
+def layer_norm_backward(grad_y, x, weight, mean, rstd):
+    """(grad_x, grad_weight, grad_bias) of layer_norm (numpy/layer_norm.py, numba/layer_norm.py)."""
+    if _numba_active:
+        return _numba_set.layer_norm_backward(grad_y, x, weight, mean, rstd)
+    return reference.layer_norm_backward(grad_y, x, weight, mean, rstd)
+
+
+def gelu(x):
+    """GELU, tanh form (numpy/gelu.py, numba/gelu.py)."""
+    if _numba_active:
+        return _numba_set.gelu(x)
+    return reference.gelu(x)
+
+
+def gelu_backward(x, grad_y):
+    """grad_y * gelu'(x), tanh form (numpy/gelu.py, numba/gelu.py)."""
+    if _numba_active:
+        return _numba_set.gelu_backward(x, grad_y)
+    return reference.gelu_backward(x, grad_y)
+
+
+def cross_entropy(logits, targets, ignore_index):
+    """(mean loss, logsumexp of each row) (numpy/cross_entropy.py, numba/cross_entropy.py)."""
+    if _numba_active:
+        return _numba_set.cross_entropy(logits, targets, ignore_index)
+    return reference.cross_entropy(logits, targets, ignore_index)
+
+
+def cross_entropy_backward(logits, targets, logsumexp, ignore_index, grad_loss):
+    """d loss / d logits (numpy/cross_entropy.py, numba/cross_entropy.py)."""
+    if _numba_active:
+        return _numba_set.cross_entropy_backward(logits, targets, logsumexp, ignore_index,
+                                                 grad_loss)
+    return reference.cross_entropy_backward(logits, targets, logsumexp, ignore_index, grad_loss)
+
+
+def embedding_backward(indices, grad, num_embeddings):
+    """grad's rows summed into the rows named by indices (numpy/embedding.py, numba/embedding.py)."""
+    if _numba_active:
+        return _numba_set.embedding_backward(indices, grad, num_embeddings)
+    return reference.embedding_backward(indices, grad, num_embeddings)
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
+    """One AdamW update of param and both moments, in place (numpy/adamw.py, numba/adamw.py)."""
+    if _numba_active:
+        return _numba_set.adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
+                                     weight_decay, step)
+    return reference.adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
+                                weight_decay, step)

@@ -31,7 +31,7 @@ class MatMul(Function):
                                  f"cannot be broadcast together") from None
         self.save_for_backward(a, b)
         # 1-D operands become matrices for the kernel and lose that axis again afterwards.
-        out = kernels.current.matmul(a[None, :] if a.ndim == 1 else a,
+        out = kernels.matmul(a[None, :] if a.ndim == 1 else a,
                                      b[:, None] if b.ndim == 1 else b)
         if a.ndim == 1:
             out = out[..., 0, :]
@@ -51,7 +51,7 @@ class MatMul(Function):
         if isinstance(grad, Tensor):  # create_graph: the same two products, recorded
             grad_a, grad_b = grad @ b.swapaxes(-1, -2), a.swapaxes(-1, -2) @ grad
         else:
-            grad_a, grad_b = kernels.current.matmul_backward(grad, a, b)
+            grad_a, grad_b = kernels.matmul_backward(grad, a, b)
         # Drop the added axis again; unbroadcast sums any broadcast batch axes.
         if a_was_vector:
             grad_a = grad_a.reshape(grad_a.shape[:-2] + grad_a.shape[-1:])

@@ -1,8 +1,8 @@
 """The neural-network ops behind `tensorlite.functional` (`F`): one fused op each.
 
-Each is one fused op: a single graph node whose forward and backward call the active kernel set
-(`tensorlite.kernels.current`), so a softmax is one node with a one-pass backward, not a chain of
-exp, sum and divide nodes. The plain-NumPy statement of each formula is in
+Each is one fused op: a single graph node whose forward and backward call a kernel by name
+(`kernels.softmax`, defined in `tensorlite/kernels/__init__.py`, which runs the active set), so a
+softmax is one node with a one-pass backward, not a chain of exp, sum and divide nodes. The plain-NumPy statement of each formula is in
 `tensorlite/kernels/numpy/`, beside its Numba twin in `tensorlite/kernels/numba/`.
 
 Second derivatives. A fused backward kernel cannot be differentiated by the engine, so for
@@ -45,7 +45,7 @@ def _along_last_axis(function, axis, *arrays):
 class Softmax(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
-        y = _along_last_axis(kernels.current.softmax, axis, x)
+        y = _along_last_axis(kernels.softmax, axis, x)
         self.save_for_backward(y)
         return y
 
@@ -61,7 +61,7 @@ class SoftmaxBackward(Function):
     def forward(self, y, grad, axis=-1):
         self.axis = axis
         self.save_for_backward(y, grad)
-        return _along_last_axis(kernels.current.softmax_backward, axis, y, grad)
+        return _along_last_axis(kernels.softmax_backward, axis, y, grad)
 
     def backward(self, g):
         # With s = sum(dy * y): d dx_i = g_i, so d/d dy = y * (g - sum(g * y)) and
@@ -81,7 +81,7 @@ def softmax(x, dim=_UNSET, *, axis=_UNSET) -> Tensor:
 class LogSoftmax(Function):
     def forward(self, x, axis=-1):
         self.axis = axis
-        y = _along_last_axis(kernels.current.log_softmax, axis, x)
+        y = _along_last_axis(kernels.log_softmax, axis, x)
         self.save_for_backward(y)
         return y
 
@@ -96,7 +96,7 @@ class LogSoftmaxBackward(Function):
     def forward(self, y, grad, axis=-1):
         self.axis = axis
         self.save_for_backward(y, grad)
-        return _along_last_axis(kernels.current.log_softmax_backward, axis, y, grad)
+        return _along_last_axis(kernels.log_softmax_backward, axis, y, grad)
 
     def backward(self, g):
         # p = exp(y): d/d dy = g - sum(g * p), d/dy = -g * p * sum(dy).
@@ -116,7 +116,7 @@ class CrossEntropy(Function):
 
     def forward(self, logits, targets, ignore_index=-100):
         self.targets, self.ignore_index = targets, ignore_index
-        loss, self.logsumexp = kernels.current.cross_entropy(logits, targets, ignore_index)
+        loss, self.logsumexp = kernels.cross_entropy(logits, targets, ignore_index)
         self.save_for_backward(logits)
         return np.asarray(loss, dtype=logits.dtype)
 
@@ -126,7 +126,7 @@ class CrossEntropy(Function):
             return (CrossEntropyBackward.apply(logits, grad, targets=self.targets,
                                                ignore_index=self.ignore_index),)
         # d loss / d logits = (softmax(logits) - onehot(target)) / count, fused in one kernel.
-        return (kernels.current.cross_entropy_backward(
+        return (kernels.cross_entropy_backward(
             logits, self.targets, self.logsumexp, self.ignore_index, float(grad)),)
 
 
@@ -140,8 +140,8 @@ class CrossEntropyBackward(Function):
         self.row_weight = (valid / max(int(valid.sum()), 1)).astype(logits.dtype)[:, None]
         self.onehot = np.zeros_like(logits)
         self.onehot[np.nonzero(valid)[0], targets[valid]] = 1
-        _, logsumexp = kernels.current.cross_entropy(logits, targets, ignore_index)
-        return kernels.current.cross_entropy_backward(logits, targets, logsumexp, ignore_index,
+        _, logsumexp = kernels.cross_entropy(logits, targets, ignore_index)
+        return kernels.cross_entropy_backward(logits, targets, logsumexp, ignore_index,
                                                       float(grad))
 
     def backward(self, g):
@@ -160,7 +160,7 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 class Gelu(Function):
     def forward(self, x):
         self.save_for_backward(x)
-        return kernels.current.gelu(x)
+        return kernels.gelu(x)
 
     def backward(self, grad):
         x, = self.saved
@@ -172,7 +172,7 @@ class GeluBackward(Function):
 
     def forward(self, x, grad):
         self.save_for_backward(x, grad)
-        return kernels.current.gelu_backward(x, grad)
+        return kernels.gelu_backward(x, grad)
 
     def backward(self, g):
         # gelu(x) = x/2 (1 + t), t = tanh(u), u = c (x + 0.044715 x^3), so with u' = du/dx:
@@ -256,7 +256,7 @@ class LayerNorm(Function):
     def forward(self, x, weight, bias, eps=1e-5):
         self.eps = eps
         self.save_for_backward(x, weight)
-        y, self.mean, self.rstd = kernels.current.layer_norm(
+        y, self.mean, self.rstd = kernels.layer_norm(
             x.reshape(-1, x.shape[-1]), weight, bias, eps)  # rows: (N, C)
         return y.reshape(x.shape)
 
@@ -265,7 +265,7 @@ class LayerNorm(Function):
         if isinstance(grad, Tensor):  # create_graph
             return _layer_norm_backward_composite(grad, x, weight, self.eps)
         rows = x.reshape(-1, x.shape[-1])
-        grad_x, grad_weight, grad_bias = kernels.current.layer_norm_backward(
+        grad_x, grad_weight, grad_bias = kernels.layer_norm_backward(
             grad.reshape(rows.shape), rows, weight, self.mean, self.rstd)
         return grad_x.reshape(x.shape), grad_weight, grad_bias
 
@@ -338,7 +338,7 @@ class EmbeddingBackward(Function):
 
     def forward(self, grad, indices, num_embeddings):
         self.indices = indices
-        return kernels.current.embedding_backward(indices, grad, num_embeddings)
+        return kernels.embedding_backward(indices, grad, num_embeddings)
 
     def backward(self, g):
         return (Embedding.run(g, indices=self.indices),)
@@ -388,7 +388,7 @@ class Linear(Function):
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                              f"{weight.shape} (expected last axis {weight.shape[1]})")
         self.save_for_backward(x, weight)
-        out = kernels.current.linear(x.reshape(-1, x.shape[-1]), weight, bias)  # (N, out)
+        out = kernels.linear(x.reshape(-1, x.shape[-1]), weight, bias)  # (N, out)
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
@@ -399,10 +399,10 @@ class Linear(Function):
         rows = x.reshape((-1, x.shape[-1]))  # (N, in)
         if not isinstance(grad, Tensor) and needs_x and needs_weight:
             # The usual case: both products in one parallel launch.
-            grad_x, grad_weight, grad_bias = kernels.current.linear_backward(grad, rows, weight)
+            grad_x, grad_weight, grad_bias = kernels.linear_backward(grad, rows, weight)
             return grad_x.reshape(x.shape), grad_weight, grad_bias if needs_bias else None
         # create_graph: `@` records MatMul ops; otherwise call the kernel directly.
-        matmul = (lambda a, b: a @ b) if isinstance(grad, Tensor) else kernels.current.matmul
+        matmul = (lambda a, b: a @ b) if isinstance(grad, Tensor) else kernels.matmul
         grad_x = matmul(grad, weight).reshape(x.shape) if needs_x else None
         grad_weight = matmul(grad.T, rows) if needs_weight else None  # (out, in)
         grad_bias = grad.sum(axis=0) if needs_bias else None
@@ -430,7 +430,7 @@ class ScaledDotProductAttention(Function):
         self.save_for_backward(q, k, v)
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         self.is_causal = is_causal
-        out, self.logsumexp = kernels.current.attention(q, k, v, self.scale, is_causal)
+        out, self.logsumexp = kernels.attention(q, k, v, self.scale, is_causal)
         return out  # (B, nh, Tq, hs)
 
     def _attention_composite(self, q, k):
@@ -450,7 +450,7 @@ class ScaledDotProductAttention(Function):
             grad_v = attention.swapaxes(-1, -2) @ grad
             grad_scores = SoftmaxBackward.apply(attention, grad @ v.swapaxes(-1, -2)) * self.scale
             return grad_scores @ k, grad_scores.swapaxes(-1, -2) @ q, grad_v
-        return kernels.current.attention_backward(grad, q, k, v, self.logsumexp, self.scale,
+        return kernels.attention_backward(grad, q, k, v, self.logsumexp, self.scale,
                                                   self.is_causal)
 
 

@@ -104,7 +104,7 @@ class Adam(Optimizer):
     Flat buffers: each param group's parameters are copied into one contiguous
     array per dtype (float32 and float64 parameters in one group get one buffer
     each) and every `p.data` becomes a view of it; `step()` is then one call of
-    `kernels.current.adamw_step` per buffer. Consequences for users:
+    `kernels.adamw_step` per buffer. Consequences for users:
       * load weights by copying into place, `p.data[...] = value` (that is what
         `Module.load_state_dict` does); a rebound `p.data = array` is noticed
         and copied in at the next `step()`, but until then the buffer is stale;
@@ -161,7 +161,7 @@ class Adam(Optimizer):
                                      "Parameter object instead of two views of one array")
 
     def _step(self):
-        adamw_step = kernels.current.adamw_step
+        adamw_step = kernels.adamw_step
         for group, buffers in zip(self.param_groups, self._buffers):
             lr = float(group["lr"])
             beta1, beta2 = (float(b) for b in group["betas"])
