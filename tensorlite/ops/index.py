@@ -1,5 +1,5 @@
 """Indexing ops: `x[index]`, its scatter-back, `where`, `masked_fill`, `gather`, `scatter_add`,
-`index_select`, and `split` / `chunk`, which are slices."""
+`index_select`, `split` / `chunk`, which are slices, and `one_hot` (no gradient)."""
 
 from __future__ import annotations
 
@@ -189,3 +189,25 @@ def scatter_add(x, dim, index, src) -> Tensor:
     added = IndexBackward.apply(used, index=_along_axis_index(index, axis), advanced=True,
                                 input_shape=x.shape)
     return Add.apply(x, added)
+
+
+def one_hot(tensor, num_classes=-1) -> Tensor:
+    """As torch's `F.one_hot`: int64 of shape tensor.shape + (num_classes,), with a 1 at each
+    value; num_classes=-1 means max + 1. Integer input only; it has no gradient."""
+    values = np.asarray(tensor.data if isinstance(tensor, Tensor) else tensor)
+    if values.dtype.kind not in "iu":
+        raise ValueError(f"one_hot: expected an integer tensor, got dtype {values.dtype}")
+    if values.size and values.min() < 0:
+        raise ValueError(f"one_hot: class values must be non-negative, got {values.min()}")
+    if num_classes == -1:
+        num_classes = int(values.max()) + 1 if values.size else 0
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise ValueError(f"one_hot: num_classes must be a positive integer or -1, got "
+                         f"{num_classes!r}")
+    elif values.size and values.max() >= num_classes:
+        raise ValueError(f"one_hot: class value {values.max()} is not smaller than "
+                         f"num_classes={num_classes}")
+    out = np.zeros(values.shape + (int(num_classes),), dtype=np.int64)
+    np.put_along_axis(out, values[..., None].astype(np.intp), 1, axis=-1)
+    return Tensor(out)

@@ -30,7 +30,7 @@ from tensorlite.tensor import Tensor
 
 __all__ = [
     "softmax", "log_softmax", "gelu", "relu", "layer_norm", "embedding", "dropout", "linear",
-    "scaled_dot_product_attention",
+    "scaled_dot_product_attention", "dropout2d",
 ]
 
 
@@ -375,6 +375,25 @@ def dropout(x, p=0.5, training=True) -> Tensor:
         return x * 0.0
     keep_mask = rng().random(x.shape) >= p
     return Dropout.apply(x, keep_mask=keep_mask, scale=1.0 / (1.0 - p))
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False) -> Tensor:
+    """As torch's `F.dropout2d`: zero whole channels of an (N, C, H, W) or unbatched (C, H, W)
+    input with probability p, scaling the kept ones by 1/(1-p), while training. One draw per
+    channel, broadcast over H and W by the same Dropout op as `dropout`."""
+    if inplace:
+        raise ValueError("dropout2d: inplace=True is not supported; use the returned tensor")
+    if input.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
+                         f"shape {tuple(input.shape)}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * 0.0
+    keep_mask = rng().random(input.shape[:-2] + (1, 1)) >= p
+    return Dropout.apply(input, keep_mask=keep_mask, scale=1.0 / (1.0 - p))
 
 
 class Linear(Function):
