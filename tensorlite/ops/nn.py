@@ -323,11 +323,13 @@ def _layer_norm_last(x, weight, bias, eps) -> Tensor:
 
 
 class Embedding(Function):
-    def forward(self, weight, indices):
-        self.indices, self.num_embeddings = indices, weight.shape[0]
+    def forward(self, weight, indices, keep=None):
+        self.indices, self.num_embeddings, self.keep = indices, weight.shape[0], keep
         return weight[indices]
 
     def backward(self, grad):
+        if self.keep is not None:  # padding_idx: its positions send no gradient to the row
+            grad = grad * self.keep
         return (EmbeddingBackward.run(grad, indices=self.indices,
                                       num_embeddings=self.num_embeddings),)
 
@@ -344,15 +346,31 @@ class EmbeddingBackward(Function):
         return (Embedding.run(g, indices=self.indices),)
 
 
-def embedding(indices, weight) -> Tensor:
-    """Rows of `weight` (num_embeddings, dim) picked by integer `indices` of any shape."""
-    indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+def _padding_index(padding_idx, num_embeddings, where):
+    """torch's rule: padding_idx in [-num_embeddings, num_embeddings), negatives from the end."""
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)) \
+            or not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(f"{where}: padding_idx must be an integer in [-{num_embeddings}, "
+                         f"{num_embeddings}), got {padding_idx!r}")
+    return int(padding_idx) % num_embeddings
+
+
+def embedding(input, weight, padding_idx=None) -> Tensor:
+    """Rows of `weight` (num_embeddings, dim) picked by integer indices `input` of any shape, as
+    torch's `F.embedding`; positions holding `padding_idx` contribute no gradient to its row."""
+    indices = np.asarray(input.data if isinstance(input, Tensor) else input)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
     if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
         raise IndexError(f"embedding: indices must lie in [0, {weight.shape[0]}), got values "
                          f"in [{indices.min()}, {indices.max()}]")
-    return Embedding.apply(weight, indices=indices)
+    padding_idx = _padding_index(padding_idx, weight.shape[0], "embedding")
+    if padding_idx is None:
+        return Embedding.apply(weight, indices=indices)
+    keep = (indices != padding_idx)[..., None].astype(weight.dtype)  # (..., 1)
+    return Embedding.apply(weight, indices=indices, keep=keep)
 
 
 class Dropout(Function):
