@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 # and is imported before anything can raise the error, so it stays in sys.modules even when
 # the import of tensorlite that raised the error failed (tensorlite then cannot be imported
 # to name the class).
-_ENVIRONMENT_MODULE = "tensorlite.kernels._environment"
+_ENVIRONMENT_MODULE = "tensorlite.environment"
 
 
 def is_environment_error(error):

@@ -7,7 +7,7 @@ reports it.
 
 An opt-out variable (``TENSORLITE_KEEP_...``) holds "1", "true" or "yes" to opt out, and "",
 "0", "false" or "no" (or is unset) to keep the setting; case and surrounding blanks do not
-matter. Any other value raises ``EnvironmentVariableError`` (tensorlite/kernels/_environment.py)
+matter. Any other value raises ``EnvironmentVariableError`` (tensorlite/environment.py)
 naming the variable and these values.
 
 1. OpenBLAS kernel set (``OPENBLAS_CORETYPE`` removed from ``os.environ``)
@@ -51,33 +51,17 @@ default with the NumPy ones; see "Threading policy" in ``tensorlite.kernels``).
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import platform
 import sys
+
+from tensorlite.environment import EnvironmentVariableError
 
 OPT_OUT_YES = ("1", "true", "yes")
 OPT_OUT_NO = ("", "0", "false", "no")
 
 KEEP_OPENBLAS_CORETYPE = "TENSORLITE_KEEP_OPENBLAS_CORETYPE"
 KEEP_MALLOC = "TENSORLITE_KEEP_MALLOC"
-
-
-def _environment_module():
-    """tensorlite.kernels._environment, where EnvironmentVariableError lives.
-
-    Importing it the usual way would run tensorlite/kernels/__init__.py, which imports NumPy:
-    too early for step 1. So it is loaded from its file (standard library only) and registered
-    under its own name, where the kernels package and the console scripts' launcher find it.
-    """
-    name = "tensorlite.kernels._environment"
-    if name not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "_environment.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def opted_out(variable: str) -> bool:
@@ -88,7 +72,7 @@ def opted_out(variable: str) -> bool:
         return True
     if word in OPT_OUT_NO:
         return False
-    raise _environment_module().EnvironmentVariableError(
+    raise EnvironmentVariableError(
         variable, value,
         f"is not a yes/no value: set {', '.join(map(repr, OPT_OUT_YES))} to opt out, or "
         f"{', '.join(map(repr, OPT_OUT_NO[1:]))} (or leave it empty or unset) to keep tensorlite's "

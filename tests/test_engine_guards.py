@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import tensorlite as tl
+from tensorlite import environment
 from tensorlite import kernels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,10 +174,10 @@ def test_numba_num_threads_values(monkeypatch, value, accepted):
     monkeypatch.setenv("NUMBA_NUM_THREADS", value)
     monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
     if accepted:
-        kernels._environment.check_numba_variables()
+        environment.check_numba_variables()
     else:
         with pytest.raises(tl.EnvironmentVariableError, match="NUMBA_NUM_THREADS"):
-            kernels._environment.check_numba_variables()
+            environment.check_numba_variables()
 
 
 @pytest.mark.parametrize("value, accepted", [("omp", True), ("WorkQueue", True),
@@ -186,10 +187,10 @@ def test_numba_threading_layer_values(monkeypatch, value, accepted):
     monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     monkeypatch.setenv("NUMBA_THREADING_LAYER", value)
     if accepted:
-        kernels._environment.check_numba_variables()
+        environment.check_numba_variables()
     else:
         with pytest.raises(tl.EnvironmentVariableError, match="NUMBA_THREADING_LAYER"):
-            kernels._environment.check_numba_variables()
+            environment.check_numba_variables()
 
 
 def test_unknown_kernel_set_error_is_an_environment_error(monkeypatch):

@@ -44,11 +44,18 @@ def test_openblas_coretype_is_kept_when_numpy_came_first():
 
 
 def test_runtime_imports_nothing_but_the_standard_library():
-    # step 1 has to run before NumPy loads, so runtime.py itself must not load it
+    # step 1 has to run before NumPy loads, so runtime.py and the one tensorlite module it uses,
+    # environment.py, must not load it (both loaded from their files, without the package)
+    from tensorlite import environment
     code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('runtime', {runtime.__file__!r})\n"
-            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'numba', 'tensorlite')))")
+            "def load(name, path):\n"
+            "    spec = importlib.util.spec_from_file_location(name, path)\n"
+            "    module = importlib.util.module_from_spec(spec); sys.modules[name] = module\n"
+            "    spec.loader.exec_module(module)\n"
+            f"load('tensorlite.environment', {environment.__file__!r})\n"
+            f"load('runtime', {runtime.__file__!r})\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'numba', 'tensorlite')"
+            " and m != 'tensorlite.environment'))")
     result = run_python(code, OPENBLAS_CORETYPE="Haswell")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -12,8 +12,8 @@ linear layer), ``softmax.py`` (softmax, log-softmax), ``attention.py``, ``layer_
 share is in ``numba/_common.py`` (compile options, threading-layer defaults, SIMD
 reductions, ``fast_exp``) and ``numba/_gemm.py`` (products as tables of BLAS calls). Each
 package's ``__init__`` exports every kernel, so a set is used as one namespace.
-``_blas.py`` reaches the OpenBLAS libraries' thread pools, ``_environment.py`` checks the
-environment variables below. ``reference`` and ``jitted`` remain as names of the two
+``_blas.py`` reaches the OpenBLAS libraries' thread pools; ``tensorlite/environment.py`` checks
+the environment variables below. ``reference`` and ``jitted`` remain as names of the two
 sets (``jitted`` loads Numba on first use).
 
 The ops call the kernels through this module, by name: ``kernels.softmax(x)``,
@@ -76,8 +76,8 @@ import warnings
 
 from . import _blas
 from . import numpy as reference
-from ._environment import (EnvironmentVariableError, check_numba_variables,
-                           kernel_set_from_environment)
+from tensorlite.environment import (EnvironmentVariableError, check_numba_variables,
+                                    kernel_set_from_environment)
 
 KERNEL_SETS = ("numba", "numpy")
 

@@ -6,9 +6,9 @@ reports a bad value of its variables with an error that does not name the variab
 at the first parallel kernel), so tensorlite checks them first and raises
 :class:`EnvironmentVariableError`, which names the variable and what it may hold.
 
-This module imports nothing but the standard library: the console scripts
-(``_tensorlite_launch.py``) recognise its error even though the import of tensorlite that raised
-it failed.
+This module imports nothing but the standard library, so ``tensorlite/runtime.py`` can use it
+before NumPy loads, and the console scripts (``_tensorlite_launch.py``) recognise its error even
+though the import of tensorlite that raised it failed.
 """
 
 import os
