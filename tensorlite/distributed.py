@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from tensorlite.environment import EnvironmentVariableError
+
 __all__ = [
     "init_process_group", "is_initialized", "is_available", "launched_by_mpiexec",
     "launcher_rank", "launcher_world_size",
@@ -89,8 +91,22 @@ def launcher_rank(environ=None):
     environ = os.environ if environ is None else environ
     for rank_var, _ in _LAUNCHER_VARIABLES:
         if rank_var in environ:
-            return int(environ[rank_var])
+            return _launcher_integer(environ, rank_var, minimum=0)
     return 0
+
+
+def _launcher_integer(environ, name, minimum):
+    """A launcher's variable as an int, or EnvironmentVariableError (one line from a command)."""
+    value = environ[name]
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise EnvironmentVariableError(
+            name, value, f"is not an integer >= {minimum} (it is set by MPI launchers; unset it "
+            "when not running under mpiexec)")
+    return number
 
 
 def launcher_world_size(environ=None):
@@ -98,7 +114,7 @@ def launcher_world_size(environ=None):
     environ = os.environ if environ is None else environ
     for _, size_var in _LAUNCHER_VARIABLES:
         if size_var and size_var in environ:
-            return int(environ[size_var])
+            return _launcher_integer(environ, size_var, minimum=1)
     return 1
 
 
@@ -111,7 +127,7 @@ def get_local_world_size(environ=None):
     environ = os.environ if environ is None else environ
     for name in _LOCAL_SIZE_VARIABLES:
         if name in environ:
-            return max(1, int(environ[name]))
+            return _launcher_integer(environ, name, minimum=1)
     return launcher_world_size(environ)
 
 

@@ -255,6 +255,18 @@ def test_launcher_runs_the_command(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("variable, value", [("PMI_RANK", "x"), ("PMI_SIZE", "0"),
+                                             ("OMPI_COMM_WORLD_RANK", "-1")])
+def test_train_reports_a_bad_mpi_launcher_variable_in_one_line(tmp_path, variable, value):
+    # as if started by mpiexec with a damaged environment: no traceback, nothing written
+    variables = {"PMI_RANK": "0", "PMI_SIZE": "1"} if variable.startswith("PMI") else {}
+    variables[variable] = value
+    result = run_launcher("train", ["--preset", "tiny", "--max-iters", "1",
+                                    "--out-dir", str(tmp_path / "out")], **variables)
+    assert_one_line_error(result, "tensorlite-train", f"{variable}={value!r}", "mpiexec")
+    assert not (tmp_path / "out").exists()
+
+
 def test_launcher_lets_other_errors_through(monkeypatch):
     import _tensorlite_launch as launch
 
