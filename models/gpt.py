@@ -33,6 +33,7 @@ import numpy as np
 import tensorlite as tl
 from tensorlite import functional as F
 from tensorlite import nn
+from tensorlite.utils.checkpoint import checkpoint
 from .gpt_config import (  # noqa: F401  (re-exported: the model's public names)
     GPTConfig, available_memory, count_params, count_state_entries, estimate_memory, format_bytes,
     state_shapes)
@@ -177,6 +178,9 @@ class GPT(nn.Module):
         super().__init__()
         assert isinstance(config, GPTConfig), "GPT expects a GPTConfig"
         self.config = config
+        # Recompute each block's activations in backward instead of keeping them
+        # (tl.utils.checkpoint); see gradient_checkpointing_enable.
+        self.gradient_checkpointing = False
 
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -293,8 +297,12 @@ class GPT(nn.Module):
         tok_emb = self.transformer.wte(idx)  # token embeddings (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # position embeddings (T, C)
         x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        checkpointed = self.gradient_checkpointing and not use_cache and tl.is_grad_enabled()
         for block in self.transformer.h:
-            x = block(x, use_cache=use_cache)
+            if checkpointed:
+                x = checkpoint(block, x, use_reentrant=False)  # keeps only x for backward
+            else:
+                x = block(x, use_cache=use_cache)
         x = self.transformer.ln_f(x)
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C): only the next-token prediction is needed
@@ -313,6 +321,16 @@ class GPT(nn.Module):
             block.attn.reset_cache(free=True)
 
     # --- training helpers -----------------------------------------------------------------------
+
+    def gradient_checkpointing_enable(self):
+        """Trade compute for memory in training (Hugging Face's name): each block keeps only its
+        input, and its forward runs again during backward (``tl.utils.checkpoint``). The
+        values and gradients are the same; a step costs about one more forward of the blocks."""
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self):
+        """Keep every block's activations for backward again (the default)."""
+        self.gradient_checkpointing = False
 
     def configure_optimizers(self, weight_decay, learning_rate, betas=(0.9, 0.95), eps=1e-8):
         """AdamW with two parameter groups, as nanoGPT: every parameter with ndim >= 2 (matmul
