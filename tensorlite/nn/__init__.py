@@ -24,7 +24,11 @@ Where each family lives (one module per family, named as in ``torch.nn.modules``
 ``nn/linear.py``              ``Identity``, ``Linear``
 ``nn/embedding.py``           ``Embedding``
 ``nn/normalization.py``       ``LayerNorm``
-``nn/dropout.py``             ``Dropout``
+``nn/dropout.py``             ``Dropout``, ``Dropout2d``
+``nn/conv.py``                ``Conv1d``, ``Conv2d``, ``ConvTranspose2d``
+``nn/pooling.py``             ``MaxPool1d``, ``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d``,
+                              ``AdaptiveAvgPool2d``
+``nn/batchnorm.py``           ``BatchNorm1d``, ``BatchNorm2d``
 ``nn/activation.py``          ``GELU``, ``ReLU``, ``Tanh``, ``Sigmoid``, ``SiLU``, ``Softmax``,
                               ``LogSoftmax``
 ``nn/flatten.py``             ``Flatten``
@@ -66,7 +70,10 @@ from tensorlite.nn.module import IncompatibleKeys, Module
 from tensorlite.nn.linear import Identity, Linear
 from tensorlite.nn.embedding import Embedding
 from tensorlite.nn.normalization import LayerNorm
-from tensorlite.nn.dropout import Dropout
+from tensorlite.nn.dropout import Dropout, Dropout2d
+from tensorlite.nn.conv import Conv1d, Conv2d, ConvTranspose2d
+from tensorlite.nn.pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from tensorlite.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from tensorlite.nn.activation import GELU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from tensorlite.nn.flatten import Flatten
 from tensorlite.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
@@ -77,6 +84,8 @@ __all__ = [
     "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax", "Identity", "Flatten",
     "MSELoss", "L1Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "NLLLoss",
     "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys", "functional", "init", "utils",
+    "Dropout2d", "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "AvgPool1d",
+    "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
 ]
 
 # One module under two names: registering it as tensorlite.nn.functional lets

@@ -1,9 +1,9 @@
-"""``Dropout``, as ``torch.nn.Dropout``."""
+"""``Dropout`` and ``Dropout2d``, as ``torch.nn``."""
 
 from tensorlite import functional as F
 from tensorlite.nn.module import Module
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "Dropout2d"]
 
 
 class Dropout(Module):
@@ -21,3 +21,25 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class Dropout2d(Module):
+    """While training, zero whole channels of an (N, C, H, W) or (C, H, W) input with
+    probability ``p`` (one draw per channel) and scale the kept ones by 1/(1-p); the identity
+    in eval mode. As ``torch.nn.Dropout2d(p=0.5, inplace=False)``, but ``inplace=True`` is an
+    error: the result is always a new tensor."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout2d: dropout probability must be in [0, 1], got {p}")
+        if inplace:
+            raise ValueError("Dropout2d: inplace=True is not supported; use the returned tensor")
+        self.p = p
+        self.inplace = inplace
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
