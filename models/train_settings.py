@@ -47,20 +47,22 @@ DEFAULTS = dict(
     dtype="float32",
 )
 
+# No preset sets lr_decay_iters: the decay follows the run's --max-iters (see resolve_settings),
+# so `--preset tiny --max-iters 60` decays over 60 steps, not over the preset's 2000.
 PRESETS = {
     # Small enough to train in well under a minute on two CPU cores (about 25 s with the
     # Numba kernels), big enough to see the loss fall from ln(vocab) ~ 4.6 to about 1.6 on
     # the built-in corpus and to print text with real words in it.
     "tiny": dict(
         n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=0.0,
-        batch_size=16, max_iters=2000, lr=3e-3, min_lr=3e-4, warmup_iters=50, lr_decay_iters=2000,
+        batch_size=16, max_iters=2000, lr=3e-3, min_lr=3e-4, warmup_iters=50,
         weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
         eval_interval=250, eval_iters=20, log_interval=100, sample_tokens=300,
     ),
     # nanoGPT's shakespeare-char settings scaled down for a CPU.
     "shakespeare-cpu": dict(
         n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0,
-        batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000,
+        batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100,
         weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
         eval_interval=250, eval_iters=200, log_interval=10,
     ),

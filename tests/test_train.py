@@ -337,6 +337,18 @@ def test_nan_in_first_run_writes_no_checkpoint(corpus_file, tmp_path, capsys, mo
     assert not (out / "ckpt.npz").exists()
 
 
+@pytest.mark.parametrize("preset", sorted(train.PRESETS))
+def test_a_preset_decays_over_the_max_iters_given(preset):
+    # --help: --lr-decay-iters defaults to --max-iters, with or without a preset
+    assert "lr_decay_iters" not in train.PRESETS[preset]
+    assert train.resolve_settings({"max_iters": 600}, preset=preset)["lr_decay_iters"] == 600
+    settings = train.resolve_settings({"max_iters": 600, "lr_decay_iters": 400}, preset=preset)
+    assert settings["lr_decay_iters"] == 400  # still settable explicitly
+    # a resumed run keeps the horizon it was started with
+    resumed = train.resolve_settings({"max_iters": 900}, preset=preset, saved={"lr_decay_iters": 600})
+    assert resumed["lr_decay_iters"] == 600
+
+
 def test_presets_and_explicit_flags(tmp_path):
     settings = train.resolve_settings({"n_layer": 3, "lr": 5e-4}, preset="shakespeare-cpu")
     assert settings["n_layer"] == 3 and settings["lr"] == 5e-4  # explicit flags win
