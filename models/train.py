@@ -82,7 +82,8 @@ from .metrics_writer import MetricsWriter
 from .run_control import Console, RunStopped
 from .sft import describe_characters
 from .train_settings import DEFAULTS, PRESETS, UsageError, resolve_settings, validate_settings
-from .trainer import CheckpointWriteError, NonFiniteLossError, Run, check_out_dir, make_eval_rng
+from .trainer import (CheckpointWriteError, NonFiniteLossError, Run, check_out_dir, cold_kernel_cache,
+                      make_eval_rng)
 
 # Besides the command: the settings and pieces of a run that callers (tests, benchmarks) take
 # from here.
@@ -243,6 +244,9 @@ def _locked_run(args, world, control, explicit, lock):
     threads = distributed.configure_threads(world)
 
     s = run.settings
+    cache_dir = cold_kernel_cache() if world.is_main else None
+    if cache_dir is not None:  # otherwise the first steps sit silent for 10-20 s
+        _note(f"compiling kernels once (~20 s), cached in {cache_dir}", 0)
     console = Console(show_progress=not args.no_progress, on_closed=control.stdout_closed)
     for warning in run.warnings:
         _warn(warning)

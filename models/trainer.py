@@ -5,6 +5,7 @@ allocated or written, and ``Run``, which builds the model and trains it."""
 import hashlib
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -74,6 +75,41 @@ def fingerprint(text):
 
 def all_finite(model):
     return all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+# The kernel modules a GPT training step runs (tensorlite/kernels/numba/*.py). Their first call
+# compiles for 10-20 s, after which Numba's on-disk cache (cache=True) makes it instant.
+_TRAINING_KERNEL_MODULES = ("_gemm", "adamw", "attention", "cross_entropy", "embedding", "gelu",
+                            "layer_norm", "matmul")
+
+
+def cold_kernel_cache():
+    """The directory of the Numba kernels' on-disk cache when it is cold (the kernels a
+    training step runs will be compiled first), else None.
+
+    Numba decides the directory per source file: $NUMBA_CACHE_DIR when set, else __pycache__
+    next to the kernel files, else a user-wide cache directory when that one is not writable.
+    Each compiled function leaves an index file (.nbi) there, stamped with a hash of its source;
+    the cache counts as cold when most of the training kernels have no index that matches their
+    source. Only reads those small files; None for the numpy kernel set, or whenever Numba's
+    cache cannot be inspected (then nothing is said rather than something wrong)."""
+    if tl.kernels.active() != "numba":
+        return None
+    try:
+        from numba.core.dispatcher import Dispatcher
+
+        caches = []
+        for module_name in _TRAINING_KERNEL_MODULES:
+            module = sys.modules.get(f"tensorlite.kernels.numba.{module_name}")
+            for value in vars(module).values() if module is not None else ():
+                if isinstance(value, Dispatcher) and getattr(value, "_cache", None) is not None:
+                    caches.append(value._cache)
+        indexed = [cache for cache in caches if cache._cache_file._load_index()]
+        if not caches or len(indexed) * 2 > len(caches):
+            return None
+        return caches[0]._cache_path
+    except Exception:  # noqa: BLE001 (Numba's internals moved: say nothing rather than crash)
+        return None
 
 
 class CheckpointWriteError(OSError):
