@@ -56,6 +56,8 @@ differentiates the scalar ``L(x) = sum(v * f(x))``, whose gradient is exactly
 Hypothesis is needed only for the strategies; ``gradcheck`` works without it.
 """
 
+import functools
+import inspect
 import sys
 import types
 
@@ -180,13 +182,42 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, cotangent=None, seed=0
             disagrees with the numeric one. The message names the input index,
             the worst element's index, both values and the tolerance.
     """
+    __tracebackhide__ = True  # pytest: show the caller's line, not this module's
+    weights = ("the cotangent given" if cotangent is not None
+               else f"a random normal cotangent v (seed={seed})")
+    note = (f"the numbers are cotangent-weighted: derivatives of sum(v * fn(inputs)), the "
+            f"vector-Jacobian product v^T J, with {weights}, not single Jacobian entries")
     return _check_gradients(fn, inputs, eps, atol, rtol, cotangent, seed, mode, n_projections,
-                            check="gradcheck", describe=lambda i: f"input {i}")
+                            check="gradcheck", describe=lambda i: f"input {i}",
+                            context=lambda: f"{_where(fn)}; {note}")
+
+
+def _where(fn):
+    """`fn` as a reader finds it: its qualified name and the file and line defining it. A
+    Function's `apply` is named by its class; a functools.partial by what it wraps."""
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    owner = getattr(target, "__self__", None)
+    if isinstance(owner, type):  # a classmethod such as MyOp.apply: the class is the op
+        name, source = f"{owner.__qualname__}.{target.__name__}", owner
+    else:
+        name = getattr(target, "__qualname__", None) or type(target).__qualname__
+        source = inspect.unwrap(target) if callable(target) else type(target)
+    try:
+        path = inspect.getsourcefile(source) or inspect.getfile(source)
+        line = inspect.getsourcelines(source)[1]
+        place = f" defined at {path}:{line}"
+    except (TypeError, OSError):
+        place = ""
+    return f"checking {name}{place}"
 
 
 def _check_gradients(fn, inputs, eps, atol, rtol, cotangent, seed, mode, n_projections,
-                     check, describe):
-    """gradcheck's body; `check` names the check and `describe(i)` input i in messages."""
+                     check, describe, context):
+    """gradcheck's body; `check` names the check, `describe(i)` input i in messages, and
+    `context()` the function checked and what the compared numbers are."""
+    __tracebackhide__ = True
     if mode not in ("full", "projection"):
         raise ValueError(f"{check}: mode must be 'full' or 'projection', got {mode!r}")
     inputs, checked = _differentiable_positions(inputs, check)
@@ -255,7 +286,7 @@ def _check_gradients(fn, inputs, eps, atol, rtol, cotangent, seed, mode, n_proje
         for i in checked:
             numeric = _numeric_gradient(evaluate, central_difference, base_values, i, eps)
             _compare_elementwise(f"{check} failed for {describe(i)}", analytic[i], numeric,
-                                 atol, rtol)
+                                 atol, rtol, context)
     else:
         for i in checked:
             for direction_index in range(n_projections):
@@ -271,7 +302,7 @@ def _check_gradients(fn, inputs, eps, atol, rtol, cotangent, seed, mode, n_proje
                         f"along random direction {direction_index}: "
                         f"numeric directional derivative={numeric!r}, analytic={projected!r}, "
                         f"|difference|={error:.3e} > tolerance atol + rtol*|numeric| = "
-                        f"{atol:g} + {rtol:g}*{abs(numeric):.3e} = {allowed:.3e}")
+                        f"{atol:g} + {rtol:g}*{abs(numeric):.3e} = {allowed:.3e} ({context()})")
     return True
 
 
@@ -304,6 +335,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
             the first; the message names the input (``input i``, or ``grad_outputs[k]`` for
             the cotangent), the worst element and both values.
     """
+    __tracebackhide__ = True
     inputs, checked = _differentiable_positions(inputs, "gradgradcheck")
     n_inputs = len(inputs)
     probe = [tl.Tensor(_as_float64_array(v), dtype=np.float64) if i in checked else v
@@ -333,9 +365,15 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     def describe(i):
         return f"input {i}" if i < n_inputs else f"grad_outputs[{i - n_inputs}]"
 
+    weights = "grad_outputs given" if grad_outputs is not None else f"random v (seed={seed})"
+    note = (f"the numbers are cotangent-weighted second derivatives: the gradient of "
+            f"sum(u * vjp(inputs, v)), where vjp(inputs, v) = v^T J_fn is the first-order "
+            f"vector-Jacobian product, with v the {weights} and u a random normal cotangent "
+            f"(seed={seed + 1}), not single Hessian entries")
     return _check_gradients(first_order_vjp, list(inputs) + list(first_cotangents), eps, atol,
                             rtol, None, seed + 1, mode, n_projections,
-                            check="gradgradcheck", describe=describe)
+                            check="gradgradcheck", describe=describe,
+                            context=lambda: f"{_where(fn)}; {note}")
 
 
 def _numeric_gradient(evaluate, central_difference, values, i, eps):
@@ -368,7 +406,8 @@ def _directional_derivative(evaluate, central_difference, values, i, direction, 
     return central_difference(plus, minus)
 
 
-def _compare_elementwise(failure, analytic, numeric, atol, rtol):
+def _compare_elementwise(failure, analytic, numeric, atol, rtol, context):
+    __tracebackhide__ = True
     error = np.abs(analytic - numeric)
     allowed = atol + rtol * np.abs(numeric)
     # NaN in either gradient must fail, so test "not <=" rather than ">".
@@ -384,7 +423,7 @@ def _compare_elementwise(failure, analytic, numeric, atol, rtol):
         f"worst at index {tuple(int(k) for k in worst)}: "
         f"numeric={float(numeric[worst])!r}, analytic={float(analytic[worst])!r}, "
         f"|difference|={error[worst]:.3e} > tolerance atol + rtol*|numeric| = "
-        f"{atol:g} + {rtol:g}*{abs(numeric[worst]):.3e} = {allowed[worst]:.3e}")
+        f"{atol:g} + {rtol:g}*{abs(numeric[worst]):.3e} = {allowed[worst]:.3e} ({context()})")
 
 
 # ----------------------------------------------------------------------------
@@ -453,10 +492,13 @@ def assert_within_rounding(actual, exact, bound, err_msg=""):
 # Hypothesis strategies
 # ----------------------------------------------------------------------------
 
+_NO_HYPOTHESIS = ("tensorlite.testing.strategies needs Hypothesis, which is not installed: "
+                  "pip install hypothesis (or, from a tensorlite checkout, pip install '.[test]')")
+
+
 def _require_hypothesis():
     if st is None:
-        raise ImportError("tensorlite.testing.strategies needs the 'hypothesis' package "
-                          "(pip install hypothesis)")
+        raise ImportError(_NO_HYPOTHESIS)
 
 
 def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
@@ -628,3 +670,25 @@ strategies.__all__ = ["tensors", "shapes", "broadcastable_shapes", "valid_axes",
                       "well_separated"]
 sys.modules[strategies.__name__] = strategies
 del _name, _function
+
+if st is None:
+    # Without Hypothesis every way of reaching the strategies fails with one ImportError that
+    # says what to install: `from tensorlite.testing import strategies` and `import
+    # tensorlite.testing.strategies as tst` through this module's __getattr__, a plain `import
+    # tensorlite.testing.strategies` at its first attribute. gradcheck and the rest still work.
+    def _unavailable(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise ImportError(_NO_HYPOTHESIS)
+
+    strategies = types.ModuleType(strategies.__name__, strategies.__doc__)
+    strategies.__getattr__ = _unavailable
+    sys.modules[strategies.__name__] = strategies
+    __all__ = [name for name in __all__ if name != "strategies"]
+
+    def __getattr__(name):
+        if name == "strategies":
+            raise ImportError(_NO_HYPOTHESIS)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    del strategies

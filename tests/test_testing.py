@@ -1,7 +1,11 @@
 """Tests of the testing kit itself: gradcheck must pass correct gradients, catch
 wrong ones with a useful message, and the strategies must draw what they say."""
 
+import functools
+import inspect
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,6 +91,49 @@ def test_gradcheck_message_names_input_element_values_and_tolerance():
     assert "1 of 4" in message
     assert re.search(r"numeric=-?[\d.]", message) and "analytic=0.0" in message
     assert "atol" in message and "rtol" in message
+
+
+def test_gradcheck_message_says_the_numbers_are_cotangent_weighted_and_names_the_op():
+    x = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(ScaleIgnoringUpstream.apply, [x])
+    message = str(info.value)
+    # the useful parts stay: input index, worst element, both values
+    assert message.startswith("gradcheck failed for input 0")
+    assert re.search(r"worst at index \(\d,\): numeric=-?\d.*analytic=-?\d", message)
+    # what was compared: vector-Jacobian products with a random cotangent, not Jacobian entries
+    assert "cotangent-weighted" in message and "vector-Jacobian product v^T J" in message
+    assert "random normal cotangent v (seed=0)" in message and "not single Jacobian entries" in message
+    # where to look: the user's op and its definition, not testing.py
+    line = inspect.getsourcelines(ScaleIgnoringUpstream)[1]
+    assert f"checking ScaleIgnoringUpstream.apply defined at {__file__}:{line}" in message
+    with pytest.raises(GradcheckError, match=r"with the cotangent given"):
+        gradcheck(ScaleIgnoringUpstream.apply, [x], cotangent=np.arange(3.0))
+
+
+def test_gradcheck_message_names_a_plain_function_and_a_partial():
+    def my_broken_op(t, scale):
+        return t.detach() * scale
+
+    line = my_broken_op.__code__.co_firstlineno
+    where = (f"checking test_gradcheck_message_names_a_plain_function_and_a_partial.<locals>."
+             f"my_broken_op defined at {__file__}:{line}")
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(my_broken_op, [np.ones(2), 3.0])
+    assert where in str(info.value)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(functools.partial(my_broken_op, scale=2.0), [np.ones(2)], mode="projection")
+    assert where in str(info.value) and "along random direction 0" in str(info.value)
+
+
+def test_gradgradcheck_message_names_the_op_and_what_is_compared():
+    with pytest.raises(GradcheckError) as info:
+        gradgradcheck(CubeWithConstantSlope.apply, [np.array([0.5, -1.5, 2.0])])
+    message = str(info.value)
+    line = inspect.getsourcelines(CubeWithConstantSlope)[1]
+    assert f"checking CubeWithConstantSlope.apply defined at {__file__}:{line}" in message
+    assert "cotangent-weighted second derivatives" in message and "v^T J_fn" in message
+    assert "not single Hessian entries" in message
 
 
 def test_gradcheck_passes_integer_inputs_through():
@@ -325,3 +372,39 @@ def test_gradcheck_is_not_swamped_by_huge_constant_outputs():
     mask = np.array([False, True, False])
     assert gradcheck(lambda t: t.masked_fill(mask, -1e9) * 2.0, [x])
     assert gradcheck(lambda t: t.masked_fill(mask, -np.inf).exp(), [x])
+
+
+_WITHOUT_HYPOTHESIS = """
+import builtins
+real_import = builtins.__import__
+
+def no_hypothesis(name, *args, **kwargs):
+    if name == "hypothesis" or name.startswith("hypothesis."):
+        raise ImportError("No module named 'hypothesis'")
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = no_hypothesis
+import numpy as np
+from tensorlite.testing import gradcheck
+assert gradcheck(lambda t: t.tanh(), [np.ones(2)])  # everything but the strategies works
+for statement in ("from tensorlite.testing import strategies",
+                  "import tensorlite.testing.strategies as tst",
+                  "from tensorlite.testing.strategies import tensors",
+                  "import tensorlite.testing.strategies; tensorlite.testing.strategies.tensors()"):
+    try:
+        exec(statement, {})
+    except ImportError as error:
+        print(error)
+    else:
+        print("no error from", statement)
+"""
+
+
+def test_strategies_without_hypothesis_raise_one_import_error_naming_what_to_install():
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_HYPOTHESIS], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and len(set(lines)) == 1, lines
+    assert "needs Hypothesis" in lines[0] and "pip install hypothesis" in lines[0]
+    assert "pip install '.[test]'" in lines[0]
