@@ -106,32 +106,33 @@ def run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None)
     With `inputs` (autograd.grad), nothing is accumulated: only nodes that lead to an input are
     visited, and the gradients reaching the inputs are returned, None for an unused one."""
     roots = [_node(t) for t in outputs]
-    grads = {}  # gradients sent to each node so far, summed, keyed by node identity
-    pieces = {}  # IndexedGrad pieces still to be placed into a node's gradient, keyed likewise
+    # Nodes are dict keys by identity: ops hash as objects do, and so do tensors (whose `==` is
+    # elementwise, but a dict never calls it for keys hashed by identity).
+    grads = {}  # gradients sent to each node so far, summed
+    pieces = {}  # IndexedGrad pieces still to be placed into a node's gradient
     for root, grad in zip(roots, output_grads):
-        _send(grads, id(root), grad)
+        _send(grads, root, grad)
     order = _topological_order(roots)
     targets = wanted = captured = None
     if inputs is not None:
         targets = {}
         for position, t in enumerate(inputs):
-            targets.setdefault(id(_node(t)), []).append(position)
+            targets.setdefault(_node(t), []).append(position)
         wanted = _nodes_leading_to(order, targets)
         captured = [None] * len(inputs)
     with _GradMode(create_graph):  # a create_graph pass records everything, sums included
         for node in order:
-            key = id(node)
-            grad = grads.pop(key, None)
-            if key in pieces:
-                grad = _assemble(pieces.pop(key), grad)
-            if grad is None or (wanted is not None and key not in wanted):
+            grad = grads.pop(node, None)
+            if node in pieces:
+                grad = _assemble(pieces.pop(node), grad)
+            if grad is None or (wanted is not None and node not in wanted):
                 continue
             is_leaf = isinstance(node, Tensor)
             hooks = node._hooks if is_leaf else node.output_hooks
             if hooks:
                 grad = _run_hooks(hooks, grad, create_graph)
-            if targets is not None and key in targets:
-                for position in targets[key]:
+            if targets is not None and node in targets:
+                for position in targets[node]:
                     captured[position] = grad
             if is_leaf:
                 if targets is None:
@@ -146,9 +147,9 @@ def run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None)
     return captured
 
 
-def _send(grads, key, grad):
+def _send(grads, node, grad):
     # `+` (not `+=`): an op may hand the same array to several inputs.
-    grads[key] = grads[key] + grad if key in grads else grad
+    grads[node] = grads[node] + grad if node in grads else grad
 
 
 def _check_can_backward(op):
@@ -168,8 +169,7 @@ def _send_to_parents(op, input_grads, grads, pieces, wanted):
     for parent, shape, input_grad in zip(op.parents, op.input_shapes, input_grads):
         if parent is None or input_grad is None:
             continue
-        key = id(parent)
-        if wanted is not None and key not in wanted:
+        if wanted is not None and parent not in wanted:
             continue
         if input_grad.shape != shape:
             input_grad = unbroadcast(input_grad, shape)
@@ -177,9 +177,13 @@ def _send_to_parents(op, input_grads, grads, pieces, wanted):
                 raise RuntimeError(f"{op.name}.backward returned a gradient of shape "
                                    f"{input_grad.shape} for an input of shape {shape}")
         if isinstance(input_grad, IndexedGrad):
-            pieces.setdefault(key, []).append(input_grad)
+            pieces.setdefault(parent, []).append(input_grad)
+        elif parent in grads:  # _send, written out: this is the innermost loop of the walk
+            grads[parent] = grads[parent] + input_grad
         else:
-            _send(grads, key, input_grad)
+            grads[parent] = input_grad
+
+
 def _op_backward(op, grad, create_graph):
     """Call `op.backward`: on arrays, or, for create_graph, on Tensors so it is recorded."""
     if not create_graph and _State.profiler is None and not _State.anomaly_enabled:
@@ -229,27 +233,27 @@ def _topological_order(roots) -> list:
         if parents_done:
             post_order.append(node)
             continue
-        if id(node) in visited:
+        if node in visited:
             continue
-        visited.add(id(node))
+        visited.add(node)
         stack.append((node, True))
         if isinstance(node, Function):
             for parent in node.parents:
-                if parent is not None and id(parent) not in visited:
+                if parent is not None and parent not in visited:
                     stack.append((parent, False))
     post_order.reverse()
     return post_order
 
 
 def _nodes_leading_to(order, targets) -> set:
-    """Identities of the nodes in `order` from which some target can be reached (targets
+    """The nodes in `order` from which some target can be reached (targets
     included): the only part of the graph that autograd.grad needs to walk."""
     leading = set()
     for node in reversed(order):  # parents before the ops that use them
         # (A released op has lost its parents: keep it, so the walk reaches it and says so.)
-        if id(node) in targets or (isinstance(node, Function) and (node.released or any(
-                parent is not None and id(parent) in leading for parent in node.parents))):
-            leading.add(id(node))
+        if node in targets or (isinstance(node, Function) and (node.released or any(
+                parent is not None and parent in leading for parent in node.parents))):
+            leading.add(node)
     return leading
 
 

@@ -91,21 +91,31 @@ class Function:
     def apply(cls, *inputs, **params) -> "Tensor":
         op = cls()
         tensors = _as_tensors(inputs)
+        # Plain loops rather than comprehensions here and below: this runs for every op, and in
+        # CPython 3.11 each comprehension is a function call of its own.
+        arrays = []
+        any_input_requires_grad = False
+        for t in tensors:
+            arrays.append(t._data)
+            if t._requires_grad:
+                any_input_requires_grad = True
         if _State.profiler is None and not _State.anomaly_enabled:
-            data = op.forward(*[t._data for t in tensors], **params)
+            data = op.forward(*arrays, **params)
         else:
             data = _observed_forward(op, tensors, params)
-        needs_input_grad = tuple([t._requires_grad for t in tensors])
-        requires_grad = _thread_state.grad_enabled and any(needs_input_grad)
+        requires_grad = any_input_requires_grad and _thread_state.grad_enabled
         out = Tensor._make(data, requires_grad)
         if cls.is_view:
             out._version_counter = tensors[0]._version_counter
         if requires_grad:
             # Where each input's gradient goes: the op that made it, the leaf itself, or nowhere.
-            op.parents = tuple([(t._ctx if t._ctx is not None else t) if t._requires_grad else None
-                                for t in tensors])
-            op.input_shapes = tuple([t._data.shape for t in tensors])
-            op.needs_input_grad = needs_input_grad
+            parents, shapes, needs = [], [], []
+            for t in tensors:
+                needs.append(t._requires_grad)
+                parents.append((t._ctx or t) if t._requires_grad else None)
+                shapes.append(t._data.shape)
+            op.parents, op.input_shapes = tuple(parents), tuple(shapes)
+            op.needs_input_grad = tuple(needs)
             if op.saved_arrays:
                 _record_saved_sources(op, tensors, out)
             out._ctx = op
@@ -125,11 +135,8 @@ class Function:
 
     def _release(self):
         """Drop everything saved for backward; a second backward through here is an error."""
-        hooks = self.output_hooks
-        self.__dict__.clear()
-        self.released = True
-        self.parents = self.input_shapes = ()
-        self.output_hooks = hooks
+        self.__dict__ = {"released": True, "parents": (), "input_shapes": (),
+                         "output_hooks": self.output_hooks}
 
 
 _OUTPUT = -1  # in saved_sources: "this saved array is the op's output"
@@ -194,8 +201,11 @@ def _saved_as_tensors(op):
 def _as_tensors(inputs):
     """Tensors pass through; numbers and arrays become constants. A Python number takes the
     dtype of the first floating tensor input, so `x * 2.0` stays float32."""
-    if all([isinstance(x, Tensor) for x in inputs]):
-        return inputs
+    for x in inputs:
+        if not isinstance(x, Tensor):
+            break
+    else:
+        return inputs  # the usual case
     reference_dtype = next((x.dtype for x in inputs if isinstance(x, Tensor) and x.dtype.kind == "f"),
                            np.float32)
     converted = []
