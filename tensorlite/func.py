@@ -21,6 +21,12 @@ passed in requires grad. The result then carries a graph back to those outer ten
 `grad(grad(grad(f)))` is three reverse passes, each differentiating the recorded pass below.
 Otherwise the result is a constant and the graph is freed, as in a first-order `backward`.
 
+Pytrees. Wherever torch.func takes one, a differentiated argument (and a tangent, a cotangent,
+an output) may be a nested structure of dicts, lists and tuples with tensors at the leaves, and
+the result has the same structure: `grad(loss)(dict(model.named_parameters()), x)` returns a
+dict of gradients under the same names (use `functional_call` to make the model a function of
+such a dict), and `hessian` of a function of a dict is a dict of dicts.
+
 Fresh nodes per level are what keep levels apart: in
 `grad(lambda x: x * grad(lambda y: x * y)(x))` the inner transform differentiates with respect
 to its own copy of `x`, so the inner result is `x` (not `2 x`) and the whole is `2 x`.
@@ -94,16 +100,79 @@ def _fresh_node(tensor):
         return Tensor._make(tensor.data, True)
 
 
+# --------------------------------------------------------------------------------------------
+# Pytrees: nested dicts, lists and tuples with tensors (arrays, numbers) at the leaves.
+# --------------------------------------------------------------------------------------------
+
+def _flatten(tree, path=""):
+    """(leaves, spec): the leaves of `tree` in order (dicts in insertion order, as torch's
+    pytrees) as (path, leaf) pairs, and the spec that `_unflatten` rebuilds the tree from."""
+    if isinstance(tree, dict):
+        keys = list(tree)
+        children = [_flatten(tree[k], f"{path}[{k!r}]") for k in keys]
+        spec = ("dict", type(tree), tuple(keys), tuple(c[1] for c in children))
+    elif isinstance(tree, (list, tuple)):
+        children = [_flatten(v, f"{path}[{i}]") for i, v in enumerate(tree)]
+        spec = ("seq", type(tree), len(tree), tuple(c[1] for c in children))
+    else:
+        return [(path, tree)], None
+    return [leaf for c in children for leaf in c[0]], spec
+
+
+def _unflatten(spec, leaves):
+    """The tree of `spec` with `leaves` (an iterator, consumed in order) at its leaves."""
+    if spec is None:
+        return next(leaves)
+    kind, kind_type, keys, children = spec
+    values = [_unflatten(child, leaves) for child in children]
+    if kind == "dict":
+        return kind_type(zip(keys, values))
+    if hasattr(kind_type, "_make"):  # a namedtuple
+        return kind_type._make(values)
+    return kind_type(values)
+
+
+def _structure(spec):
+    """The spec without container types: a list where a tuple was given is the same structure."""
+    if spec is None:
+        return None
+    kind, _, keys, children = spec
+    return kind, keys, tuple(_structure(c) for c in children)
+
+
+def _same_structure(given, reference, transform, what, of):
+    """The leaves of `given` when it has the structure of `reference`'s spec, else an error."""
+    leaves, spec = _flatten(given)
+    if _structure(spec) != _structure(reference):
+        raise ValueError(f"tl.func.{transform}: {what} must have the structure of {of} "
+                         f"(the same nesting of dicts, lists and tuples)")
+    return [leaf for _, leaf in leaves]
+
+
 def _track(args, argnums, transform):
-    """(args with fresh nodes at the differentiated positions, those nodes, positions)."""
+    """(args with fresh nodes at the leaves of the differentiated positions, those nodes in
+    order, and one spec per differentiated position to rebuild results with)."""
     positions = _positions(argnums, len(args), transform)
     args = list(args)
-    nodes = []
+    nodes, specs = [], []
     for i in positions:
-        node = _fresh_node(_to_tensor(args[i], transform, f"argument {i}"))
-        args[i] = node
-        nodes.append(node)
-    return args, nodes, positions
+        leaves, spec = _flatten(args[i], f"argument {i}")
+        fresh = [_fresh_node(_to_tensor(leaf, transform, path)) for path, leaf in leaves]
+        if not fresh:
+            raise ValueError(f"tl.func.{transform}: argument {i} holds no tensor to "
+                             f"differentiate")
+        args[i] = _unflatten(spec, iter(fresh))
+        nodes.extend(fresh)
+        specs.append(spec)
+    return args, nodes, specs
+
+
+def _per_argument(specs, flat, argnums):
+    """Flat results (one per node) regrouped as the differentiated arguments: one tree per
+    argument, and the tree alone when `argnums` is an int."""
+    flat = iter(flat)
+    trees = tuple(_unflatten(spec, flat) for spec in specs)
+    return trees[0] if isinstance(argnums, (int, np.integer)) else trees
 
 
 def _call(f, args):
@@ -121,13 +190,13 @@ def _split_aux(result, has_aux, transform):
 
 
 def _as_output_tuple(output, transform):
-    """f's output as a tuple of Tensors and whether it was a single Tensor."""
-    single = isinstance(output, Tensor)
-    outputs = (output,) if single else output
-    if not isinstance(outputs, (tuple, list)) or not all(isinstance(o, Tensor) for o in outputs):
-        raise TypeError(f"tl.func.{transform}: f must return a Tensor or a tuple of Tensors, "
-                        f"got {type(output).__name__}")
-    return tuple(outputs), single
+    """f's output (a Tensor, or a pytree of them) as a tuple of Tensors and its spec."""
+    leaves, spec = _flatten(output)
+    outputs = tuple(leaf for _, leaf in leaves)
+    if not outputs or not all(isinstance(o, Tensor) for o in outputs):
+        raise TypeError(f"tl.func.{transform}: f must return a Tensor or a tuple (or dict) of "
+                        f"Tensors, got {type(output).__name__}")
+    return outputs, spec
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +251,7 @@ def _cotangents(given, outputs, transform, what):
     """`given` (one array per output, or a single one for a single output) as Tensors of the
     outputs' shapes and dtypes."""
     given = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+    given = tuple(leaf for g in given for _, leaf in _flatten(g)[0])
     if len(given) != len(outputs):
         raise ValueError(f"tl.func.{transform}: got {len(given)} {what} for "
                          f"{len(outputs)} output{'s' * (len(outputs) != 1)}")
@@ -216,17 +286,17 @@ def _ones_like(value):
 
 def grad_and_value(f, argnums=0, has_aux=False):
     """`grad_and_value(f)(*args)` returns `(gradient, value)` of a scalar-valued `f`: the
-    gradient with respect to `args[argnums]` (a tuple of gradients when `argnums` is a tuple)
-    and `f(*args)`. With `has_aux=True`, `f` returns `(value, aux)` and the result is
+    gradient with respect to `args[argnums]` (a tuple of gradients when `argnums` is a tuple;
+    a dict, list or tuple of gradients for such an argument) and `f(*args)`. With `has_aux=True`, `f` returns `(value, aux)` and the result is
     `(gradient, (value, aux))`."""
     @functools.wraps(f)
     def gradient_and_value_of_f(*args):
-        args, nodes, _ = _track(args, argnums, "grad")
+        args, nodes, specs = _track(args, argnums, "grad")
         value, aux = _split_aux(_call(f, args), has_aux, "grad")
         value = _scalar_output(value, "grad")
         keep_graph = _needs_graph((value,), nodes)
         grads = _differentiate((value,), nodes, (_ones_like(value),), create_graph=keep_graph)
-        grads = grads[0] if isinstance(argnums, int) else grads
+        grads = _per_argument(specs, grads, argnums)
         value = _result(value, keep_graph)
         return (grads, (value, aux)) if has_aux else (grads, value)
     return gradient_and_value_of_f
@@ -248,21 +318,24 @@ def grad(f, argnums=0, has_aux=False):
 
 def vjp(f, *primals, has_aux=False):
     """`(output, vjp_fn) = vjp(f, *primals)`: `output = f(*primals)` and `vjp_fn(cotangents)`
-    returns `cotangents^T J`, one Tensor per primal (always a tuple), for a cotangent of each
-    output's shape. `vjp_fn` may be called any number of times. With `has_aux=True`, `f`
+    returns `cotangents^T J`, one Tensor per primal (always a tuple; a dict, list or tuple of
+    Tensors for such a primal), for a cotangent of each output's shape (a pytree of them for a
+    pytree output). `vjp_fn` may be called any number of times. With `has_aux=True`, `f`
     returns `(output, aux)` and the result is `(output, vjp_fn, aux)`."""
-    args, nodes, _ = _track(primals, tuple(range(len(primals))), "vjp")
+    args, nodes, specs = _track(primals, tuple(range(len(primals))), "vjp")
     output, aux = _split_aux(_call(f, args), has_aux, "vjp")
-    outputs, single = _as_output_tuple(output, "vjp")
+    outputs, spec = _as_output_tuple(output, "vjp")
     keep_graph = _needs_graph(outputs, nodes)
 
     def vjp_fn(cotangents):
+        if spec is not None:  # a pytree of outputs takes a pytree of cotangents like it
+            cotangents = _same_structure(cotangents, spec, "vjp", "cotangents", "f's output")
         cotangents = _cotangents(cotangents, outputs, "vjp", "cotangents")
-        return _differentiate(outputs, nodes, cotangents,
-                              create_graph=keep_graph or _needs_graph((), (), cotangents))
+        grads = _differentiate(outputs, nodes, cotangents,
+                               create_graph=keep_graph or _needs_graph((), (), cotangents))
+        return _per_argument(specs, grads, tuple(specs))
 
-    results = tuple(_result(o, keep_graph) for o in outputs)
-    output = results[0] if single else results
+    output = _unflatten(spec, (_result(o, keep_graph) for o in outputs))
     return (output, vjp_fn, aux) if has_aux else (output, vjp_fn)
 
 
@@ -273,19 +346,29 @@ def vjp(f, *primals, has_aux=False):
 def _linear_in_dummy(f, args, argnums, transform):
     """Run f on fresh nodes and build g(u) = u^T J for a dummy cotangent u (zeros that require
     grad). g is linear in u, so differentiating <g(u), t> with respect to u gives J t for any
-    tangent t: forward mode from two reverse passes. Returns (nodes, outputs, single, u, g)."""
-    args, nodes, _ = _track(args, argnums, transform)
-    outputs, single = _as_output_tuple(_call(f, args), transform)
+    tangent t: forward mode from two reverse passes. Returns (nodes, their specs, outputs,
+    the output spec, u, g)."""
+    args, nodes, specs = _track(args, argnums, transform)
+    outputs, spec = _as_output_tuple(_call(f, args), transform)
     dummies = tuple(Tensor._make(np.zeros(o.shape, dtype=o.dtype), True) for o in outputs)
     g = _differentiate(outputs, nodes, dummies, create_graph=True)
-    return nodes, outputs, single, dummies, g
+    return nodes, specs, outputs, spec, dummies, g
 
 
-def _tangent_tensors(tangents, nodes, transform):
-    if len(tangents) != len(nodes):
+def _tangent_tensors(tangents, nodes, specs, transform):
+    """The tangents (one per primal, each shaped as its primal's pytree) as Tensors, one per
+    node."""
+    if len(tangents) != len(specs):
         raise ValueError(f"tl.func.{transform}: got {len(tangents)} tangents for "
-                         f"{len(nodes)} primals")
-    return _cotangents(tangents, nodes, transform, "tangents")
+                         f"{len(specs)} primals")
+    leaves = []
+    for k, (tangent, spec) in enumerate(zip(tangents, specs)):
+        if spec is None:
+            leaves.append(tangent)
+        else:
+            leaves.extend(_same_structure(tangent, spec, transform, f"tangents {k}",
+                                          f"primal {k}"))
+    return _cotangents(tuple(leaves), nodes, transform, "tangents")
 
 
 def _as_sequence(values):
@@ -295,7 +378,9 @@ def _as_sequence(values):
 def jvp(f, primals, tangents):
     """`(output, jvp_out) = jvp(f, primals, tangents)`: `output = f(*primals)` and
     `jvp_out = J t`, the derivative of f at the primals in the direction of the tangents
-    (`primals` and `tangents` are tuples of the same length; a single Tensor is accepted too).
+    (`primals` and `tangents` are tuples of the same length, each tangent shaped as its primal,
+    a pytree for a pytree; a single Tensor is accepted too). `jvp_out` has the structure of
+    the output.
 
     Forward mode here is the double-vjp trick, not a forward pass with dual numbers: with a
     dummy cotangent u, the reverse pass records g(u) = u^T J, which is linear in u, so a second
@@ -305,13 +390,13 @@ def jvp(f, primals, tangents):
     about two reverse passes per jvp instead of one forward pass carrying tangents, and the
     graph of the first pass is kept in memory."""
     primals, tangents = _as_sequence(primals), _as_sequence(tangents)
-    nodes, outputs, single, dummies, g = _linear_in_dummy(f, primals, tuple(range(len(primals))),
-                                                          "jvp")
-    tangents = _tangent_tensors(tangents, nodes, "jvp")
+    nodes, specs, outputs, spec, dummies, g = _linear_in_dummy(
+        f, primals, tuple(range(len(primals))), "jvp")
+    tangents = _tangent_tensors(tangents, nodes, specs, "jvp")
     keep_graph = _needs_graph(outputs, nodes, tangents)
     jvp_out = _differentiate(g, dummies, tangents, create_graph=keep_graph)
-    results = tuple(_result(o, keep_graph) for o in outputs)
-    return (results[0], jvp_out[0]) if single else (results, jvp_out)
+    return (_unflatten(spec, (_result(o, keep_graph) for o in outputs)),
+            _unflatten(spec, iter(jvp_out)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,29 +421,26 @@ def _assemble(pieces, leading_shape, trailing_shape, dtype, keep_graph, last_axi
         return stack(pieces, axis=-1 if last_axis else 0).reshape(shape)
 
 
-def _single_output(f, args, transform):
-    output = _call(f, args)
-    if not isinstance(output, Tensor):
-        raise TypeError(f"tl.func.{transform}: f must return a Tensor, got "
-                        f"{type(output).__name__}")
-    return output
-
-
 def jacrev(f, argnums=0):
     """`jacrev(f)(*args)`: the Jacobian of the Tensor-valued `f` with respect to
     `args[argnums]`, of shape `output.shape + argument.shape` (a tuple for a tuple `argnums`),
-    by reverse mode: one vector-Jacobian product per output element."""
+    by reverse mode: one vector-Jacobian product per output element. For pytrees, as
+    torch.func: the output's structure holding, at each output tensor, the argument's
+    structure of Jacobian blocks."""
     @functools.wraps(f)
     def jacobian_of_f(*args):
-        args, nodes, _ = _track(args, argnums, "jacrev")
-        output = _single_output(f, args, "jacrev")
-        keep_graph = _needs_graph((output,), nodes)
-        rows = [_differentiate((output,), nodes, (e,), keep_graph)
-                for e in _basis(output.shape, output.dtype)]
-        jacobians = tuple(_assemble([row[k] for row in rows], output.shape, x.shape, x.dtype,
-                                    keep_graph, last_axis=False)
-                          for k, x in enumerate(nodes))
-        return jacobians[0] if isinstance(argnums, int) else jacobians
+        args, nodes, specs = _track(args, argnums, "jacrev")
+        outputs, spec = _as_output_tuple(_call(f, args), "jacrev")
+        keep_graph = _needs_graph(outputs, nodes)
+        per_output = []
+        for output in outputs:
+            rows = [_differentiate((output,), nodes, (e,), keep_graph)
+                    for e in _basis(output.shape, output.dtype)]
+            jacobians = [_assemble([row[k] for row in rows], output.shape, x.shape, x.dtype,
+                                   keep_graph, last_axis=False)
+                         for k, x in enumerate(nodes)]
+            per_output.append(_per_argument(specs, jacobians, argnums))
+        return _unflatten(spec, iter(per_output))
     return jacobian_of_f
 
 
@@ -369,18 +451,18 @@ def jacfwd(f, argnums=0):
     double-vjp trick of `jvp`; the first reverse pass is shared by all columns."""
     @functools.wraps(f)
     def jacobian_of_f(*args):
-        nodes, outputs, _, dummies, g = _linear_in_dummy(f, args, argnums, "jacfwd")
-        if len(outputs) != 1:
-            raise TypeError("tl.func.jacfwd: f must return a Tensor, got a tuple")
-        output = outputs[0]
+        nodes, specs, outputs, spec, dummies, g = _linear_in_dummy(f, args, argnums, "jacfwd")
         keep_graph = _needs_graph(outputs, nodes)
-        jacobians = []
-        for k, x in enumerate(nodes):
-            columns = [_differentiate((g[k],), dummies, (e,), keep_graph)[0]
-                       for e in _basis(x.shape, x.dtype)]
-            jacobians.append(_assemble(columns, output.shape, x.shape, output.dtype,
-                                       keep_graph, last_axis=True))
-        return jacobians[0] if isinstance(argnums, int) else tuple(jacobians)
+        # columns[k][i][j]: column i of the Jacobian of output j with respect to node k
+        columns = [[_differentiate((g[k],), dummies, (e,), keep_graph)
+                    for e in _basis(x.shape, x.dtype)] for k, x in enumerate(nodes)]
+        per_output = []
+        for j, output in enumerate(outputs):
+            jacobians = [_assemble([column[j] for column in columns[k]], output.shape, x.shape,
+                                   output.dtype, keep_graph, last_axis=True)
+                         for k, x in enumerate(nodes)]
+            per_output.append(_per_argument(specs, jacobians, argnums))
+        return _unflatten(spec, iter(per_output))
     return jacobian_of_f
 
 
@@ -400,7 +482,7 @@ def hvp(f, primals, tangents):
     """`(output, hvp) = hvp(f, primals, tangents)`: `f(*primals)` and the product of the Hessian
     of the scalar-valued `f` at `primals` with the tangents `v`, as
     `torch.autograd.functional.hvp` returns them (`hvp` has the structure of `primals`: a Tensor
-    for a Tensor, a tuple for a tuple).
+    for a Tensor, a tuple for a tuple, a dict for a dict of parameters with a dict of tangents).
 
     Reverse over reverse: the gradient is recorded (`create_graph=True`), then one more reverse
     pass through it with cotangent v gives v^T H = (H v)^T, since H is symmetric. Cost: one
@@ -408,13 +490,14 @@ def hvp(f, primals, tangents):
     whatever the number of inputs."""
     single = not isinstance(primals, (tuple, list))
     primals, tangents = _as_sequence(primals), _as_sequence(tangents)
-    args, nodes, _ = _track(primals, tuple(range(len(primals))), "hvp")
+    args, nodes, specs = _track(primals, tuple(range(len(primals))), "hvp")
     value = _scalar_output(_call(f, args), "hvp")
     gradients = _differentiate((value,), nodes, (_ones_like(value),), create_graph=True)
-    tangents = _tangent_tensors(tangents, nodes, "hvp")
+    tangents = _tangent_tensors(tangents, nodes, specs, "hvp")
     keep_graph = _needs_graph((value,), nodes, tangents)
     hessian_vector = _differentiate(gradients, nodes, tangents, create_graph=keep_graph)
-    return _result(value, keep_graph), (hessian_vector[0] if single else hessian_vector)
+    return _result(value, keep_graph), _per_argument(specs, hessian_vector,
+                                                     0 if single else tuple(specs))
 
 
 # --------------------------------------------------------------------------------------------

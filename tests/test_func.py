@@ -382,8 +382,11 @@ def test_grad_of_non_scalar_output_is_an_error():
 def test_non_tensor_input_is_an_error():
     with pytest.raises(TypeError, match="tl.func.grad: argument 0 must be a Tensor.*got str"):
         func.grad(lambda t: t.sum())("1.0")
-    with pytest.raises(TypeError, match="tl.func.jacrev: argument 0 .*got list"):
-        func.jacrev(lambda t: t)([1.0, 2.0])
+    with pytest.raises(TypeError, match="tl.func.jacrev: argument 0 .*got set"):
+        func.jacrev(lambda t: t)({1.0, 2.0})
+    # in a pytree the message names the leaf
+    with pytest.raises(TypeError, match=r"tl.func.grad: argument 0\['b'\]\[1\] must be .*got str"):
+        func.grad(lambda p: p["a"].sum())({"a": np.ones(2), "b": [np.ones(1), "x"]})
     with pytest.raises(TypeError, match="tl.func.vjp: argument 1 .*got NoneType"):
         func.vjp(lambda a, b: a, np.ones(1), None)
 
@@ -409,3 +412,128 @@ def test_shape_mismatches_are_errors():
 def test_has_aux_without_a_pair_is_an_error():
     with pytest.raises(TypeError, match=r"has_aux=True.*pair"):
         func.grad(lambda t: t.sum(), has_aux=True)(np.ones(2))
+
+
+# ---------------------------------------------------------------------------
+# Pytrees of parameters (dicts, lists, tuples), against torch.func in float64
+# ---------------------------------------------------------------------------
+
+def _tree_map(fn, tree):
+    if isinstance(tree, dict):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_tree_map(fn, v) for v in tree)
+    return fn(tree)
+
+
+def _assert_same_tree(ours, theirs):
+    """Same nesting, same keys and order, and the same values (float64, tight)."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict) and list(ours) == list(theirs), (ours, theirs)
+        for k in theirs:
+            _assert_same_tree(ours[k], theirs[k])
+    elif isinstance(theirs, (list, tuple)):
+        assert type(ours) is type(theirs) and len(ours) == len(theirs), (ours, theirs)
+        for a, b in zip(ours, theirs):
+            _assert_same_tree(a, b)
+    else:
+        np.testing.assert_allclose(value(ours), theirs.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _params(rng):
+    return {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2),
+            "extra": [rng.standard_normal(2), (rng.standard_normal(()),)]}
+
+
+def _loss(lib, params, x):
+    h = (x @ params["w"] + params["b"]).tanh()
+    scale, = params["extra"][1]
+    return ((h * params["extra"][0]).sum() * scale) ** 2
+
+
+def _both(params_np):
+    import torch
+    return (_tree_map(lambda a: tl.tensor(a, dtype=tl.float64), params_np),
+            _tree_map(lambda a: torch.tensor(a, dtype=torch.float64), params_np))
+
+
+def test_grad_and_vjp_of_a_dict_of_parameters_match_torch_func():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    ours, theirs = _both(_params(rng))
+    x = rng.standard_normal((4, 3))
+    xt = torch.tensor(x)
+    _assert_same_tree(func.grad(lambda p: _loss(tl, p, tl.tensor(x)))(ours),
+                      torch.func.grad(lambda p: _loss(torch, p, xt))(theirs))
+    g, v = func.grad_and_value(lambda p, s: _loss(tl, p, tl.tensor(x)) * s, argnums=(0, 1))(
+        ours, tl.tensor(2.0, dtype=tl.float64))
+    g_t, v_t = torch.func.grad_and_value(lambda p, s: _loss(torch, p, xt) * s, argnums=(0, 1))(
+        theirs, torch.tensor(2.0, dtype=torch.float64))
+    _assert_same_tree(g, g_t)
+    _assert_same_tree(v, v_t)
+    # vjp with a dict output and a dict of cotangents
+    out, vjp_fn = func.vjp(lambda p: {"h": p["w"].tanh(), "s": p["b"] * 3.0}, ours)
+    out_t, vjp_fn_t = torch.func.vjp(lambda p: {"h": p["w"].tanh(), "s": p["b"] * 3.0}, theirs)
+    _assert_same_tree(out, out_t)
+    cot = {"h": rng.standard_normal((3, 2)), "s": rng.standard_normal(2)}
+    ours_cot, theirs_cot = _both(cot)
+    _assert_same_tree(vjp_fn(ours_cot), vjp_fn_t(theirs_cot))
+
+
+def test_model_parameters_as_a_dict_through_functional_call():
+    torch = pytest.importorskip("torch")
+    tl.manual_seed(0)
+    model = tl.nn.Linear(3, 2).double()
+    params = dict(model.named_parameters())
+    x = tl.tensor(np.random.default_rng(1).standard_normal((5, 3)))
+
+    def loss(p):
+        return (func.functional_call(model, p, (x,)) ** 2).mean()
+
+    grads = func.grad(loss)(params)
+    assert list(grads) == ["weight", "bias"]
+    reference = torch.nn.Linear(3, 2).double()
+    reference.load_state_dict({k: torch.tensor(v.numpy()) for k, v in params.items()})
+    theirs = torch.func.grad(lambda p: (torch.func.functional_call(
+        reference, p, (torch.tensor(x.numpy()),)) ** 2).mean())(dict(reference.named_parameters()))
+    _assert_same_tree(grads, theirs)
+    # the module's own parameters are untouched
+    assert model.weight is params["weight"] and model.weight.grad is None
+
+
+def test_jvp_jacobians_hessian_and_hvp_of_pytrees_match_torch_func():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    p_np = {"a": rng.standard_normal(2), "b": [rng.standard_normal(3)]}
+    t_np = {"a": rng.standard_normal(2), "b": [rng.standard_normal(3)]}
+    (p, t), (p_t, t_t) = zip(_both(p_np), _both(t_np))
+
+    def f(lib, q):
+        return {"u": (q["a"] * q["b"][0][:2]).sin(), "v": (q["b"][0] ** 2).sum()}
+
+    def scalar(lib, q):
+        return (q["a"].sin() * q["b"][0][1:]).sum() * q["b"][0].exp().sum()
+
+    _assert_same_tree(func.jvp(lambda q: f(tl, q), (p,), (t,)),
+                      torch.func.jvp(lambda q: f(torch, q), (p_t,), (t_t,)))
+    _assert_same_tree(func.jacrev(lambda q: f(tl, q))(p), torch.func.jacrev(lambda q: f(torch, q))(p_t))
+    _assert_same_tree(func.jacfwd(lambda q: f(tl, q))(p), torch.func.jacrev(lambda q: f(torch, q))(p_t))
+    _assert_same_tree(func.hessian(lambda q: scalar(tl, q))(p),
+                      torch.func.hessian(lambda q: scalar(torch, q))(p_t))
+    value_, hv = func.hvp(lambda q: scalar(tl, q), p, t)
+    _, hv_t = torch.func.jvp(torch.func.grad(lambda q: scalar(torch, q)), (p_t,), (t_t,))
+    _assert_same_tree(hv, hv_t)
+    with pytest.raises(ValueError, match="tangents 0 must have the structure of primal 0"):
+        func.jvp(lambda q: f(tl, q), (p,), ({"a": t["a"]},))
+
+
+def test_a_list_argument_is_a_pytree_and_argnums_tuples_keep_each_structure():
+    a, b = np.array([1.0, 2.0]), np.array([3.0])
+    grads = func.grad(lambda xs, y: (xs[0] * xs[1][0].sum() * y).sum(), argnums=(0, 1))(
+        [tl.tensor(a), (tl.tensor(b),)], tl.tensor(2.0, dtype=tl.float64))
+    assert isinstance(grads, tuple) and isinstance(grads[0], list) and isinstance(grads[0][1], tuple)
+    np.testing.assert_allclose(value(grads[0][0]), [6.0, 6.0])
+    np.testing.assert_allclose(value(grads[0][1][0]), [6.0])
+    np.testing.assert_allclose(value(grads[1]), 9.0)
+    with pytest.raises(ValueError, match="argument 0 holds no tensor"):
+        func.grad(lambda d: tl.tensor(1.0))({})
