@@ -403,3 +403,25 @@ def test_settings_saved_in_a_checkpoint_are_type_checked():
     for key, value in [("lr", "abc"), ("n_layer", 2.0), ("bias", 1), ("tokenizer", "word"), ("data", 5)]:
         with pytest.raises(train.UsageError, match=rf"^settings\.{key} must"):
             train.validate_settings(dict(settings, **{key: value}), name=lambda k: f"settings.{k}")
+
+
+def test_the_readme_sft_example_data_ships_and_fits_the_pretrained_vocabulary():
+    # README: tensorlite-train --init-from out-pretrain/ckpt.npz --data-format sft
+    #         --data benchmarks/sft_addition/qa.jsonl --out-dir out-sft
+    import importlib.util
+
+    from tensorlite.models.sft import load_sft_file
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = os.path.join(root, "benchmarks", "sft_addition")
+    examples = load_sft_file(os.path.join(folder, "qa.jsonl"))
+    spec = importlib.util.spec_from_file_location("sft_addition_run", os.path.join(folder, "run.py"))
+    run_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_py)
+    train_pairs, test_pairs = run_py.addition_problems(1337, 500)  # run.py's defaults
+    pairs = [(e.prompt, e.completion) for e in examples]
+    assert pairs == train_pairs[:run_py.QA_SAMPLE_SIZE]  # what `run.py --write-qa` writes
+    assert not set(pairs) & set(test_pairs)
+    # the pretraining corpus (the built-in one, as in the README's first step) has every character
+    corpus, _ = load_text(None)
+    assert set("".join(p + c for p, c in pairs)) <= set(corpus)

@@ -17,6 +17,10 @@ Steps:
    32-token rows, each followed by the end marker "\\n".
 5. Accuracy after, on the same held-out prompts.
 
+``qa.jsonl`` beside this file is a small sample of the same data for the README's fine-tuning
+example (``--data benchmarks/sft_addition/qa.jsonl``): the first 300 training problems of the
+default seed, none of them from the held-out test set, written by ``run.py --write-qa PATH``.
+
 It writes ``results.json``, ``pretrain/metrics.jsonl`` and ``sft/metrics.jsonl`` (plot both with
 ``tensorlite-plot``), and ``sft/ckpt.npz`` for ``tensorlite-sample --prompt "12+34="``.
 
@@ -55,6 +59,9 @@ def addition_problems(seed, n_test):
     test = [problems[i] for i in order[:n_test]]
     train = [problems[i] for i in order[n_test:]]
     return train, test
+
+
+QA_SAMPLE_SIZE = 300  # lines of qa.jsonl: enough to see the SFT loss fall, small to ship
 
 
 def write_jsonl(path, pairs):
@@ -147,7 +154,12 @@ def main():
     p.add_argument("--n-test", type=int, default=500)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--reuse-pretrain", action="store_true", help="keep an existing pretrain/ckpt.npz")
+    p.add_argument("--write-qa", metavar="PATH",
+                   help=f"only write the first {QA_SAMPLE_SIZE} training problems to PATH (qa.jsonl) and exit")
     args = p.parse_args()
+    if args.write_qa:
+        write_jsonl(args.write_qa, addition_problems(args.seed, args.n_test)[0][:QA_SAMPLE_SIZE])
+        return
 
     pre_dir, sft_dir = os.path.join(args.out_dir, "pretrain"), os.path.join(args.out_dir, "sft")
     os.makedirs(sft_dir, exist_ok=True)
