@@ -14,7 +14,7 @@ Examples::
     tensorlite-train --preset tiny                          # about half a minute on two cores
     tensorlite-train --preset shakespeare-cpu --data input.txt --out-dir out-shakespeare
     tensorlite-train --out-dir out-shakespeare --resume --max-iters 3000
-    tensorlite-train --init-from out-shakespeare/ckpt.npz --data-format sft \
+    tensorlite-train --init-from out/ckpt.npz --data-format sft \
         --data benchmarks/sft_addition/qa.jsonl --out-dir out-sft     # 300 "a+b=" -> "sum" pairs
 
 Fine-tuning: ``--init-from CKPT`` takes the weights and the tokenizer of a checkpoint (a run of
