@@ -415,3 +415,58 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_d
                                      weight_decay, step)
     return reference.adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
                                 weight_decay, step)
+
+
+
+
+
+
+
+def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """(window maxima, their flat positions) (numpy/pool.py, numba/pool.py)."""
+    if _numba_active:
+        return _numba_set.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return reference.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool2d_backward(grad, indices, input_shape):
+    """grad added at each window's arg-max (numpy/pool.py, numba/pool.py)."""
+    if _numba_active:
+        return _numba_set.max_pool2d_backward(grad, indices, input_shape)
+    return reference.max_pool2d_backward(grad, indices, input_shape)
+
+
+def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    """Window means (numpy/pool.py, numba/pool.py)."""
+    if _numba_active:
+        return _numba_set.avg_pool2d(x, kernel_size, stride, padding, ceil_mode,
+                                     count_include_pad)
+    return reference.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+def avg_pool2d_backward(grad, input_shape, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad):
+    """grad spread evenly over each window (numpy/pool.py, numba/pool.py)."""
+    if _numba_active:
+        return _numba_set.avg_pool2d_backward(grad, input_shape, kernel_size, stride, padding,
+                                              ceil_mode, count_include_pad)
+    return reference.avg_pool2d_backward(grad, input_shape, kernel_size, stride, padding,
+                                         ceil_mode, count_include_pad)
+
+
+def batch_norm(x, weight, bias, eps):
+    """(y, mean, invstd) over the batch and spatial axes of x (N, C, L) (numpy/batch_norm.py,
+    numba/batch_norm.py)."""
+    if _numba_active:
+        return _numba_set.batch_norm(x, weight, bias, eps)
+    return reference.batch_norm(x, weight, bias, eps)
+
+
+def batch_norm_backward(grad_y, x, weight, mean, invstd):
+    """(grad_x, grad_weight, grad_bias) of batch_norm (numpy/batch_norm.py, numba/batch_norm.py)."""
+    if _numba_active:
+        return _numba_set.batch_norm_backward(grad_y, x, weight, mean, invstd)
+    return reference.batch_norm_backward(grad_y, x, weight, mean, invstd)
+
+
+

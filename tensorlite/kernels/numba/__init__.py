@@ -56,3 +56,5 @@ from ._gemm import SMALL_MATMUL
 from .matmul import (LINEAR_BACKWARD_MIN_BLOCK_ROWS, _linear_backward_plan, linear,
                      linear_backward, matmul, matmul_backward)
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .batch_norm import batch_norm, batch_norm_backward

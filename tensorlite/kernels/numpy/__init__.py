@@ -22,3 +22,5 @@ from .gelu import GELU_CUBIC, GELU_SCALE, gelu, gelu_backward
 from .layer_norm import layer_norm, layer_norm_backward
 from .matmul import linear, linear_backward, matmul, matmul_backward
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .batch_norm import batch_norm, batch_norm_backward
