@@ -217,7 +217,7 @@ class GPT(nn.Module):
         ``model.safetensors``; keys with or without the ``transformer.`` prefix).
 
         nanoGPT's name, but from a local directory and without torch: it needs the optional
-        ``safetensors`` package (``pip install 'tensorlite[hf]'``). ``dropout`` overrides the
+        ``safetensors`` package (``pip install '.[hf]' from a tensorlite checkout``). ``dropout`` overrides the
         config's. Problems with the files raise ``tensorlite.models.hf.HFFormatError`` naming the tensor
         or field.
         """

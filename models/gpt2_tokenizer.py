@@ -4,7 +4,7 @@ This is the tokenizer of OpenAI's ``encoder.py``, step by step:
 
 1. pre-split the text with GPT-2's pattern (letters, numbers, other symbols, each with an
    optional leading space; runs of whitespace), which needs ``\\p{L}`` / ``\\p{N}`` classes
-   from the ``regex`` package (optional extra ``tensorlite[hf]``);
+   from the ``regex`` package (optional extra ``.[hf]`` (from a tensorlite checkout));
 2. turn each chunk's UTF-8 bytes into printable characters with ``bytes_to_unicode`` (so the
    vocabulary is a JSON file of ordinary strings; a space becomes "Ġ");
 3. merge neighbouring symbols again and again, always the pair with the lowest rank (the line
@@ -112,7 +112,7 @@ def _regex():
     try:
         import regex
     except ImportError:
-        raise ValueError("GPT-2's tokenizer needs the regex package: pip install 'tensorlite[hf]'") from None
+        raise ValueError("GPT-2's tokenizer needs the regex package: pip install '.[hf]' from a tensorlite checkout") from None
     return regex
 
 

@@ -1,7 +1,7 @@
 """Hugging Face GPT-2 weights in and out: ``config.json`` + ``model.safetensors``.
 
 No torch and no transformers: the tensors are read and written with the ``safetensors``
-package (the optional extra ``tensorlite[hf]``), as NumPy arrays.
+package (the optional extra ``.[hf]`` (from a tensorlite checkout)), as NumPy arrays.
 
 The Hugging Face GPT-2 layout differs from this project's (nanoGPT's) in three ways:
 
@@ -94,7 +94,7 @@ def _safetensors_numpy():
         import safetensors.numpy
     except ImportError:
         raise HFFormatError(
-            "Hugging Face interop needs the safetensors package: pip install 'tensorlite[hf]'") from None
+            "Hugging Face interop needs the safetensors package: pip install '.[hf]' from a tensorlite checkout") from None
     return safetensors.numpy
 
 

@@ -17,7 +17,7 @@ come from the records' ``tokens`` field when the trainer wrote one, else from
 ``--tokens-per-iter``; with ``--x iter`` and a known token count a second x axis on top shows
 tokens too.
 
-matplotlib is the optional extra ``tensorlite[plot]``; without it, or with an unreadable
+matplotlib is the optional extra ``.[plot]`` (from a tensorlite checkout); without it, or with an unreadable
 metrics file, the command prints one line and exits with code 2.
 """
 
@@ -176,7 +176,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise PlotError("plotting needs matplotlib: pip install 'tensorlite[plot]'") from None
+        raise PlotError("plotting needs matplotlib: pip install '.[plot]' from a tensorlite checkout") from None
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 

@@ -411,7 +411,7 @@ class BPETokenizer(JSONTokenizer):
 
 def tokenizer_from_dict(d):
     """Rebuild a tokenizer from its to_dict() output: CharTokenizer, BPETokenizer, or GPT-2's
-    own BPE (``type`` "gpt2", models/gpt2_tokenizer.py, which needs ``tensorlite[hf]``)."""
+    own BPE (``type`` "gpt2", models/gpt2_tokenizer.py, which needs ``.[hf]`` (from a tensorlite checkout))."""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind == "gpt2":
         from .gpt2_tokenizer import GPT2Tokenizer  # its regex dependency is optional

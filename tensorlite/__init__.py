@@ -37,6 +37,7 @@ from tensorlite.ops.arguments import (  # noqa: E402
 from tensorlite import functional  # noqa: E402
 from tensorlite import autograd, func, inplace, nn, optim, profiler  # noqa: E402
 from tensorlite import utils  # noqa: E402  (tl.utils.data, as torch.utils.data)
+from tensorlite import viz  # noqa: E402  (tl.viz.to_dot, tl.viz.draw)
 from tensorlite.creation import (  # noqa: E402
     empty, eye, full, full_like, linspace, multinomial, rand, rand_like, randint, randn_like,
 )

@@ -12,7 +12,7 @@ Every array is a NumPy array and every collective works in place on it, as the
 tensor versions do in PyTorch. Collectives are blocking: each rank must call the
 same collectives in the same order with arrays of the same shape and dtype.
 
-MPI is an optional extra (``pip install tensorlite[mpi]``: mpi4py and MPICH, whose
+MPI is an optional extra (``pip install '.[mpi]' from a tensorlite checkout``: mpi4py and MPICH, whose
 wheel puts an ``mpiexec`` in the virtualenv). mpi4py is imported here only, and only
 by ``init_process_group``: importing this module, or asking ``launched_by_mpiexec()``,
 never loads MPI, so a plain single-process run is unaffected by whether MPI is installed.
@@ -38,7 +38,7 @@ __all__ = [
     "broadcast", "abort", "destroy_process_group", "Work",
 ]
 
-INSTALL_HINT = "pip install tensorlite[mpi]  (mpi4py and MPICH)"
+INSTALL_HINT = "pip install '.[mpi]' from a tensorlite checkout  (mpi4py and MPICH)"
 ABORT_GRACE_SECONDS = 0.2  # see abort()
 
 # Environment variables that MPI launchers set in every process they start, as

@@ -2,7 +2,7 @@
 
 Each test writes a small script, launches it on two ranks and checks its exit code and
 output. They are skipped when mpi4py or an `mpiexec` is not installed
-(`pip install tensorlite[mpi]` provides both).
+(`pip install '.[mpi]' from a tensorlite checkout` provides both).
 """
 
 import os
@@ -32,7 +32,7 @@ def _mpi4py_installed():
 MPIEXEC = _find_mpiexec()
 needs_mpi = pytest.mark.skipif(
     MPIEXEC is None or not _mpi4py_installed(),
-    reason="needs mpi4py and mpiexec: pip install tensorlite[mpi]")
+    reason="needs mpi4py and mpiexec: pip install '.[mpi]' from a tensorlite checkout")
 
 # Every script starts like this: two ranks, one thread each, the NumPy kernels (no compile).
 PREAMBLE = """

@@ -286,5 +286,5 @@ def test_damaged_files(tmp_path, rng, capsys):
 
 def test_missing_safetensors_package_is_one_line(hide_package, tmp_path):
     hide_package("safetensors")
-    with pytest.raises(hf.HFFormatError, match=r"pip install 'tensorlite\[hf\]'"):
+    with pytest.raises(hf.HFFormatError, match=r"pip install '\.\[hf\]' from a tensorlite checkout"):
         hf._safetensors_numpy()

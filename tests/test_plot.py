@@ -99,5 +99,5 @@ def test_without_matplotlib_one_line_and_exit_2(tmp_path, capsys, hide_package):
     a = write_metrics(tmp_path / "a" / "metrics.jsonl")
     hide_package("matplotlib")
     code, _, err = run(capsys, a, "-o", tmp_path / "p.png")
-    assert code == 2 and err.strip() == "tensorlite-plot: error: plotting needs matplotlib: pip install 'tensorlite[plot]'"
+    assert code == 2 and err.strip() == "tensorlite-plot: error: plotting needs matplotlib: pip install '.[plot]' from a tensorlite checkout"
     assert not (tmp_path / "p.png").exists()

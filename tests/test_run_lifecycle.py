@@ -357,7 +357,7 @@ def _mpi4py_installed():
 
 MPIEXEC = _find_mpiexec()
 needs_mpi = pytest.mark.skipif(MPIEXEC is None or not _mpi4py_installed(),
-                               reason="needs mpi4py and mpiexec: pip install tensorlite[mpi]")
+                               reason="needs mpi4py and mpiexec: pip install '.[mpi]' from a tensorlite checkout")
 TWO_RANKS = [MPIEXEC, "-n", "2"]
 
 
