@@ -159,6 +159,9 @@ def build_parser():
     g.add_argument("--sample-tokens", type=int, default=S, metavar="N", help="print N sampled tokens at the end (0)")
     g.add_argument("--kernels", choices=("numba", "numpy"), default=S, help="kernel set (default: $TENSORLITE_KERNELS or numba)")
     g.add_argument("--no-progress", action="store_true", help="no live progress line")
+    g.add_argument("--gradient-checkpointing", action="store_true", default=S,
+                   help="keep only each block's input and recompute its activations in backward: "
+                        "less memory for about one more forward per step")
     return p
 
 

@@ -45,6 +45,9 @@ DEFAULTS = dict(
     sample_tokens=0,
     kernels=None,  # None: keep the kernel set chosen by TENSORLITE_KERNELS
     dtype="float32",
+    # recompute each block's activations in backward (tl.utils.checkpoint): less memory, the
+    # same numbers, about one more forward per step
+    gradient_checkpointing=False,
 )
 
 # No preset sets lr_decay_iters: the decay follows the run's --max-iters (see resolve_settings),
@@ -75,14 +78,15 @@ INT_SETTINGS = ("bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "
 FLOAT_SETTINGS = ("dropout", "lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip")
 # (a "gpt2" tokenizer comes only from a checkpoint: --init-from a converted GPT-2, then --resume)
 CHOICE_SETTINGS = {"tokenizer": ("char", "bpe", "gpt2"), "dtype": ("float32", "float64"), "bias": (True, False),
-                   "data_format": ("text", "sft")}
+                   "data_format": ("text", "sft"), "gradient_checkpointing": (True, False)}
 PATH_SETTINGS = ("data", "out_dir", "metrics", "init_from")  # a string, or None where DEFAULTS has None
 
 CKPT_NAME, BEST_NAME, METRICS_NAME = "ckpt.npz", "best.npz", "metrics.jsonl"
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by the checkpoint
 TOKENIZER_KEYS = ("tokenizer", "bpe_vocab_size", "dtype")  # also fixed by the checkpoint
-NOT_RESUMED_KEYS = ("out_dir", "metrics", "kernels")  # taken from the resuming command line
+# taken from the resuming command line: where to write and how to compute, not what
+NOT_RESUMED_KEYS = ("out_dir", "metrics", "kernels", "gradient_checkpointing")
 
 
 class UsageError(ValueError):

@@ -286,6 +286,8 @@ class Run:
             del self.init_state
         else:
             self.model = GPT(self.config, dtype=np.dtype(s["dtype"]))
+        if s["gradient_checkpointing"]:
+            self.model.gradient_checkpointing_enable()
         self.optimizer = self.model.configure_optimizers(
             weight_decay=s["weight_decay"], learning_rate=s["lr"], betas=(s["beta1"], s["beta2"]))
         self.data_rng = make_data_rng(s["seed"])

@@ -425,3 +425,20 @@ def test_the_readme_sft_example_data_ships_and_fits_the_pretrained_vocabulary():
     # the pretraining corpus (the built-in one, as in the README's first step) has every character
     corpus, _ = load_text(None)
     assert set("".join(p + c for p, c in pairs)) <= set(corpus)
+
+
+def test_gradient_checkpointing_flag_trains_the_same_run(corpus_file, tmp_path):
+    """--gradient-checkpointing recomputes each block in backward with the same operations in
+    the same order, so the run is the same to the bit (dropout on: the recomputation draws the
+    same masks); it is a per-invocation choice, not saved for --resume."""
+    from tensorlite.models.trainer import saved_settings
+
+    common = ["--dropout", "0.1", "--max-iters", "6"]
+    plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
+    assert train.main(run_args(corpus_file, plain, *common)) == 0
+    assert train.main(run_args(corpus_file, checkpointed, *common, "--gradient-checkpointing")) == 0
+    a, b = ckpt_io.load(plain / "ckpt.npz"), ckpt_io.load(checkpointed / "ckpt.npz")
+    for name in a.model_state:
+        np.testing.assert_array_equal(b.model_state[name], a.model_state[name], err_msg=name)
+    assert train_losses(checkpointed / "metrics.jsonl") == train_losses(plain / "metrics.jsonl")
+    assert "gradient_checkpointing" not in saved_settings(b, checkpointed / "ckpt.npz")
