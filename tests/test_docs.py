@@ -71,16 +71,23 @@ def test_chapter_runs(path, tmp_path):
 
 def main(argv: list[str]) -> int:
     """`python tests/test_docs.py docs/03-broadcasting.md ...`: run chapters with their full
-    settings from inside docs/, so the pictures they draw land in docs/images/."""
+    settings in a temporary directory and copy the pictures they draw into docs/images/."""
+    import shutil
+    import tempfile
+
     for name in argv or [str(p) for p in CHAPTERS]:
         path = Path(name).resolve()
         code = "\n".join(python_blocks(path.read_text(encoding="utf-8")))
         env = dict(os.environ, MPLBACKEND="Agg")
         env.pop("TENSORLITE_DOCS_QUICK", None)
         print(f"== {path.name}", flush=True)
-        done = subprocess.run([sys.executable, "-c", code], cwd=DOCS, env=env)
-        if done.returncode:
-            return done.returncode
+        with tempfile.TemporaryDirectory() as workdir:
+            done = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env)
+            if done.returncode:
+                return done.returncode
+            for picture in sorted(Path(workdir, "images").glob("*")):
+                shutil.copy(picture, DOCS / "images" / picture.name)
+                print(f"-> docs/images/{picture.name}")
     return 0
 
 
