@@ -121,6 +121,9 @@ class Tensor:
     dtype = property(lambda self: self._data.dtype)
     ndim = property(lambda self: self._data.ndim)
     is_leaf = property(lambda self: self._ctx is None)
+    grad_fn = property(operator.attrgetter("_ctx"),
+                       doc="The op that produced this tensor (a Function; PyTorch's name), None "
+                           "for a leaf or a tensor that needs no gradient.")
     _version = property(lambda self: self._version_counter[0],
                         doc="How many in-place operations changed this tensor (or a view of it).")
 

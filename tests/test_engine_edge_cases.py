@@ -165,3 +165,18 @@ def test_saving_a_derived_array_is_a_definition_error():
 
     with pytest.raises(TypeError, match="neither one of its inputs nor its output"):
         SavesDerived.apply(tl.Tensor(np.ones(2), requires_grad=True))
+
+
+def test_zero_dimensional_results_are_arrays():
+    # NumPy answers -x and x + x on 0-d arrays with a scalar; a Tensor always holds an array
+    x = tl.tensor(np.array(0.5), requires_grad=True)
+    for y in (-x, x + x, x * 2, x.exp(), x ** 2):
+        assert type(y.data) is np.ndarray and y.shape == ()
+        assert np.asarray(y).shape == () and tl.zeros_like(y).shape == ()
+
+
+def test_grad_fn_names_the_producing_op():
+    x = tl.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    assert x.grad_fn is None and y.grad_fn is y._ctx and type(y.grad_fn).__name__ == "Sum"
+    assert (x.detach() * 2).grad_fn is None

@@ -103,6 +103,8 @@ class Function:
             data = op.forward(*arrays, **params)
         else:
             data = _observed_forward(op, tensors, params)
+        if type(data) is not np.ndarray:  # NumPy gives a scalar for 0-d inputs: -x, x + x
+            data = _as_output_array(op, data)
         requires_grad = any_input_requires_grad and _thread_state.grad_enabled
         out = Tensor._make(data, requires_grad)
         if cls.is_view:
@@ -196,6 +198,14 @@ def _saved_as_tensors(op):
             tensor._ctx = producer
             tensors.append(tensor)
     return tuple(tensors)
+
+
+def _as_output_array(op, scalar):
+    """A forward's NumPy scalar as a 0-d array, also where forward saved it as its output."""
+    data = np.asarray(scalar)
+    if op.saved_arrays:
+        op.saved_arrays = tuple([data if saved is scalar else saved for saved in op.saved_arrays])
+    return data
 
 
 def _as_tensors(inputs):
