@@ -1,6 +1,6 @@
 """Neural-network functions (`tensorlite.functional`, imported as `F`; `tensorlite.nn.functional`
 is the same module): the fused ops of `tensorlite/ops/nn.py` and the losses of
-`tensorlite/losses.py`, and pooling, batch norm and padding (`ops/pool.py`, `ops/batch_norm.py`,
+`tensorlite/losses.py`, and the convolution family (`ops/conv.py`, `ops/pool.py`, `ops/batch_norm.py`,
 `ops/padding.py`), under the names torch.nn.functional uses. How the ops are fused and how
 they are differentiated twice is told in `tensorlite/ops/nn.py`.
 """
@@ -13,6 +13,7 @@ from tensorlite.ops.nn import (  # noqa: F401
     LogSoftmaxBackward, relu, scaled_dot_product_attention, ScaledDotProductAttention, Softmax,
     softmax, SoftmaxBackward,
 )
+from tensorlite.ops.conv import conv1d, conv2d, conv_transpose2d, fold, unfold  # noqa: F401
 from tensorlite.ops.pool import (  # noqa: F401
     adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d,
 )
@@ -28,6 +29,6 @@ __all__ = [
     "softmax", "log_softmax", "cross_entropy", "gelu", "relu", "layer_norm", "embedding",
     "dropout", "linear", "scaled_dot_product_attention", "mse_loss", "l1_loss",
     "binary_cross_entropy_with_logits", "nll_loss", "silu",
-    "max_pool1d", "max_pool2d",
+    "conv1d", "conv2d", "conv_transpose2d", "unfold", "fold", "max_pool1d", "max_pool2d",
     "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "pad", "one_hot", "dropout2d",
 ]

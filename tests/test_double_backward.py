@@ -617,6 +617,146 @@ def cross_entropy_with_options(data):
 
 
 # ---------------------------------------------------------------------------
+# The convolution family (NCL / NCHW). Sizes stay tiny: a conv's double backward is a few
+# convolutions per element of the finite differences.
+# ---------------------------------------------------------------------------
+
+def _conv_geometry(data, dims):
+    """(stride, padding, dilation) drawn per spatial dim."""
+    stride = tuple(data.draw(st.integers(1, 2), label="stride") for _ in range(dims))
+    dilation = tuple(data.draw(st.integers(1, 2), label="dilation") for _ in range(dims))
+    padding = tuple(data.draw(st.integers(0, 1), label="padding") for _ in range(dims))
+    return stride, padding, dilation
+
+
+@case("F.conv1d", "F.conv2d")
+def convolution(data):
+    dims = data.draw(st.sampled_from([1, 2]), label="dims")
+    groups = data.draw(st.sampled_from([1, 2]), label="groups")
+    c_in, c_out = groups * data.draw(st.integers(1, 2), label="c_in"), groups
+    kernel = tuple(data.draw(st.integers(1, 2), label="kernel") for _ in range(dims))
+    stride, padding, dilation = _conv_geometry(data, dims)
+    spatial = tuple(data.draw(st.integers(d * (k - 1) + 1, d * (k - 1) + 3), label="size")
+                    for k, d in zip(kernel, dilation))
+    x = data.draw(small_tensors((data.draw(st.integers(1, 2), label="batch"), c_in) + spatial),
+                  label="x")
+    weight = data.draw(small_tensors((c_out, c_in // groups) + kernel), label="weight")
+    bias = data.draw(st.none() | small_tensors((c_out,)), label="bias")
+    conv = F.conv1d if dims == 1 else F.conv2d
+    # x * conv(...) would not broadcast; the square makes the second derivative non-zero
+    return (lambda t, w, b: conv(t, w, b, stride=stride, padding=padding, dilation=dilation,
+                                 groups=groups) ** 2), (x, weight, bias)
+
+
+@case("F.conv_transpose2d")
+def convolution_transposed(data):
+    groups = data.draw(st.sampled_from([1, 2]), label="groups")
+    c_in, c_out = groups, groups * data.draw(st.integers(1, 2), label="c_out")
+    kernel = tuple(data.draw(st.integers(1, 2), label="kernel") for _ in range(2))
+    stride, padding, dilation = _conv_geometry(data, 2)
+    output_padding = tuple(data.draw(st.integers(0, s - 1), label="output_padding")
+                           for s in stride)
+    spatial = tuple(data.draw(st.integers(1, 3), label="size") for _ in range(2))
+    x = data.draw(small_tensors((1, c_in) + spatial), label="x")
+    weight = data.draw(small_tensors((c_in, c_out // groups) + kernel), label="weight")
+    bias = data.draw(st.none() | small_tensors((c_out,)), label="bias")
+    out_size = [(n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, s, p, d, k, o in
+                zip(spatial, stride, padding, dilation, kernel, output_padding)]
+    if min(out_size) < 1:
+        output_padding, padding = (0, 0), (0, 0)
+    return (lambda t, w, b: F.conv_transpose2d(t, w, b, stride=stride, padding=padding,
+                                               output_padding=output_padding, groups=groups,
+                                               dilation=dilation) ** 2), (x, weight, bias)
+
+
+@case("F.unfold", "F.fold")
+def unfold_and_fold(data):
+    kernel = tuple(data.draw(st.integers(1, 2), label="kernel") for _ in range(2))
+    stride, padding, dilation = _conv_geometry(data, 2)
+    size = tuple(data.draw(st.integers(d * (k - 1) + 1, d * (k - 1) + 3), label="size")
+                 for k, d in zip(kernel, dilation))
+    x = data.draw(small_tensors((1, 2) + size), label="x")
+
+    def fn(t):
+        cols = F.unfold(t, kernel, dilation=dilation, padding=padding, stride=stride)
+        return F.fold(cols * cols, size, kernel, dilation=dilation, padding=padding,
+                      stride=stride)
+    return fn, (x,)
+
+
+@case("F.max_pool1d", "F.max_pool2d")
+def max_pool(data):
+    dims = data.draw(st.sampled_from([1, 2]), label="dims")
+    kernel = data.draw(st.integers(1, 3), label="kernel")
+    stride = data.draw(st.integers(1, 3), label="stride")
+    padding = data.draw(st.integers(0, kernel // 2), label="padding")
+    ceil_mode = data.draw(st.booleans(), label="ceil_mode")
+    spatial = tuple(data.draw(st.integers(kernel, kernel + 3), label="size") for _ in range(dims))
+    # distinct values: no ties, so the arg-max is stable under finite differences
+    x = data.draw(tst.well_separated((1, 2) + spatial), label="x")
+    pool = F.max_pool1d if dims == 1 else F.max_pool2d
+    return (lambda t: pool(t, kernel, stride, padding, ceil_mode=ceil_mode) ** 2), (x,)
+
+
+@case("F.avg_pool1d", "F.avg_pool2d", "F.adaptive_avg_pool2d")
+def average_pool(data):
+    kind = data.draw(st.sampled_from(["1d", "2d", "adaptive"]), label="kind")
+    kernel = data.draw(st.integers(1, 3), label="kernel")
+    stride = data.draw(st.integers(1, 3), label="stride")
+    padding = data.draw(st.integers(0, kernel // 2), label="padding")
+    ceil_mode = data.draw(st.booleans(), label="ceil_mode")
+    include_pad = data.draw(st.booleans(), label="count_include_pad")
+    dims = 1 if kind == "1d" else 2
+    spatial = tuple(data.draw(st.integers(kernel, kernel + 3), label="size") for _ in range(dims))
+    x = data.draw(small_tensors((1, 2) + spatial), label="x")
+    if kind == "adaptive":
+        out = tuple(data.draw(st.integers(1, n), label="output_size") for n in spatial)
+        return (lambda t: F.adaptive_avg_pool2d(t, out) ** 2), (x,)
+    pool = F.avg_pool1d if dims == 1 else F.avg_pool2d
+    return (lambda t: pool(t, kernel, stride, padding, ceil_mode=ceil_mode,
+                           count_include_pad=include_pad) ** 2), (x,)
+
+
+@case("F.batch_norm")
+def batch_norm(data):
+    shape = data.draw(st.sampled_from([(3, 2), (2, 2, 3), (2, 2, 2, 2)]), label="shape")
+    # distinct values: no channel has (near) zero variance
+    x = data.draw(tst.well_separated(shape), label="x")
+    weight = data.draw(st.none() | small_tensors((shape[1],)), label="weight")
+    bias = data.draw(st.none() | small_tensors((shape[1],)), label="bias")
+    training = data.draw(st.booleans(), label="training")
+    running_mean = np.linspace(-0.5, 0.5, shape[1])
+    running_var = np.linspace(0.5, 1.5, shape[1])
+
+    def fn(t, w, b):
+        # copies: each call of fn (finite differences call it often) starts from the same stats
+        return F.batch_norm(t, running_mean.copy(), running_var.copy(), w, b,
+                            training=training, momentum=0.1, eps=1e-5) ** 2
+    return fn, (x, weight, bias)
+
+
+@case("F.pad")
+def pad(data):
+    mode = data.draw(st.sampled_from(["constant", "reflect", "replicate", "circular"]),
+                     label="mode")
+    x = data.draw(small_tensors((1, 2, 3, 4)), label="x")
+    widths = tuple(data.draw(st.integers(0, 2), label="pad") for _ in range(4))
+    if mode == "constant":
+        widths = tuple(w - data.draw(st.integers(0, 1), label="crop") for w in widths)
+    return (lambda t: F.pad(t, widths, mode=mode) ** 2), (x,)
+
+
+@case("F.dropout2d")
+def dropout2d(data):
+    x = data.draw(small_tensors((2, 3, 2, 2)), label="x")
+
+    def fn(t):
+        tl.manual_seed(7)  # the same channel mask on every call
+        return F.dropout2d(t, 0.5, True) * t
+    return fn, (x,)
+
+
+# ---------------------------------------------------------------------------
 # The checks
 # ---------------------------------------------------------------------------
 
@@ -644,5 +784,6 @@ def test_every_op_has_a_second_derivative_case():
     ops_to_cover |= {f"F.{name}" for name in F.__all__
                      if callable(getattr(F, name, None)) and not inspect.isclass(getattr(F, name))}
     covered = {name for _, covers in CASES.values() for name in covers}
+    covered |= {"F.one_hot"}  # integer output: no gradient to check
     missing = sorted(ops_to_cover - covered)
     assert not missing, f"ops without a double-backward case in {__file__}: {missing}"

@@ -417,9 +417,43 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_d
                                 weight_decay, step)
 
 
+def conv2d(x, weight, bias, stride, padding, dilation, groups):
+    """2-D convolution, NCHW; conv1d arrives with H = 1 (numpy/conv.py, numba/conv.py)."""
+    if _numba_active:
+        return _numba_set.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return reference.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
+def conv2d_backward_input(grad, weight, input_shape, stride, padding, dilation, groups):
+    """d loss / d input of conv2d: the transposed convolution (numpy/conv.py, numba/conv.py)."""
+    if _numba_active:
+        return _numba_set.conv2d_backward_input(grad, weight, input_shape, stride, padding,
+                                                dilation, groups)
+    return reference.conv2d_backward_input(grad, weight, input_shape, stride, padding,
+                                           dilation, groups)
 
+
+def conv2d_backward_weight(grad, x, weight_shape, stride, padding, dilation, groups):
+    """d loss / d weight of conv2d (numpy/conv.py, numba/conv.py)."""
+    if _numba_active:
+        return _numba_set.conv2d_backward_weight(grad, x, weight_shape, stride, padding,
+                                                 dilation, groups)
+    return reference.conv2d_backward_weight(grad, x, weight_shape, stride, padding, dilation,
+                                            groups)
+
+
+def unfold(x, kernel_size, dilation, padding, stride):
+    """im2col, (N, C, H, W) -> (N, C kh kw, L) (numpy/conv.py, numba/conv.py)."""
+    if _numba_active:
+        return _numba_set.unfold(x, kernel_size, dilation, padding, stride)
+    return reference.unfold(x, kernel_size, dilation, padding, stride)
+
+
+def fold(cols, output_size, kernel_size, dilation, padding, stride):
+    """col2im, unfold's adjoint (numpy/conv.py, numba/conv.py)."""
+    if _numba_active:
+        return _numba_set.fold(cols, output_size, kernel_size, dilation, padding, stride)
+    return reference.fold(cols, output_size, kernel_size, dilation, padding, stride)
 
 
 def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
@@ -469,4 +503,29 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd):
     return reference.batch_norm_backward(grad_y, x, weight, mean, invstd)
 
 
+def lstm_cell(gates, c_prev):
+    """(h, c, activated gates) of one LSTM step after the products (numpy/rnn.py, numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.lstm_cell(gates, c_prev)
+    return reference.lstm_cell(gates, c_prev)
 
+
+def lstm_cell_backward(grad_h, grad_c, activations, c_prev, c):
+    """(grad_gates, grad_c_prev) of lstm_cell (numpy/rnn.py, numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.lstm_cell_backward(grad_h, grad_c, activations, c_prev, c)
+    return reference.lstm_cell_backward(grad_h, grad_c, activations, c_prev, c)
+
+
+def gru_cell(gi, gh, h_prev):
+    """(h, activated gates) of one GRU step after the products (numpy/rnn.py, numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.gru_cell(gi, gh, h_prev)
+    return reference.gru_cell(gi, gh, h_prev)
+
+
+def gru_cell_backward(grad_h, activations, gh, h_prev):
+    """(grad_gi, grad_gh, grad_h_prev) of gru_cell (numpy/rnn.py, numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.gru_cell_backward(grad_h, activations, gh, h_prev)
+    return reference.gru_cell_backward(grad_h, activations, gh, h_prev)

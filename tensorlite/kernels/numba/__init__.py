@@ -56,5 +56,7 @@ from ._gemm import SMALL_MATMUL
 from .matmul import (LINEAR_BACKWARD_MIN_BLOCK_ROWS, _linear_backward_plan, linear,
                      linear_backward, matmul, matmul_backward)
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
+from .conv import conv2d, conv2d_backward_input, conv2d_backward_weight, fold, unfold
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .batch_norm import batch_norm, batch_norm_backward
+from .rnn import gru_cell, gru_cell_backward, lstm_cell, lstm_cell_backward

@@ -22,5 +22,7 @@ from .gelu import GELU_CUBIC, GELU_SCALE, gelu, gelu_backward
 from .layer_norm import layer_norm, layer_norm_backward
 from .matmul import linear, linear_backward, matmul, matmul_backward
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
+from .conv import conv2d, conv2d_backward_input, conv2d_backward_weight, fold, unfold
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .batch_norm import batch_norm, batch_norm_backward
+from .rnn import gru_cell, gru_cell_backward, lstm_cell, lstm_cell_backward
