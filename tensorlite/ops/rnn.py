@@ -14,8 +14,13 @@ over time steps with, per direction:
 and the backward is the same loop run backwards in time (backpropagation through time), which
 keeps each step's gate gradients (T, B, G H) and then forms the weight gradients with one
 product each over the whole sequence: grad w_ih = G^T x, grad w_hh = G^T h_prev. One node per
-layer means two Python loops per layer per training step, and none of the per-step bookkeeping
-a graph of small ops would need.
+layer, and none of the per-step bookkeeping a graph of small ops would need.
+
+For the LSTM and GRU the loop over steps itself is one kernel call, `lstm_sequence` and
+`gru_sequence` (and their backwards) in kernels/numpy/rnn.py, the plain loop, and
+kernels/numba/rnn.py, where each thread runs every step for its block of batch rows: one
+parallel launch per layer and direction rather than two per step. The plain RNN, and the
+create_graph path below, loop over steps here in Python.
 
 Outputs. A Function returns one array, so a layer returns its results packed: rows 0..T-1 are
 the outputs h_t (T, B, D H); an LSTM layer has one more row, T, holding the final cell states
@@ -74,7 +79,18 @@ def _linear_backward(grad, x, weight):
 
 
 def _stack(values):
+    if isinstance(values, np.ndarray):  # already stacked by a sequence kernel
+        return values
     return Stack.run(*values, axis=0)
+
+
+def _sequence_kernels():
+    """The active kernel set's whole-sequence loops: kernels/numba/rnn.py or numpy/rnn.py."""
+    if kernels.active() == "numba":
+        from tensorlite.kernels.numba import rnn
+    else:
+        from tensorlite.kernels.numpy import rnn
+    return rnn
 
 
 def _cat(values):
@@ -204,7 +220,7 @@ class _RecurrentLayer(Function):
         for d in range(self.directions):
             run = self._run(x.reshape(T * B, -1), T, B, [s[d] for s in states],
                             _weights(weights, d, bias), reverse=d == 1)
-            out[:T, :, d * H:(d + 1) * H] = np.stack(run[0])
+            out[:T, :, d * H:(d + 1) * H] = run[0]  # (T, B, H), stacked or a list
             if self.extra_rows:
                 out[T, :, d * H:(d + 1) * H] = run[1][T - 1 if d == 0 else 0]
             self.runs.append(run)
@@ -246,6 +262,8 @@ class LSTMLayer(_RecurrentLayer):
     def _run(self, x2d, T, B, states, weights, reverse):
         (h, c), (w_ih, w_hh, b_ih, b_hh) = states, weights
         gi = _linear(x2d, w_ih, _bias_sum(b_ih, b_hh)).reshape((T, B, -1))  # (T, B, 4H)
+        if not _any_tensor(gi, h, c, w_hh):  # the whole loop in one kernel call
+            return _sequence_kernels().lstm_sequence(gi, w_hh, h, c, reverse)
         hs, cs, activations = [None] * T, [None] * T, [None] * T
         for t in _steps(T, reverse):
             gates = gi[t] + _matmul(h, w_hh.T)  # (B, 4H)
@@ -257,12 +275,16 @@ class LSTMLayer(_RecurrentLayer):
         (h0, c0), (w_ih, w_hh, b_ih, _) = states, weights
         hs, cs, activations = run
         T = len(hs)
-        grad_gates, grad_h = [None] * T, None
-        for t in _steps(T, reverse, backward=True):
-            dh = grad_out[t] if grad_h is None else grad_out[t] + grad_h
-            grad_gates[t], grad_c = _lstm_cell_backward(
-                dh, grad_c, activations[t], _previous(cs, c0, t, reverse), cs[t])
-            grad_h = _matmul(grad_gates[t], w_hh)  # (B, H)
+        if not _any_tensor(grad_out, *run, c0, w_hh):
+            grad_gates, grad_h, grad_c = _sequence_kernels().lstm_sequence_backward(
+                grad_out, grad_c, activations, cs, c0, w_hh, reverse)
+        else:
+            grad_gates, grad_h = [None] * T, None
+            for t in _steps(T, reverse, backward=True):
+                dh = grad_out[t] if grad_h is None else grad_out[t] + grad_h
+                grad_gates[t], grad_c = _lstm_cell_backward(
+                    dh, grad_c, activations[t], _previous(cs, c0, t, reverse), cs[t])
+                grad_h = _matmul(grad_gates[t], w_hh)  # (B, H)
         gates2d = _stack(grad_gates).reshape((x2d.shape[0], -1))  # (T B, 4H)
         grad_x, grad_w_ih, grad_b = _linear_backward(gates2d, x2d, w_ih)
         h_prev = _shifted(hs, h0, reverse).reshape((gates2d.shape[0], -1))  # (T B, H)
@@ -280,6 +302,8 @@ class GRULayer(_RecurrentLayer):
     def _run(self, x2d, T, B, states, weights, reverse):
         (h,), (w_ih, w_hh, b_ih, b_hh) = states, weights
         gi = _linear(x2d, w_ih, b_ih).reshape((T, B, -1))  # (T, B, 3H)
+        if not _any_tensor(gi, h, w_hh, b_hh):  # the whole loop in one kernel call
+            return _sequence_kernels().gru_sequence(gi, w_hh, b_hh, h, reverse)
         hs, ghs, activations = [None] * T, [None] * T, [None] * T
         for t in _steps(T, reverse):
             ghs[t] = _linear(h, w_hh, b_hh)  # (B, 3H)
@@ -291,12 +315,16 @@ class GRULayer(_RecurrentLayer):
         (h0,), (w_ih, w_hh, b_ih, _) = states, weights
         hs, ghs, activations = run
         T = len(hs)
-        grad_gi, grad_gh, grad_h = [None] * T, [None] * T, None
-        for t in _steps(T, reverse, backward=True):
-            dh = grad_out[t] if grad_h is None else grad_out[t] + grad_h
-            grad_gi[t], grad_gh[t], direct = _gru_cell_backward(
-                dh, activations[t], ghs[t], _previous(hs, h0, t, reverse))
-            grad_h = direct + _matmul(grad_gh[t], w_hh)  # (B, H)
+        if not _any_tensor(grad_out, *run, h0, w_hh):
+            grad_gi, grad_gh, grad_h = _sequence_kernels().gru_sequence_backward(
+                grad_out, activations, ghs, hs, h0, w_hh, reverse)
+        else:
+            grad_gi, grad_gh, grad_h = [None] * T, [None] * T, None
+            for t in _steps(T, reverse, backward=True):
+                dh = grad_out[t] if grad_h is None else grad_out[t] + grad_h
+                grad_gi[t], grad_gh[t], direct = _gru_cell_backward(
+                    dh, activations[t], ghs[t], _previous(hs, h0, t, reverse))
+                grad_h = direct + _matmul(grad_gh[t], w_hh)  # (B, H)
         rows = x2d.shape[0]
         gi2d = _stack(grad_gi).reshape((rows, -1))  # (T B, 3H)
         gh2d = _stack(grad_gh).reshape((rows, -1))

@@ -1,8 +1,9 @@
 """Recurrent cell kernels, reference: the LSTM and GRU cell updates after the matrix products.
 
-Contract shared with numba/rnn.py (the ops in tensorlite/ops/rnn.py call these through
-tensorlite.kernels). The products x @ W_ih^T (for all time steps at once) and h @ W_hh^T (per
-step) are done by the caller with BLAS; a cell kernel does the rest of one time step in one pass.
+Contract shared with numba/rnn.py (the ops in tensorlite/ops/rnn.py call these). The product
+x @ W_ih^T for all time steps at once is done by the caller; a cell kernel does the rest of one
+time step after the products, and a sequence kernel (end of this file) runs the loop over the
+time steps of one direction, the per-step product h @ W_hh^T included.
 Gate order as PyTorch: LSTM (i, f, g, o), GRU (r, z, n).
 
 The backward formulas, with s' = s (1 - s) for a sigmoid s and t' = 1 - t^2 for a tanh t:
@@ -75,3 +76,69 @@ def gru_cell_backward(grad_h, activations, gh, h_prev):
     grad_gi = np.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
     grad_gh = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
     return grad_gi, grad_gh, grad_h * z
+
+
+# ----------------------------------------------------------------------------
+# Whole sequences: the loop over time steps around the cell kernels above, for one direction.
+# gi holds x W_ih^T + biases for all steps (the caller's one product); each step adds
+# h_prev W_hh^T. `reverse` runs from the last step to the first (a bidirectional layer's second
+# direction). Results are stacked over time in the input's order (index t is step t).
+
+def _order(T, reverse):
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def lstm_sequence(gi, w_hh, h0, c0, reverse):
+    """(hs, cs (T, B, H), activations (T, B, 4H)) of an LSTM over gi (T, B, 4H) =
+    x W_ih^T + b_ih + b_hh, from h0, c0 (B, H), with w_hh (4H, H)."""
+    T = gi.shape[0]
+    hs = np.empty(gi.shape[:2] + h0.shape[-1:], dtype=gi.dtype)
+    cs, activations = np.empty_like(hs), np.empty_like(gi)
+    h, c = h0, c0
+    for t in _order(T, reverse):
+        h, c, activations[t] = lstm_cell(gi[t] + h @ w_hh.T, c)
+        hs[t], cs[t] = h, c
+    return hs, cs, activations
+
+
+def lstm_sequence_backward(grad_hs, grad_c, activations, cs, c0, w_hh, reverse):
+    """(grad_gates (T, B, 4H), grad_h0, grad_c0 (B, H)) of lstm_sequence, given the gradients
+    reaching every output h_t (T, B, H) and the final cell state (B, H)."""
+    T = grad_hs.shape[0]
+    grad_gates = np.empty_like(activations)
+    grad_h = np.zeros_like(grad_hs[0])
+    for t in _order(T, not reverse):
+        t_prev = t + 1 if reverse else t - 1
+        c_prev = c0 if t_prev in (-1, T) else cs[t_prev]
+        grad_gates[t], grad_c = lstm_cell_backward(grad_hs[t] + grad_h, grad_c, activations[t],
+                                                   c_prev, cs[t])
+        grad_h = grad_gates[t] @ w_hh  # (B, H)
+    return grad_gates, grad_h, grad_c
+
+
+def gru_sequence(gi, w_hh, b_hh, h0, reverse):
+    """(hs (T, B, H), gh (T, B, 3H) = h_prev W_hh^T + b_hh per step, activations (T, B, 3H)) of a
+    GRU over gi (T, B, 3H) = x W_ih^T + b_ih; b_hh may be None."""
+    T = gi.shape[0]
+    hs = np.empty(gi.shape[:2] + h0.shape[-1:], dtype=gi.dtype)
+    gh, activations = np.empty_like(gi), np.empty_like(gi)
+    h = h0
+    for t in _order(T, reverse):
+        gh[t] = h @ w_hh.T if b_hh is None else h @ w_hh.T + b_hh
+        h, activations[t] = gru_cell(gi[t], gh[t], h)
+        hs[t] = h
+    return hs, gh, activations
+
+
+def gru_sequence_backward(grad_hs, activations, gh, hs, h0, w_hh, reverse):
+    """(grad_gi, grad_gh (T, B, 3H), grad_h0 (B, H)) of gru_sequence."""
+    T = grad_hs.shape[0]
+    grad_gi, grad_gh = np.empty_like(activations), np.empty_like(activations)
+    grad_h = np.zeros_like(grad_hs[0])
+    for t in _order(T, not reverse):
+        t_prev = t + 1 if reverse else t - 1
+        h_prev = h0 if t_prev in (-1, T) else hs[t_prev]
+        grad_gi[t], grad_gh[t], direct = gru_cell_backward(grad_hs[t] + grad_h, activations[t],
+                                                           gh[t], h_prev)
+        grad_h = direct + grad_gh[t] @ w_hh
+    return grad_gi, grad_gh, grad_h
