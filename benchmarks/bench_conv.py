@@ -7,10 +7,12 @@ its own, so neither's thread pool is running while the other is timed; a process
 (first call compiles the Numba kernels, or loads them from the cache) and then times many
 steps, and the table gives the median (and the minimum) in milliseconds.
 
-    python benchmarks/bench_conv.py [--repeats 200] [--dtype float32]
+    python benchmarks/bench_conv.py [--repeats 200] [--dtype float32] [--threads N]
 
 Prints the CPU (family, model and name from /proc/cpuinfo), each framework's thread count,
-and a markdown table.
+and a markdown table. --threads limits both frameworks to N threads (torch.set_num_threads,
+tensorlite.kernels.set_num_threads); on a machine shared with other jobs, one thread each
+is the comparison least disturbed by them (a parallel loop waits for its slowest thread).
 """
 
 import argparse
@@ -53,11 +55,13 @@ def _median(values):
     return values[len(values) // 2]
 
 
-def run_torch(repeats, dtype):
+def run_torch(repeats, dtype, threads):
     import numpy as np
     import torch
     import torch.nn.functional as F
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     results = {}
     for name, n, c, h, w, o, k, padding, needs_x in SHAPES:
@@ -81,13 +85,15 @@ def run_torch(repeats, dtype):
     return results, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def run_tensorlite(repeats, dtype):
+def run_tensorlite(repeats, dtype, threads):
     import numpy as np
     import tensorlite as tl
     import tensorlite.functional as F
     from tensorlite import kernels
 
     kernels.use("numba")
+    if threads:
+        kernels.set_num_threads(threads)
     results = {}
     for name, n, c, h, w, o, k, padding, needs_x in SHAPES:
         rng = np.random.default_rng(0)
@@ -114,20 +120,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for both frameworks (default: each one's own)")
     parser.add_argument("--worker", choices=["torch", "tensorlite"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run = run_torch if args.worker == "torch" else run_tensorlite
-        results, runtime = run(args.repeats, args.dtype)
+        results, runtime = run(args.repeats, args.dtype, args.threads)
         print(json.dumps({"results": results, "runtime": runtime}))
         return
     print(f"CPU: {cpu_description()}")
-    print(f"conv2d forward + backward, {args.dtype}, median (min) of {args.repeats} steps, ms\n")
+    print(f"conv2d forward + backward, {args.dtype}, median (min) of {args.repeats} steps, ms; "
+          f"load average {os.getloadavg()[0]:.2f}\n")
     measured = {}
     for framework in ("tensorlite", "torch"):
         output = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--worker", framework, "--repeats",
-             str(args.repeats), "--dtype", args.dtype],
+             str(args.repeats), "--dtype", args.dtype, "--threads", str(args.threads)],
             cwd=ROOT, capture_output=True, text=True, check=True)
         report = json.loads(output.stdout.strip().splitlines()[-1])
         measured[framework] = report["results"]
