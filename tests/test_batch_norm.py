@@ -234,7 +234,7 @@ def test_batch_norm_float32_running_stats_and_version(kernel_set):
 @given(x=tst.tensors(st.sampled_from([(3, 2), (2, 2, 3), (2, 2, 2, 2)]), min_value=-3,
                      max_value=3),
        affine=st.booleans(), seed=st.integers(0, 2**16))
-def test_batch_norm_gradcheck_and_gradgradcheck(kernel_set, x, affine, seed):
+def test_batch_norm_gradcheck_and_gradgradcheck(x, affine, seed):
     # values spread enough that the variance is not tiny against eps (finite differences)
     x = x + np.arange(x.size).reshape(x.shape) * 0.7
     rng = np.random.default_rng(seed)

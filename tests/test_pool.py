@@ -259,12 +259,14 @@ def test_max_pool_return_indices_without_a_graph(kernel_set):
 # ----------------------------------------------------------------------------
 # gradcheck and gradgradcheck (float64, random upstream gradient)
 
-SEPARATED = tst.well_separated(st.tuples(st.integers(1, 2), st.integers(1, 2),
-                                         st.integers(2, 5), st.integers(2, 5)))
+# Small shapes: gradgradcheck calls each op a few thousand times. These run under the default
+# (Numba) kernel set; the NumPy set's kernels are checked against it above.
+SEPARATED = tst.well_separated(st.tuples(st.just(1), st.integers(1, 2), st.integers(2, 4),
+                                         st.integers(2, 4)))
 
 
 @given(x=SEPARATED, geometry=geometries(max_kernel=2))
-def test_max_pool_gradcheck_and_gradgradcheck(kernel_set, x, geometry):
+def test_max_pool_gradcheck_and_gradgradcheck(x, geometry):
     kernel, stride, padding, dilation, ceil_mode = geometry
     assume(min(out_size(x.shape, kernel, stride, padding, dilation, ceil_mode)) >= 1)
 
@@ -283,11 +285,11 @@ def test_max_pool1d_gradcheck_and_gradgradcheck(x, kernel, stride):
     assert gradgradcheck(lambda t: F.max_pool1d(t, kernel, stride), [x])
 
 
-@given(x=tst.tensors(st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(2, 5),
-                               st.integers(2, 5)), min_value=-3, max_value=3),
+@given(x=tst.tensors(st.tuples(st.just(1), st.integers(1, 2), st.integers(2, 4),
+                               st.integers(2, 4)), min_value=-3, max_value=3),
        geometry=geometries(dilation=False, max_kernel=2), count_include_pad=st.booleans(),
        divisor_override=st.one_of(st.none(), st.integers(1, 3)))
-def test_avg_pool_gradcheck_and_gradgradcheck(kernel_set, x, geometry, count_include_pad,
+def test_avg_pool_gradcheck_and_gradgradcheck(x, geometry, count_include_pad,
                                               divisor_override):
     kernel, stride, padding, _, ceil_mode = geometry
     assume(min(out_size(x.shape, kernel, stride, padding, (1, 1), ceil_mode)) >= 1)
