@@ -8,10 +8,10 @@ writes only that plane, so threads never write the same place, and the order of 
 fixed whatever the thread count. Within a plane each window is visited once, in row-major
 order, with its rows and columns clipped to the input first (the range of kernel offsets that
 land inside is worked out per output row and per output column, outside the inner loops), so
-the loops over a window carry no bounds tests. Elements are read as x[p, r, c], never through a
-row view made inside the loop: each view costs an atomic reference count on the shared array,
-and two threads counting on one cache line slowed a loop several times over. The backward kernels zero their plane of the
-input gradient themselves, in the same parallel loop, instead of a separate np.zeros.
+the loops over a window carry no bounds tests. Elements are read as x[p, r, c] rather than
+through row views made inside the loops, each of which would take a reference count on the
+shared array. The backward kernels zero their plane of the input gradient themselves, in the
+same parallel loop, instead of a separate np.zeros.
 
 The wrappers make inputs C-contiguous float32 or float64 and flatten the planes, so each
 kernel has two compiled specialisations; other dtypes and empty inputs go to the reference.
@@ -78,8 +78,9 @@ def _max_pool2d_forward(x, row_start, row_lo, row_hi, col_start, col_lo, col_hi,
 def _max_pool2x2_forward(x, out, indices):
     """The 2x2, stride 2 max pool of LeNet and VGG, every window inside the input: the same
     comparisons in the same order as _max_pool2d_forward, but with the window's four offsets
-    known at compile time LLVM unrolls them and vectorises across the output row, which the
-    general loop (trip counts known only at run time) does not allow: 6-10x faster."""
+    known at compile time LLVM unrolls them and interleaves the windows of an output row,
+    which the general loop (trip counts known only at run time) does not allow: about 4x
+    faster on one thread at LeNet's first pool, (64, 6, 28, 28), 0.2 ms against 0.86 ms."""
     n_planes, H, W = x.shape
     Ho, Wo = out.shape[1], out.shape[2]
     minus_inf = _as(x, -np.inf)
