@@ -126,6 +126,8 @@ def main():
                                str(args.repeats)], capture_output=True, text=True, check=True)
         measured[framework] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"CPU: {cpu_description()}")
+    # Another process busy on the cores stalls both frameworks' thread pools many times over.
+    print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     for framework, data in measured.items():
         print(f"{framework}: {data['setup']}")
     print(f"forward + backward, float32, median of {args.repeats} (ms)\n")
