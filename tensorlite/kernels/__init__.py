@@ -8,7 +8,9 @@ Two packages implement the same functions with the same signatures:
 As llm.c keeps each tuned kernel beside its reference, every file of ``numba/`` mirrors
 the same-named file of ``numpy/``, function for function: ``matmul.py`` (matmul and the
 linear layer), ``softmax.py`` (softmax, log-softmax), ``attention.py``, ``layer_norm.py``,
-``gelu.py``, ``cross_entropy.py``, ``embedding.py`` and ``adamw.py``. What the Numba files
+``gelu.py``, ``cross_entropy.py``, ``embedding.py``, ``adamw.py``, ``conv.py`` (convolution,
+unfold and fold), ``pool.py`` (max and average pooling), ``batch_norm.py`` and ``rnn.py`` (the
+LSTM and GRU cell steps). What the Numba files
 share is in ``numba/_common.py`` (compile options, threading-layer defaults, SIMD
 reductions, ``fast_exp``) and ``numba/_gemm.py`` (products as tables of BLAS calls). Each
 package's ``__init__`` exports every kernel, so a set is used as one namespace.

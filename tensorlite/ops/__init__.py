@@ -8,6 +8,11 @@ by category:
     linalg.py       matmul, einsum
     nn.py           softmax family, layer norm, GELU, embedding, dropout, linear, attention, the
                     cross-entropy op
+    conv.py         conv1d/conv2d, conv_transpose2d, unfold and fold (each other's backwards)
+    pool.py         max and average pooling, adaptive average pooling
+    batch_norm.py   batch normalization (training statistics, running statistics)
+    padding.py      pad: constant, reflect, replicate, circular
+    rnn.py          the recurrent layers' sequence ops (RNN, LSTM, GRU)
     arguments.py    keyword spellings (dim/axis), axis, dtype and device checks shared by the above;
                     tl.device
     methods.py      TENSOR_METHODS: the one table from which Tensor gets its operators and methods

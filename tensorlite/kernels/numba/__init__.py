@@ -4,8 +4,9 @@ Every public function here has the name, signature and result of its counterpart
 ``tensorlite.kernels.numpy`` (read that first: it is the statement of the math). Each
 file mirrors the same-named file there, function for function (``matmul.py``,
 ``softmax.py``, ``attention.py``, ``layer_norm.py``, ``gelu.py``, ``cross_entropy.py``,
-``embedding.py``, ``adamw.py``); each section starts with ``# reference: reference.<name>``
-and says what is done differently for speed. What the files share is in ``_common.py``
+``embedding.py``, ``adamw.py``, ``conv.py``, ``pool.py``, ``batch_norm.py``, ``rnn.py``); each
+section starts with ``# reference: reference.<name>`` and says what is done differently for
+speed. What the files share is in ``_common.py``
 (compile options, threading-layer defaults, scalar and SIMD helpers) and ``_gemm.py``
 (matrix products as tables of BLAS calls). The recurring tricks:
 
