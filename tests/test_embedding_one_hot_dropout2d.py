@@ -42,14 +42,25 @@ def test_dropout2d_zeros_whole_channels_and_scales_the_rest():
     np.testing.assert_allclose(x.grad.numpy(), g * (y.numpy() / 1.0), rtol=1e-6)
 
 
-def test_dropout2d_eval_and_unbatched_and_errors():
-    x = tl.randn(3, 4, 4)
-    assert F.dropout2d(x, 0.5, training=False) is x
-    assert F.dropout2d(x, 0.5).shape == (3, 4, 4)
+def test_dropout2d_reads_a_3d_input_as_torch_does():
+    # torch 2: (N, C, L), one draw per row, with a warning that this will change
+    tl.manual_seed(0)
+    x = tl.ones(6, 7, 5)
+    with pytest.warns(UserWarning, match=r"interpreted as shape \(N, C, L\)"):
+        y = F.dropout2d(x, 0.5).numpy()
+    rows = y.reshape(42, 5)
+    assert np.all((rows == 0).all(axis=1) | (rows == 2.0).all(axis=1))
+    assert len({tuple(block.ravel()) for block in y}) > 1  # not one draw per first index
+    assert not np.all((y == 0).all(axis=(1, 2)) | (y == 2.0).all(axis=(1, 2)))
+    with pytest.warns(UserWarning):
+        assert F.dropout2d(x, 0.5, training=False) is x
+
+
+def test_dropout2d_errors():
     with pytest.raises(ValueError, match="dropout2d: expected a 3-D"):
         F.dropout2d(tl.randn(2, 3), 0.5)
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
-        F.dropout2d(x, 1.5)
+        F.dropout2d(tl.randn(2, 3, 4, 4), 1.5)
 
 
 @pytest.mark.parametrize("padding_idx", [None, 2, -1])

@@ -16,6 +16,7 @@ The plain first-order path calls the kernels directly.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.special
@@ -396,21 +397,28 @@ def dropout(x, p=0.5, training=True) -> Tensor:
 
 
 def dropout2d(input, p=0.5, training=True, inplace=False) -> Tensor:
-    """As torch's `F.dropout2d`: zero whole channels of an (N, C, H, W) or unbatched (C, H, W)
-    input with probability p, scaling the kept ones by 1/(1-p), while training. One draw per
-    channel, broadcast over H and W by the same Dropout op as `dropout`."""
+    """As torch's `F.dropout2d`: zero whole channels of an (N, C, H, W) input with probability p,
+    scaling the kept ones by 1/(1-p), while training. One draw per channel, broadcast over H and
+    W by the same Dropout op as `dropout`. A 3-D input is read as torch 2 reads it, (N, C, L)
+    with one draw per (n, c) row, and with torch's warning that this will change."""
     if inplace:
         raise ValueError("dropout2d: inplace=True is not supported; use the returned tensor")
     if input.ndim not in (3, 4):
-        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
+        raise ValueError(f"dropout2d: expected a 3-D (N, C, L) or 4-D (N, C, H, W) input, got "
                          f"shape {tuple(input.shape)}")
     if not 0 <= p <= 1:
         raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
+    if input.ndim == 3:
+        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise "
+                      "1D dropout behavior is desired - input is interpreted as shape (N, C, L), "
+                      "where C is the channel dim. This behavior will change in a future release "
+                      "to interpret the input as one without a batch dimension, i.e. shape "
+                      "(C, H, W)", UserWarning, stacklevel=2)
     if not training or p == 0:
         return input
     if p == 1:
         return input * 0.0
-    keep_mask = rng().random(input.shape[:-2] + (1, 1)) >= p
+    keep_mask = rng().random(input.shape[:2] + (1,) * (input.ndim - 2)) >= p  # (N, C, 1[, 1])
     return Dropout.apply(input, keep_mask=keep_mask, scale=1.0 / (1.0 - p))
 
 
