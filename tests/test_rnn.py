@@ -256,6 +256,7 @@ def test_bad_input_is_a_clear_value_error():
         (lambda: rnn.LSTM(3, 4, dropout=-0.1), r"LSTM: dropout"),
         (lambda: rnn.RNN(3, 4, nonlinearity="sigmoid"), r"nonlinearity"),
         (lambda: rnn.LSTM(3, 4, proj_size=2), r"proj_size"),
+        (lambda: lstm(tl.tensor(x.astype(np.float64))), r"LSTM.*float64.*float32"),
         (lambda: rnn.LSTMCell(3, 4)(tl.tensor(np.zeros((2, 5), np.float32))),
          r"LSTMCell.*\(2, 5\)"),
         (lambda: rnn.GRUCell(3, 4)(tl.tensor(np.zeros((1, 2, 3), np.float32))),

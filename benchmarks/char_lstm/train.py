@@ -12,9 +12,8 @@ The two models (float32, tensorlite, Numba kernels):
 * GPT: the `shakespeare-cpu` preset (4 layers, 4 heads, n_embd 128, block 64, batch 12, AdamW
   lr 1e-3 -> 1e-4, betas 0.9/0.99, weight decay 0.1, clip 1.0, 100 warmup steps);
 * LSTM: embedding 64, 2-layer LSTM of hidden size 256, linear head, about the same number of
-  parameters; batch 32 x 64 characters (an LSTM step costs the same at batch 12 or 32 on two
-  cores, so it takes the larger batch), Adam lr 2e-3 -> 2e-4 (char-rnn's usual rate), clip
-  1.0, 100 warmup steps.
+  parameters; batch 32 x 64 characters (benchmarks/bench_lstm.py's shape), Adam lr 2e-3 ->
+  2e-4 (char-rnn's usual rate), clip 1.0, 100 warmup steps.
 Both decay their learning rate by the preset's cosine, stretched over the time budget (the
 fraction of training time spent) instead of over a number of steps, as the budget is time.
 

@@ -137,6 +137,10 @@ class RNNBase(Module):
         if input.shape[-1] != self.input_size:
             raise ValueError(f"{name}: input size {self.input_size} expected in the last "
                              f"dimension, got input of shape {_shape(input)}")
+        weight = getattr(self, self._flat_weights_names[0])
+        if np.dtype(input.dtype) != np.dtype(weight.dtype):
+            raise ValueError(f"{name}: input of dtype {np.dtype(input.dtype)} given to a layer of "
+                             f"dtype {np.dtype(weight.dtype)}; convert one (.double(), .float())")
         batched = input.ndim == 3
         x = input if batched else input.reshape((input.shape[0], 1, input.shape[1]))
         if batched and self.batch_first:
