@@ -48,11 +48,14 @@ def make(rng, shape, dtype, layout, scale=1.0, offset=0.0):
 
 
 def batch_norm_exact(x, weight, bias, bn_eps, dtype):
-    """(y, mean, invstd) with bounds, layer norm's analysis (tests/test_kernels.py) over the
-    M = N * L values of each channel: the mean M + 3 roundings (sum, 1/M, product); the
-    variance's relative error M + 6 (its mean's error enters squared) reaches invstd halved;
-    y = (x - mean) * (invstd * weight) + bias adds the mean's error and three roundings."""
-    eps, tiny = (float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny))
+    """(y, mean, invstd, var) with bounds for kernels that sum in float64 and round each result
+    once to dtype (rounding unit e): over the M = N * L values of each channel the float64 mean
+    is within (M + 2) e64 mean|x|; var = mean((x - mean)^2) within (M + 6) e64 var plus the
+    mean's error squared (the cross term vanishes); invstd's relative error is half var + eps's
+    plus two roundings; y = (x - mean) * (invstd * weight) + bias adds the mean's error and three
+    roundings in float64; then each output's rounding to dtype, e |value|."""
+    e, e64, tiny = float(np.finfo(dtype).eps), float(np.finfo(np.float64).eps), \
+        float(np.finfo(dtype).tiny)
     x, weight, bias = (None if a is None else np.asarray(a, np.float64) for a in (x, weight, bias))
     N, C, L = x.shape
     M = N * L
@@ -63,20 +66,24 @@ def batch_norm_exact(x, weight, bias, bn_eps, dtype):
     var = (centered * centered).mean(axis=(0, 2))
     invstd = 1.0 / np.sqrt(var + bn_eps)
     y = centered * (invstd * weight)[:, None] + bias[:, None]
-    mean_error = eps * (M + 3) * np.abs(x).mean(axis=(0, 2))
-    relative = (eps * (0.5 * (M + 6) * var + 0.5 * bn_eps) + mean_error ** 2) / (var + bn_eps)
-    relative += 3 * eps
+    mean_error = e64 * (M + 2) * np.abs(x).mean(axis=(0, 2))
+    var_error = e64 * (M + 6) * var + mean_error ** 2
+    relative = 0.5 * (var_error + e64 * bn_eps) / (var + bn_eps) + 2 * e64
     y_bound = ((np.abs(weight) * invstd)[:, None] * (mean_error[:, None] + np.abs(centered)
-                                                     * (relative[:, None] + 3 * eps))
-               + eps * (np.abs(y) + np.abs(bias)[:, None]) + tiny)
-    return (y, y_bound), (mean, mean_error + tiny), (invstd, invstd * relative + tiny)
+                                                     * (relative[:, None] + 3 * e64))
+               + e64 * (np.abs(y) + np.abs(bias)[:, None]) + e * np.abs(y) + tiny)
+    return ((y, y_bound), (mean, e * np.abs(mean) + mean_error + tiny),
+            (invstd, invstd * (relative + e) + tiny), (var, e * var + var_error + tiny))
 
 
 def batch_norm_backward_exact(grad_y, x, weight, mean, invstd, dtype):
-    """(grad_x, grad_weight, grad_bias) with bounds, from the given mean and invstd: each sum
-    over a channel is within M + 4 roundings of its |terms| (x - mean and the scaling add two);
-    grad_x = weight invstd (g - mean(g) - xhat mean(g xhat)) then adds a few per term."""
-    eps, tiny = (float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny))
+    """(grad_x, grad_weight, grad_bias) with bounds, from the given mean and invstd, for
+    kernels that work in float64 and round each result once to dtype: each float64 sum over a
+    channel is within (M + 4) e64 of its |terms| (x - mean and the scaling add two);
+    grad_x = weight invstd (g - mean(g) - xhat mean(g xhat)) adds a few per term; then the
+    rounding to dtype, e |value|."""
+    e, e64, tiny = float(np.finfo(dtype).eps), float(np.finfo(np.float64).eps), \
+        float(np.finfo(dtype).tiny)
     grad_y, x, weight, mean, invstd = (None if a is None else np.asarray(a, np.float64)
                                        for a in (grad_y, x, weight, mean, invstd))
     N, C, L = x.shape
@@ -86,33 +93,41 @@ def batch_norm_backward_exact(grad_y, x, weight, mean, invstd, dtype):
     g_mean = grad_y.mean(axis=(0, 2))[:, None]
     gx_mean = (grad_y * xhat).mean(axis=(0, 2))[:, None]
     grad_x = scale[:, None] * (grad_y - g_mean - xhat * gx_mean)
-    g_mean_error = eps * (M + 4) * np.abs(grad_y).mean(axis=(0, 2))[:, None]
-    gx_mean_error = eps * (M + 8) * np.abs(grad_y * xhat).mean(axis=(0, 2))[:, None]
+    g_mean_error = e64 * (M + 4) * np.abs(grad_y).mean(axis=(0, 2))[:, None]
+    gx_mean_error = e64 * (M + 8) * np.abs(grad_y * xhat).mean(axis=(0, 2))[:, None]
     grad_x_bound = (np.abs(scale)[:, None] * (
         g_mean_error + np.abs(xhat) * gx_mean_error
-        + 4 * eps * (np.abs(grad_y) + np.abs(g_mean) + np.abs(xhat * gx_mean)))
-        + 2 * eps * np.abs(grad_x) + tiny)
+        + 4 * e64 * (np.abs(grad_y) + np.abs(g_mean) + np.abs(xhat * gx_mean)))
+        + 2 * e64 * np.abs(grad_x) + e * np.abs(grad_x) + tiny)
     grad_weight = (grad_y * xhat).sum(axis=(0, 2))
     grad_bias = grad_y.sum(axis=(0, 2))
     return ((grad_x, grad_x_bound),
-            (grad_weight, eps * (M + 5) * np.abs(grad_y * xhat).sum(axis=(0, 2)) + tiny),
-            (grad_bias, eps * (M + 2) * np.abs(grad_y).sum(axis=(0, 2)) + tiny))
+            (grad_weight, e64 * (M + 5) * np.abs(grad_y * xhat).sum(axis=(0, 2))
+             + e * np.abs(grad_weight) + tiny),
+            (grad_bias, e64 * (M + 2) * np.abs(grad_y).sum(axis=(0, 2))
+             + e * np.abs(grad_bias) + tiny))
 
 
-@given(cases())
-def test_batch_norm_kernels_within_rounding(case):
+# (scale, offset) of x: spread about eps, a spread far below eps (the variance ~1e-8 against
+# eps = 1e-5, where var must not be recovered from invstd), and a mean large against the spread
+DISTRIBUTIONS = [(3.0, 1.5), (1e-4, 0.0), (1e-4, 3.0), (1e-2, 3.0)]
+
+
+@given(cases(), st.sampled_from(DISTRIBUTIONS))
+def test_batch_norm_kernels_within_rounding(case, distribution):
     rng, shape, dtype, layout, affine = case
-    x = make(rng, shape, dtype, layout, scale=3.0, offset=1.5)
+    x = make(rng, shape, dtype, layout, *distribution)
     C = shape[1]
     weight = make(rng, (1, 1, C), dtype, "strided").reshape(C) if affine else None
     bias = make(rng, (1, 1, C), dtype, "contiguous").reshape(C) if affine else None
     grad = make(rng, shape, dtype, layout)
     forward = batch_norm_exact(x, weight, bias, 1e-5, dtype)
-    _, mean, invstd = reference.batch_norm(x, weight, bias, 1e-5)  # the backward's inputs
+    _, mean, invstd, _ = reference.batch_norm(x, weight, bias, 1e-5)  # the backward's inputs
     backward = batch_norm_backward_exact(grad, x, weight, mean, invstd, dtype)
     for module in (reference, jitted):
-        for actual, (exact, bound), name in zip(module.batch_norm(x, weight, bias, 1e-5),
-                                                forward, ("y", "mean", "invstd")):
+        results = module.batch_norm(x, weight, bias, 1e-5)
+        assert len(results) == 4
+        for actual, (exact, bound), name in zip(results, forward, ("y", "mean", "invstd", "var")):
             assert actual.dtype == dtype, name
             assert_within_rounding(actual, exact, bound, f"{module.__name__} {name}")
         results = module.batch_norm_backward(grad, x, weight, mean, invstd)
@@ -128,7 +143,7 @@ def test_batch_norm_kernels_within_rounding(case):
 def test_batch_norm_bound_catches_the_unbiased_variance():
     rng = np.random.default_rng(5)
     x = make(rng, (8, 3, 20), np.float32, "contiguous", scale=3.0, offset=1.5)
-    (exact, bound), _, _ = batch_norm_exact(x, None, None, 1e-5, np.float32)
+    (exact, bound), _, _, _ = batch_norm_exact(x, None, None, 1e-5, np.float32)
     centered = x - x.mean(axis=(0, 2), keepdims=True)
     unbiased = centered / np.sqrt((centered * centered).sum(axis=(0, 2), keepdims=True) / 159
                                   + 1e-5)
@@ -226,6 +241,26 @@ def test_batch_norm_float32_running_stats_and_version(kernel_set):
     np.testing.assert_allclose(running_mean.data, torch_mean.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(running_var.data, torch_var.numpy(), rtol=1e-5, atol=1e-6)
     assert running_mean._version == 4
+
+
+@pytest.mark.parametrize("scale, offset", [(1e-4, 0.0), (1e-4, 3.0), (3.0, 1.5)])
+def test_batch_norm_running_stats_within_rounding(kernel_set, scale, offset):
+    # a variance far below eps: the running variance comes from the kernel's variance, not
+    # from invstd (1 / invstd^2 - eps cancels to about float32's eps * eps / var relative)
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((64, 4, 8, 8)) * scale + offset).astype(np.float32)
+    running_mean, running_var = np.zeros(4, np.float32), np.ones(4, np.float32)
+    F.batch_norm(tl.Tensor(x), running_mean, running_var, training=True, momentum=1.0)
+    x64 = x.astype(np.float64)
+    M = x.size // 4
+    mean, var = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3), ddof=1)
+    e, e64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
+    # the kernel's float64 statistics (tests' batch_norm_exact), rounded to float32 by the
+    # kernel, scaled by M / (M - 1) in float64 and rounded into the float32 running buffers
+    mean_error = e64 * (M + 2) * np.abs(x64).mean(axis=(0, 2, 3))
+    assert_within_rounding(running_mean, mean, 2 * e * np.abs(mean) + mean_error)
+    var_error = e64 * (M + 8) * var + mean_error ** 2
+    assert_within_rounding(running_var, var, 2 * e * var + var_error)
 
 
 # ----------------------------------------------------------------------------

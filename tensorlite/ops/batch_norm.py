@@ -38,9 +38,9 @@ class BatchNorm(Function):
         N, C = x.shape[:2]
         rows = x.reshape(N, C, -1)  # (N, C, L)
         self.save_for_backward(x, weight) if weight is not None else self.save_for_backward(x)
-        y, self.mean, self.invstd = kernels.batch_norm(rows, weight, bias, eps)
+        y, self.mean, self.invstd, var = kernels.batch_norm(rows, weight, bias, eps)
         if running is not None:
-            _update_running_stats(*running, self.mean, self.invstd, eps, rows.shape[0] * rows.shape[2])
+            _update_running_stats(*running, self.mean, var, rows.shape[0] * rows.shape[2])
         return y.reshape(x.shape)
 
     def backward(self, grad):
@@ -73,11 +73,11 @@ def _batch_norm_backward_composite(grad, x, weight, eps):
     return grad_x * weight.reshape(per_channel), (grad * xhat).sum(axis=axes), grad.sum(axis=axes)
 
 
-def _update_running_stats(running_mean, running_var, momentum, mean, invstd, eps, count):
-    """The in-place update of torch's running statistics. The batch's biased variance is
-    recovered from invstd = 1 / sqrt(var + eps) in float64 (relative error a few float32
-    roundings, of var + eps), and made unbiased with M / (M - 1)."""
-    var = np.maximum(1.0 / np.square(invstd.astype(np.float64)) - eps, 0.0) * (count / (count - 1))
+def _update_running_stats(running_mean, running_var, momentum, mean, var, count):
+    """The in-place update of torch's running statistics, from the kernel's biased variance
+    made unbiased with M / (M - 1). (Recovering var from invstd as 1 / invstd^2 - eps would
+    cancel when var is far below eps.)"""
+    var = var.astype(np.float64) * (count / (count - 1))
     for running, batch in ((running_mean, mean), (running_var, var)):
         if running is not None:
             running[...] = (1.0 - momentum) * running + momentum * batch

@@ -6,13 +6,16 @@ L = H * W.
 
 One ``prange`` over channels: a channel's N * L values are its own thread's, so no two threads
 write the same place, and every sum is over one channel in a fixed order (rows n = 0, 1, ...,
-each row x[n, c, :] summed by ``_sum``'s SIMD order), whatever the thread count: the same inputs
-give the same bytes. A channel of the benchmark's (64, 32, 16, 16) input is 64 KB and stays in
+each row x[n, c, :] summed by ``_sum64``'s four partial sums), whatever the thread count: the
+same inputs give the same bytes. Every sum accumulates in float64, and y and grad_x are formed in
+float64 from the float64 statistics before their one rounding to x's dtype: a float32 channel
+whose mean is large against its spread (mean 3, std 1e-2) would otherwise lose digits in its
+float32 sums and in x - mean. A channel of the benchmark's (64, 32, 16, 16) input is 64 KB and stays in
 the core's cache between the passes over it:
 
 * forward: the mean (one pass), the variance as the mean squared deviation from it (a second
   pass; more accurate than E[x^2] - mean^2, which cancels), then y = (x - mean) * scale + bias;
-* backward: sum(grad_y) and sum(grad_y * (x - mean)) in one pass (``_dot_centered``), then
+* backward: sum(grad_y) and sum(grad_y * (x - mean)) in one pass (``_dot_centered64``), then
   grad_x = scale * (grad_y - mean(grad_y) - (x - mean) * k) in a second.
 
 For short rows (L < 16, e.g. the (N, C) input of BatchNorm1d) the wrappers first transpose x to
@@ -21,27 +24,70 @@ For short rows (L < 16, e.g. the (N, C) input of BatchNorm1d) the wrappers first
 
 import numpy as np
 from numba import njit, prange
-from numba.extending import intrinsic
 
 from .. import numpy as reference
-from ._common import (_OPTS, _as, _fma, _is_float, _is_float_vector, _simd_reduction, _sum,
-                      _sum_squared_deviations)
+from ._common import _OPTS, _is_float
 
 _SHORT_ROW = 16  # rows shorter than this are gathered per channel first (see the docstring)
 
 
-@intrinsic
-def _dot_centered(typingctx, a, b, center):
-    """sum(a * (b - center)) of two contiguous 1-D float arrays of one length, in _sum's
-    order, each product added by a fused multiply-add."""
-    if not (_is_float_vector(a) and _is_float_vector(b) and a.dtype == b.dtype
-            and center == a.dtype):
-        return None
+@njit(**_OPTS)
+def _sum64(a):
+    """sum(a) of a 1-D array in float64, by four partial sums in a fixed order (a[0::4] ...)."""
+    s0 = s1 = s2 = s3 = 0.0
+    n = a.shape[0]
+    k = 0
+    while k + 4 <= n:
+        s0 += np.float64(a[k])
+        s1 += np.float64(a[k + 1])
+        s2 += np.float64(a[k + 2])
+        s3 += np.float64(a[k + 3])
+        k += 4
+    while k < n:
+        s0 += np.float64(a[k])
+        k += 1
+    return (s0 + s1) + (s2 + s3)
 
-    def step(builder, fma, values, acc):
-        return fma(values[0], builder.fsub(values[1], values[2]), acc)
 
-    return a.dtype(a, b, center), _simd_reduction(step)
+@njit(**_OPTS)
+def _sum_squared_deviations64(a, center):
+    """sum((a - center)^2) in float64, in _sum64's order."""
+    s0 = s1 = s2 = s3 = 0.0
+    n = a.shape[0]
+    k = 0
+    while k + 4 <= n:
+        d0 = np.float64(a[k]) - center
+        d1 = np.float64(a[k + 1]) - center
+        d2 = np.float64(a[k + 2]) - center
+        d3 = np.float64(a[k + 3]) - center
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        k += 4
+    while k < n:
+        d0 = np.float64(a[k]) - center
+        s0 += d0 * d0
+        k += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(**_OPTS)
+def _dot_centered64(a, b, center):
+    """sum(a * (b - center)) in float64, in _sum64's order."""
+    s0 = s1 = s2 = s3 = 0.0
+    n = a.shape[0]
+    k = 0
+    while k + 4 <= n:
+        s0 += np.float64(a[k]) * (np.float64(b[k]) - center)
+        s1 += np.float64(a[k + 1]) * (np.float64(b[k + 1]) - center)
+        s2 += np.float64(a[k + 2]) * (np.float64(b[k + 2]) - center)
+        s3 += np.float64(a[k + 3]) * (np.float64(b[k + 3]) - center)
+        k += 4
+    while k < n:
+        s0 += np.float64(a[k]) * (np.float64(b[k]) - center)
+        k += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 # ----------------------------------------------------------------------------
@@ -49,48 +95,51 @@ def _dot_centered(typingctx, a, b, center):
 # reference: reference.batch_norm, reference.batch_norm_backward
 
 @njit(parallel=True, **_OPTS)
-def _batch_norm_forward(x, weight, bias, eps, out, mean, invstd):
+def _batch_norm_forward(x, weight, bias, eps, out, mean, invstd, variance):
     N, C, L = x.shape
-    inv_count = _as(x, 1.0) / _as(x, N * L)
+    count = np.float64(N * L)
     for c in prange(C):
-        total = _as(x, 0.0)
+        total = 0.0
         for n in range(N):
-            total += _sum(x[n, c])
-        mu = total * inv_count
-        squares = _as(x, 0.0)
+            total += _sum64(x[n, c])
+        mu = total / count
+        squares = 0.0
         for n in range(N):
-            squares += _sum_squared_deviations(x[n, c], mu)
-        rs = _as(x, 1.0) / np.sqrt(squares * inv_count + eps)
-        scale = rs * weight[c]
-        shift = bias[c]
+            squares += _sum_squared_deviations64(x[n, c], mu)
+        var = squares / count
+        rs = 1.0 / np.sqrt(var + eps)
+        scale = rs * np.float64(weight[c])
+        shift = np.float64(bias[c])
         for n in range(N):
             for k in range(L):
-                out[n, c, k] = _fma(x[n, c, k] - mu, scale, shift)
+                out[n, c, k] = (np.float64(x[n, c, k]) - mu) * scale + shift
         mean[c] = mu
         invstd[c] = rs
+        variance[c] = var
 
 
 @njit(parallel=True, **_OPTS)
 def _batch_norm_backward(grad_y, x, weight, mean, invstd, grad_x, grad_weight, grad_bias):
     N, C, L = x.shape
-    inv_count = _as(x, 1.0) / _as(x, N * L)
+    count = np.float64(N * L)
     for c in prange(C):
-        mu = mean[c]
-        rs = invstd[c]
-        sum_grad = _as(x, 0.0)
-        sum_grad_centered = _as(x, 0.0)
+        mu = np.float64(mean[c])
+        rs = np.float64(invstd[c])
+        sum_grad = 0.0
+        sum_grad_centered = 0.0
         for n in range(N):
-            sum_grad += _sum(grad_y[n, c])
-            sum_grad_centered += _dot_centered(grad_y[n, c], x[n, c], mu)
+            sum_grad += _sum64(grad_y[n, c])
+            sum_grad_centered += _dot_centered64(grad_y[n, c], x[n, c], mu)
         sum_grad_xhat = sum_grad_centered * rs
         grad_bias[c] = sum_grad
         grad_weight[c] = sum_grad_xhat
-        scale = rs * weight[c]
-        mean_grad = sum_grad * inv_count
-        k = sum_grad_xhat * inv_count * rs  # xhat * mean(grad_y * xhat) = (x - mean) * k
+        scale = rs * np.float64(weight[c])
+        mean_grad = sum_grad / count
+        k = sum_grad_xhat / count * rs  # xhat * mean(grad_y * xhat) = (x - mean) * k
         for n in range(N):
             for j in range(L):
-                grad_x[n, c, j] = scale * _fma(mu - x[n, c, j], k, grad_y[n, c, j] - mean_grad)
+                grad_x[n, c, j] = scale * ((np.float64(grad_y[n, c, j]) - mean_grad)
+                                           - (np.float64(x[n, c, j]) - mu) * k)
 
 
 def _channel_rows(x, dtype):
@@ -109,7 +158,7 @@ def _per_channel(value, C, dtype, default):
 
 
 def batch_norm(x, weight, bias, eps):
-    """(y, mean, invstd) -- see reference.batch_norm."""
+    """(y, mean, invstd, var) -- see reference.batch_norm."""
     if not _is_float(x) or x.ndim != 3 or x.size == 0:
         return reference.batch_norm(x, weight, bias, eps)
     dtype = x.dtype
@@ -118,9 +167,10 @@ def batch_norm(x, weight, bias, eps):
     out = np.empty_like(rows)
     mean = np.empty(C, dtype)
     invstd = np.empty(C, dtype)
+    var = np.empty(C, dtype)
     _batch_norm_forward(rows, _per_channel(weight, C, dtype, 1), _per_channel(bias, C, dtype, 0),
-                        dtype.type(eps), out, mean, invstd)
-    return restore(out), mean, invstd
+                        float(eps), out, mean, invstd, var)
+    return restore(out), mean, invstd, var
 
 
 def batch_norm_backward(grad_y, x, weight, mean, invstd):

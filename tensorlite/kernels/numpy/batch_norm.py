@@ -12,17 +12,25 @@ import numpy as np
 
 
 def batch_norm(x, weight, bias, eps):
-    """(y, mean, invstd): mean and invstd = 1 / sqrt(biased var + eps) of each channel, (C,),
-    and y = (x - mean) * invstd * weight + bias (weight, bias (C,) or None)."""
-    mean = x.mean(axis=(0, 2))  # (C,)
-    centered = x - mean[:, None]  # (N, C, L)
-    var = (centered * centered).mean(axis=(0, 2))  # biased: divided by M
-    invstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
-    scale = invstd if weight is None else invstd * weight  # (C,)
+    """(y, mean, invstd, var), the last three (C,) in x's dtype: each channel's mean, its biased
+    variance var (divided by M), invstd = 1 / sqrt(var + eps), and
+    y = (x - mean) * invstd * weight + bias (weight, bias (C,) or None).
+
+    The sums accumulate in float64 and y is formed in float64 from the float64 statistics
+    before one rounding to x's dtype (numba/batch_norm.py does the same): the op's running
+    variance takes var itself, which 1 / invstd^2 - eps would lose when var is far below eps."""
+    dtype = x.dtype
+    x64 = x.astype(np.float64)
+    count = x.shape[0] * x.shape[2]
+    mean = x.sum(axis=(0, 2), dtype=np.float64) / count  # (C,)
+    centered = x64 - mean[:, None]  # (N, C, L)
+    var = (centered * centered).sum(axis=(0, 2)) / count  # biased: divided by M
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = invstd if weight is None else invstd * np.asarray(weight, np.float64)  # (C,)
     y = centered * scale[:, None]
     if bias is not None:
-        y = y + bias[:, None]
-    return y.astype(x.dtype, copy=False), mean, invstd
+        y = y + np.asarray(bias, np.float64)[:, None]
+    return (y.astype(dtype), mean.astype(dtype), invstd.astype(dtype), var.astype(dtype))
 
 
 def batch_norm_backward(grad_y, x, weight, mean, invstd):
@@ -32,16 +40,18 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd):
       grad_bias   = sum of grad_y over (N, L)                         # (C,)
       grad_weight = sum of grad_y * xhat over (N, L)                  # (C,)
       grad_x      = weight * invstd * (grad_y - grad_bias / M - xhat * grad_weight / M)
+    in float64 from the given mean and invstd, each result rounded once to x's dtype.
     """
-    xhat = (x - mean[:, None]) * invstd[:, None]  # (N, C, L)
+    dtype = x.dtype
+    grad_y = grad_y.astype(np.float64)
+    invstd = np.asarray(invstd, np.float64)
+    xhat = (x.astype(np.float64) - np.asarray(mean, np.float64)[:, None]) * invstd[:, None]
     sum_grad = grad_y.sum(axis=(0, 2))  # (C,)
     sum_grad_xhat = (grad_y * xhat).sum(axis=(0, 2))  # (C,)
     count = x.shape[0] * x.shape[2]
-    scale = invstd if weight is None else invstd * weight
+    scale = invstd if weight is None else invstd * np.asarray(weight, np.float64)
     grad_x = scale[:, None] * (grad_y - (sum_grad / count)[:, None]
                                - xhat * (sum_grad_xhat / count)[:, None])
-    dtype = x.dtype
     if weight is None:
-        return grad_x.astype(dtype, copy=False), None, None
-    return (grad_x.astype(dtype, copy=False), sum_grad_xhat.astype(dtype, copy=False),
-            sum_grad.astype(dtype, copy=False))
+        return grad_x.astype(dtype), None, None
+    return grad_x.astype(dtype), sum_grad_xhat.astype(dtype), sum_grad.astype(dtype)
