@@ -188,10 +188,15 @@ def test_max_pool_ops_match_torch(kernel_set, case, unbatched, one_d):
                                       return_indices=True)
     assert ours.shape == tuple(theirs.shape)
     np.testing.assert_array_equal(ours_indices.data, theirs_indices.numpy())
-    # A window that dilation puts entirely in the padding points past its plane; torch's
-    # backward then writes out of bounds (test_window_without_input_gets_no_gradient).
-    assume((ours_indices.data < x.shape[-1] * (1 if one_d else x.shape[-2])).all())
-    _compare(ours, theirs, ours_x, theirs_x, rng.standard_normal(ours.shape))
+    # A window that dilation leaves without an input element (its maximum -inf: the values are
+    # finite) has an index torch's backward follows to an unrelated element or past the plane;
+    # ours sends its gradient nowhere, which is torch's result with that gradient set to 0.
+    grad = rng.standard_normal(ours.shape)
+    empty = np.isneginf(ours.data)
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
+    ours.backward(grad)
+    theirs.backward(torch.from_numpy(np.where(empty, 0.0, grad)))
+    np.testing.assert_allclose(ours_x.grad.data, theirs_x.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_window_without_input_gets_no_gradient(kernel_set):
@@ -202,6 +207,24 @@ def test_window_without_input_gets_no_gradient(kernel_set):
     assert y.data.tolist() == [[[-np.inf]]] and indices.data.tolist() == [[[1]]]
     y.backward(np.ones(y.shape))
     assert x.grad.data.tolist() == [[[0.0]]]
+
+
+def test_window_with_rows_but_no_columns_gets_no_gradient(kernel_set):
+    """Kernel (1, 2), dilation (1, 2), padding (0, 1) over a (3, 1) plane: each window's
+    columns are -1 and 1, both outside, though its row is inside. torch reports index
+    row * W + W (the next row's first element); the gradient must not go there."""
+    x = tl.Tensor(np.array([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1), requires_grad=True)
+    y, indices = F.max_pool2d(x, (1, 2), 1, (0, 1), (1, 2), return_indices=True)
+    assert np.isneginf(y.data).all() and indices.data.ravel().tolist() == [1, 2, 3]
+    y.backward(np.ones(y.shape))
+    assert x.grad.data.ravel().tolist() == [0.0, 0.0, 0.0]
+    # the second derivative's gather reads nothing for those windows either
+    x = tl.Tensor(np.array([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1), requires_grad=True)
+    y = F.max_pool2d(x, (1, 2), 1, (0, 1), (1, 2))
+    g = tl.Tensor(np.ones(y.shape), requires_grad=True)
+    (grad_x,) = tl.autograd.grad(y, x, g, create_graph=True)
+    (grad_g,) = tl.autograd.grad((grad_x * tl.Tensor(np.arange(3.0).reshape(1, 1, 3, 1))).sum(), g)
+    assert grad_g.data.ravel().tolist() == [0.0, 0.0, 0.0]
 
 
 @given(case=pool_cases(dilation=False, values=("normal",)), unbatched=st.booleans(),

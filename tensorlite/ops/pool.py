@@ -111,6 +111,27 @@ def _output_shape(input_shape, dims, out4):
 # --------------------------------------------------------------------------------------------
 # max pooling
 
+def _empty_windows(size, out, kernel, stride, padding, dilation):
+    """(out,) bool along one axis: the windows none of whose kernel offsets lands inside
+    [0, size) (dilation can step over the whole input from the padding)."""
+    starts = np.arange(out) * stride - padding
+    skipped = -(np.minimum(starts, 0) // dilation)  # offsets before the first one inside
+    return (skipped >= kernel) | (starts + skipped * dilation >= size)
+
+
+def _without_empty_windows(indices, shape4, kernel, stride, padding, dilation):
+    """indices for the backward: a window with no input element keeps torch's index, which
+    can name another row's element (row * W + W when its row is inside but no column is), so
+    it is replaced by H * W, past the plane, where the backward kernels send nothing."""
+    H, W = shape4[2:]
+    Ho, Wo = indices.shape[2:]
+    rows = _empty_windows(H, Ho, kernel[0], stride[0], padding[0], dilation[0])
+    cols = _empty_windows(W, Wo, kernel[1], stride[1], padding[1], dilation[1])
+    if not (rows.any() or cols.any()):
+        return indices
+    return np.where(rows[:, None] | cols[None, :], H * W, indices)
+
+
 class MaxPool2d(Function):
     """Window maxima of x (..., H, W) viewed as (N, C, H, W); the arg-max positions are kept
     (and returned as `indices` by `max_pool2d(..., return_indices=True)`)."""
@@ -118,10 +139,12 @@ class MaxPool2d(Function):
     def forward(self, x, shape4, dims, kernel_size, stride, padding, dilation, ceil_mode,
                 indices_out=None):
         # shape4: x's shape as (N, C, H, W), a 1-D pool's (N, C, L) as (N, C, 1, L); dims: 1 or 2
-        y, self.indices = kernels.max_pool2d(x.reshape(shape4), kernel_size, stride, padding,
-                                             dilation, ceil_mode)  # (N, C, Ho, Wo)
-        if indices_out is not None:  # return_indices: the caller's list receives them
-            indices_out.append(self.indices)
+        y, indices = kernels.max_pool2d(x.reshape(shape4), kernel_size, stride, padding,
+                                        dilation, ceil_mode)  # (N, C, Ho, Wo)
+        if indices_out is not None:  # return_indices: the caller's list receives torch's
+            indices_out.append(indices)
+        self.indices = _without_empty_windows(indices, shape4, kernel_size, stride, padding,
+                                              dilation)
         self.input_shape, self.shape4 = x.shape, shape4
         self.output_shape = _output_shape(x.shape, dims, y.shape)
         return y.reshape(self.output_shape)
