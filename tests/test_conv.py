@@ -16,7 +16,7 @@ from hypothesis import given, strategies as st
 
 import tensorlite as tl
 import tensorlite.functional as F
-from tensorlite.testing import gradcheck, gradgradcheck
+from tensorlite.testing import assert_within_rounding, gradcheck, gradgradcheck, rounding_bound
 
 
 def as_torch(*arrays):
@@ -193,22 +193,44 @@ def test_gradients_and_second_derivatives(name):
 
 
 def test_lenet_shapes_agree_with_torch_in_float32():
-    """The LeNet-5 layers at batch 8, float32, through the default kernel set."""
+    """The LeNet-5 layers at batch 8, float32, through the default kernel set, against the
+    exact result (torch in float64 on the same values), ours and torch's float32 alike.
+
+    Bounds: each output sums n terms, and the error of an earlier stage enters scaled by the
+    later weights, so a result is within rounding_bound(magnitude, n) with n the terms summed
+    along its chain of sums and magnitude the same computation on absolute values (|x|, |w|,
+    |b|, in float64): conv1 26 terms (5 x 5 + bias), conv2 151 (6 x 5 x 5 + bias), the loss's
+    2 y one, conv2's input gradient 16 x 5 x 5 = 400, conv1's 6 x 5 x 5 = 150, and the weight
+    and bias gradients sum over the batch's positions, 8 x 10 x 10 = 800 for conv2 and
+    8 x 28 x 28 = 6272 for conv1."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
     w1 = (0.2 * rng.standard_normal((6, 1, 5, 5))).astype(np.float32)
     w2 = (0.1 * rng.standard_normal((16, 6, 5, 5))).astype(np.float32)
     b1, b2 = rng.standard_normal(6).astype(np.float32), rng.standard_normal(16).astype(np.float32)
-    mine, theirs = as_tl(x, w1, b1, w2, b2), as_torch(x, w1, b1, w2, b2)
-    y = F.conv2d(F.conv2d(mine[0], mine[1], mine[2], padding=2)[:, :, ::2, ::2], mine[3],
-                 mine[4])
-    y_t = TF.conv2d(TF.conv2d(theirs[0], theirs[1], theirs[2], padding=2)[:, :, ::2, ::2],
-                    theirs[3], theirs[4])
-    np.testing.assert_allclose(y.numpy(), y_t.detach().numpy(), rtol=1e-4, atol=1e-4)
-    (y * y).sum().backward()
-    (y_t * y_t).sum().backward()
-    for a, b in zip(mine, theirs):
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-3, atol=1e-3)
+
+    def run(conv2d, tensors):
+        y = conv2d(conv2d(tensors[0], tensors[1], tensors[2], padding=2)[:, :, ::2, ::2],
+                   tensors[3], tensors[4])
+        (y * y).sum().backward()
+        return [y] + [t.grad for t in tensors]
+
+    def numpy(value):
+        return value.detach().numpy() if isinstance(value, torch.Tensor) else value.numpy()
+
+    arrays = (x, w1, b1, w2, b2)
+    ours = run(F.conv2d, as_tl(*arrays))
+    theirs = run(TF.conv2d, as_torch(*arrays))
+    exact = run(TF.conv2d, as_torch(*(a.astype(np.float64) for a in arrays)))
+    magnitude = run(TF.conv2d, as_torch(*(np.abs(a).astype(np.float64) for a in arrays)))
+    forward = 26 + 151
+    terms = [forward, forward + 1 + 400 + 150, forward + 1 + 400 + 6272, forward + 1 + 400 + 6272,
+             forward + 1 + 800, forward + 1 + 800]
+    names = ["y", "grad x", "grad w1", "grad b1", "grad w2", "grad b2"]
+    for name, n, mine, torch_result, e, m in zip(names, terms, ours, theirs, exact, magnitude):
+        bound = rounding_bound(numpy(m), n, np.float32)
+        assert_within_rounding(numpy(mine), numpy(e), bound, f"ours, {name}")
+        assert_within_rounding(numpy(torch_result), numpy(e), bound, f"torch, {name}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -256,6 +278,17 @@ ERRORS = [
      r"\(3, 1, 3, 3\)"),
     (lambda: F.conv_transpose2d(zeros(1, 2, 1, 1), zeros(2, 1, 1, 1), padding=1),
      r"conv_transpose2d: .* give an empty output"),
+    (lambda: F.conv2d(zeros(1, 1, 3, 3), zeros(1, 1, 0, 2)),
+     r"conv2d: weight of shape \(1, 1, 0, 2\) has a zero-sized dimension \(kernel size should "
+     r"be greater than zero.*input of shape \(1, 1, 3, 3\)"),
+    (lambda: F.conv2d(zeros(1, 1, 3, 3), zeros(0, 1, 2, 2)),
+     r"conv2d: weight of shape \(0, 1, 2, 2\) has a zero-sized dimension"),
+    (lambda: F.conv1d(zeros(1, 1, 3), zeros(1, 1, 0)),
+     r"conv1d: weight of shape \(1, 1, 0\) has a zero-sized dimension"),
+    (lambda: F.conv_transpose2d(zeros(1, 1, 3, 3), zeros(1, 1, 0, 2)),
+     r"conv_transpose2d: weight of shape \(1, 1, 0, 2\) has a zero-sized dimension"),
+    (lambda: F.conv_transpose2d(zeros(1, 1, 3, 3), zeros(1, 0, 2, 2)),
+     r"conv_transpose2d: weight of shape \(1, 0, 2, 2\) has a zero-sized dimension"),
     (lambda: F.unfold(zeros(1, 1, 2, 2), 3),
      r"unfold: kernel_size \(3, 3\) with dilation \(1, 1\) does not fit in the image of size "
      r"\(2, 2\)"),
@@ -278,3 +311,22 @@ def test_mixed_dtypes_are_a_type_error():
     with pytest.raises(TypeError, match="conv2d: input, weight and bias must share one floating "
                                         "dtype, got float32, float64"):
         F.conv2d(tl.Tensor(np.zeros((1, 1, 3, 3), np.float32)), zeros(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_batch_matches_torch(kernel_set, transposed, dtype):
+    """N = 0: torch's output shape, and zero gradients of the weight and bias."""
+    x = np.zeros((0, 3, 5, 5), dtype)
+    w = np.ones((3, 2, 3, 3) if transposed else (4, 3, 3, 3), dtype)
+    b = np.ones(2 if transposed else 4, dtype)
+    ours_f, theirs_f = ((F.conv_transpose2d, TF.conv_transpose2d) if transposed
+                        else (F.conv2d, TF.conv2d))
+    mine, theirs = as_tl(x, w, b), as_torch(x, w, b)
+    y, y_t = ours_f(*mine, stride=2), theirs_f(*theirs, stride=2)
+    assert y.shape == tuple(y_t.shape) and y.dtype == dtype
+    y.sum().backward()
+    y_t.sum().backward()
+    for a, t in zip(mine, theirs):
+        assert a.grad.shape == tuple(t.grad.shape)
+        np.testing.assert_array_equal(a.grad.numpy(), t.grad.numpy())

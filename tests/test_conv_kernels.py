@@ -9,7 +9,7 @@ convolution is a sum of products, so its rounding error is bounded by
 tl.testing.rounding_bound with n = the number of terms summed per element (C / groups * kh * kw
 products for the forward, plus the bias) and the magnitude = the same computation on absolute
 values. The Numba set's paths (GEMM with wide columns for stride 1, GEMM with general im2col,
-direct loops for depthwise convolutions) are all reached by the draws.
+for any groups, depthwise included) are all reached by the draws.
 """
 
 import numpy as np

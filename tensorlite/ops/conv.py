@@ -187,6 +187,17 @@ def _check_bias(op, bias, channels):
                          f"{channels} output channels (expected ({channels},))")
 
 
+def _check_weight_size(op, input, weight, axes, channels_name):
+    """As torch: the kernel's sizes and the output channels (weight's `axes`, the channel axis
+    first) must be positive; an empty weight would otherwise reach a reshape or give an
+    output of the wrong size."""
+    w_shape = tuple(weight.shape)
+    if any(w_shape[a] == 0 for a in axes):
+        raise ValueError(f"{op}: weight of shape {w_shape} has a zero-sized dimension (kernel "
+                         f"size should be greater than zero, and {channels_name} at least 1), "
+                         f"input of shape {tuple(input.shape)}")
+
+
 def _conv_arguments(op, input, weight, bias, stride, padding, dilation, groups, dims):
     """Check a convolution's arguments; returns (stride, padding, extra, dilation), tuples of
     `dims` ints, where padding is applied on both sides and `extra` (0 or 1 per axis) is the
@@ -196,6 +207,7 @@ def _conv_arguments(op, input, weight, bias, stride, padding, dilation, groups, 
         layout = "(out_channels, in_channels / groups, " + ("k)" if dims == 1 else "kh, kw)")
         raise ValueError(f"{op}: weight must be {dims + 2}-D {layout}, got shape "
                          f"{tuple(weight.shape)}")
+    _check_weight_size(op, input, weight, (0,) + tuple(range(2, dims + 2)), "out_channels")
     _check_float(op, input, weight, bias)
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
@@ -296,6 +308,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if weight.ndim != 4:
         raise ValueError(f"{op}: weight must be 4-D (in_channels, out_channels / groups, kh, "
                          f"kw), got shape {tuple(weight.shape)}")
+    _check_weight_size(op, input, weight, (1, 2, 3), "out_channels / groups")
     _check_float(op, input, weight, bias)
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")

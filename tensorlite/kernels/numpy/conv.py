@@ -51,18 +51,20 @@ def _grouped_cols(x, kernel_size, dilation, padding, stride, out_hw, groups):
     """im2col of x split by groups: (N, groups, C / groups * kh * kw, Ho * Wo), a copy."""
     n, c = x.shape[:2]
     windows = _windows(x, kernel_size, dilation, padding, stride, out_hw)
-    return windows.reshape(n, groups, (c // groups) * kernel_size[0] * kernel_size[1], -1)
+    # explicit sizes throughout: -1 cannot be inferred when the batch is empty
+    return windows.reshape(n, groups, (c // groups) * kernel_size[0] * kernel_size[1],
+                           out_hw[0] * out_hw[1])
 
 
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
     """y (N, O, Ho, Wo) of x (N, C, H, W) and weight (O, C // groups, kh, kw), plus bias (O,)
     unless None; Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1, likewise Wo."""
     n = x.shape[0]
-    o, _, kh, kw = weight.shape
+    o, c_group, kh, kw = weight.shape
     out_hw = tuple(conv_output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[a],
                                dilation[a]) for a in range(2))
     cols = _grouped_cols(x, (kh, kw), dilation, padding, stride, out_hw, groups)  # (N, G, K, L)
-    w = weight.reshape(groups, o // groups, -1)  # (G, O/G, K)
+    w = weight.reshape(groups, o // groups, c_group * kh * kw)  # (G, O/G, K)
     y = np.matmul(w, cols)  # (N, G, O/G, L)
     y = y.reshape(n, o, *out_hw)
     if bias is not None:
@@ -74,10 +76,11 @@ def conv2d_backward_input(grad, weight, input_shape, stride, padding, dilation, 
     """d loss / d x of conv2d, of shape input_shape (N, C, H, W), from grad (N, O, Ho, Wo):
     the transposed convolution (conv_transpose2d's forward)."""
     n, o, ho, wo = grad.shape
-    w = weight.reshape(groups, o // groups, -1)  # (G, O/G, K)
+    k = weight.shape[1] * weight.shape[2] * weight.shape[3]  # C / groups * kh * kw
+    w = weight.reshape(groups, o // groups, k)  # (G, O/G, K)
     g = grad.reshape(n, groups, o // groups, ho * wo)  # (N, G, O/G, L)
     cols = np.matmul(np.swapaxes(w, -1, -2), g)  # (N, G, K, L)
-    cols = cols.reshape(n, -1, ho * wo)  # (N, C kh kw, L)
+    cols = cols.reshape(n, groups * k, ho * wo)  # (N, C kh kw, L)
     return _col2im(cols, input_shape, weight.shape[2:], dilation, padding, stride, (ho, wo))
 
 
