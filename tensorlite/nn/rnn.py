@@ -120,6 +120,9 @@ class RNNBase(Module):
         flat = [getattr(self, n) for n in self._flat_weights_names]
         return [flat[k:k + per] for k in range(0, len(flat), per)]
 
+    def flatten_parameters(self):
+        """Does nothing: PyTorch's compacts the weights for cuDNN; kept so its programs run."""
+
     def _layer_op(self):
         return {"LSTM": LSTMLayer, "GRU": GRULayer}.get(self.mode, RNNLayer)
 
