@@ -320,3 +320,51 @@ def test_batch_norm_eval_gradgradcheck():
 def test_batch_norm_argument_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def _zeros(shape, dtype=np.float32):
+    return tl.Tensor(np.zeros(shape, dtype))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: F.batch_norm(_zeros((2, 3), np.int64), None, None, training=True),
+     "batch_norm: expected a floating input, got int64"),
+    (lambda: F.batch_norm(_zeros((2, 3), np.int32), _zeros(3), _zeros(3), training=False),
+     "batch_norm: expected a floating input, got int32"),
+    (lambda: F.batch_norm(_zeros((2, 3)), None, None, _zeros(3, np.float64), training=True),
+     "batch_norm: input, weight, bias, running_mean and running_var must share one floating "
+     "dtype, got input float32, weight float64"),
+    (lambda: F.batch_norm(_zeros((2, 3), np.float64), None, None, None, _zeros(3),
+                          training=True),
+     "got input float64, bias float32"),
+    (lambda: F.batch_norm(_zeros((2, 3)), _zeros(3, np.float64), _zeros(3, np.float64),
+                          training=False),
+     "got input float32, running_mean float64, running_var float64"),
+])
+def test_batch_norm_dtype_errors(call, message):
+    """As torch, which refuses integer inputs and mixed dtypes: an integer input normalised
+    to zeros, and float64 statistics turned a float32 output float64."""
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_empty_batch_matches_torch(kernel_set, training):
+    """N = 0: torch returns an empty output, leaves the running statistics unchanged and
+    gives zero weight and bias gradients."""
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    weight, bias = np.full(3, 2.0, np.float32), np.ones(3, np.float32)
+    stats = (np.full(3, 0.5, np.float32), np.full(3, 2.0, np.float32))
+    ours = [tl.Tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    ours_stats = [s.copy() for s in stats]
+    theirs_stats = [torch.tensor(s) for s in stats]
+    y = F.batch_norm(ours[0], *ours_stats, ours[1], ours[2], training=training)
+    y_t = TF.batch_norm(theirs[0], *theirs_stats, theirs[1], theirs[2], training=training)
+    assert y.shape == tuple(y_t.shape) and y.dtype == np.float32
+    y.sum().backward()
+    y_t.sum().backward()
+    for a, t in zip(ours, theirs):
+        np.testing.assert_array_equal(a.grad.numpy(), t.grad.numpy())
+    for s, t in zip(ours_stats, theirs_stats):
+        np.testing.assert_array_equal(s, t.numpy())

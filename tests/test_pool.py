@@ -379,3 +379,18 @@ def test_pool_defaults_and_empty_batch():
     assert F.avg_pool2d(tl.Tensor(x), 2, stride=()).shape == (0, 3, 2, 2)
     y = F.max_pool2d(tl.Tensor(np.ones((1, 1, 4, 4), np.float32)), (2,), stride=[2])
     assert y.shape == (1, 1, 2, 2) and y.dtype == np.float32
+
+
+@pytest.mark.parametrize("pool", [
+    lambda f, x: f.max_pool2d(x, 2), lambda f, x: f.max_pool2d(x, 3, 1, 1, 2),
+    lambda f, x: f.max_pool1d(x[:, :, 0], 2), lambda f, x: f.avg_pool2d(x, 3, 1, 1),
+    lambda f, x: f.adaptive_avg_pool2d(x, 2)])
+def test_empty_batch_matches_torch(kernel_set, pool):
+    """N = 0: torch's output shape and an empty input gradient."""
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    ours_x, theirs_x = _both(x)
+    y, y_t = pool(F, ours_x), pool(TF, theirs_x)
+    assert y.shape == tuple(y_t.shape)
+    y.sum().backward()
+    y_t.sum().backward()
+    assert ours_x.grad.shape == tuple(theirs_x.grad.shape)

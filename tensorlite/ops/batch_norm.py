@@ -103,13 +103,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if len(shape) < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, ...), got shape {shape}")
     C = shape[1]
-    for name, value in (("running_mean", running_mean), ("running_var", running_var),
-                        ("weight", weight), ("bias", bias)):
+    named = (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+             ("bias", bias))
+    for name, value in named:
         _check_per_channel(name, value, C, shape)
+    _check_dtypes(input, named)
     if training:
-        if int(np.prod(shape)) // C <= 1:
+        per_channel = shape[0] * int(np.prod(shape[2:]))
+        if per_channel == 1:
             raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
                              f"got input of shape {shape}")
+        if per_channel == 0:  # as torch: an empty result, running statistics unchanged
+            return _batch_norm_empty(input, weight, bias)
         running = None
         if running_mean is not None or running_var is not None:
             running = (None if running_mean is None else _array(running_mean),
@@ -129,6 +134,30 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError("batch_norm: running_mean and running_var are required when "
                          "training=False")
     return _batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
+
+
+def _check_dtypes(input, named):
+    """As torch: a floating input, and weight, bias and the running statistics (Tensors or
+    arrays) of its dtype. Without this an integer input normalised to zeros, and a float64
+    parameter or running statistic silently turned a float32 result float64."""
+    dtype = np.dtype(input.dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"batch_norm: expected a floating input, got {dtype}")
+    mixed = [f"{name} {np.dtype(value.dtype)}" for name, value in named
+             if isinstance(value, (Tensor, np.ndarray)) and np.dtype(value.dtype) != dtype]
+    if mixed:
+        raise TypeError(f"batch_norm: input, weight, bias, running_mean and running_var must "
+                        f"share one floating dtype, got input {dtype}, {', '.join(mixed)}")
+
+
+def _batch_norm_empty(x, weight, bias):
+    """The training result of an input without values (N = 0 or L = 0): empty, with zero
+    gradients for weight and bias, from a per-channel affine map that sums over nothing."""
+    per_channel = (-1,) + (1,) * (x.ndim - 2)
+    y = x * 1.0
+    if weight is not None:
+        y = y * weight.reshape(per_channel)
+    return y if bias is None else y + bias.reshape(per_channel)
 
 
 def _batch_norm_eval(x, running_mean, running_var, weight, bias, eps):

@@ -176,8 +176,9 @@ class MaxPoolGather(Function):
     def forward(self, g, indices, output_shape, shape4):
         self.indices, self.input_shape, self.shape4 = indices, g.shape, shape4
         N, C = indices.shape[:2]
-        planes = g.reshape(N, C, -1)  # (N, C, H * W)
-        where = indices.reshape(N, C, -1)
+        # explicit sizes: -1 cannot be inferred for an empty batch
+        planes = g.reshape(N, C, self.shape4[2] * self.shape4[3])  # (N, C, H * W)
+        where = indices.reshape(N, C, indices.shape[2] * indices.shape[3])
         size = planes.shape[-1]
         picked = np.take_along_axis(planes, np.minimum(where, size - 1), axis=-1)
         if where.size and where.max() >= size:  # windows without an input element read 0

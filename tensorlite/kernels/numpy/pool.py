@@ -88,8 +88,9 @@ def max_pool2d_backward(grad, indices, input_shape):
     N, C, H, W = input_shape
     grad_x = np.zeros((N * C, H * W + 1), dtype=grad.dtype)  # + 1: where those go
     planes = np.arange(N * C)[:, None]
-    np.add.at(grad_x, (planes, np.minimum(indices.reshape(N * C, -1), H * W)),
-              grad.reshape(N * C, -1))
+    n_out = indices.shape[-2] * indices.shape[-1]  # explicit: -1 fails for an empty batch
+    np.add.at(grad_x, (planes, np.minimum(indices.reshape(N * C, n_out), H * W)),
+              grad.reshape(N * C, n_out))
     grad_x = grad_x[:, :-1]
     return grad_x.reshape(input_shape)
 
