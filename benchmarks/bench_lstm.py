@@ -17,11 +17,13 @@ Each round's line also prints the host's 1-minute load average, since the machin
 Measured on an AMD EPYC, CPU family 25, model 17 (Zen 4), 2 logical CPUs, shared with other
 jobs (5 rounds x 10 steps each):
 
-    load average ~1 (first three rounds of one run):  tensorlite 87.6-92.2 ms, torch 65.0-92.4 ms
+    load average ~2.3 (3 rounds):  tensorlite 103.8 ms, torch 83.7 ms (medians): 1.24x
+    load average ~1 (first three rounds of an earlier run, before the forward products read
+    W_hh^T row-major):  tensorlite 87.6-92.2 ms, torch 65.0-92.4 ms
     load average 4-6 (two whole runs):  tensorlite 350 / 359 ms, torch 632 / 671 ms: 0.55x / 0.54x
 
-On a quiet machine torch is up to 1.35x faster; on a busy one tensorlite is about twice as
-fast: its sequence kernels make one parallel launch per layer and direction, with no barrier
+On a quiet machine torch is 1.0-1.35x faster (1.24x in the latest run); on a busy one
+tensorlite is about twice as fast: its sequence kernels make one parallel launch per layer and direction, with no barrier
 between time steps, where torch's threads meet at every step. Where the time goes (the profile,
 --profile): the LSTM layers' op takes 93% of a step, 40% forward and 60% backward; inside a layer
 the recurrent loops (the per-step products with W_hh and the cells, forward and backward) and
