@@ -99,3 +99,46 @@ X = tl.Tensor(np.zeros((2, 3, 5, 4)))
 def test_pad_argument_errors(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# Where an output is empty, torch's modes differ: circular returns it; reflect and replicate
+# return it while some padded dimension keeps a size, and refuse an input with an empty
+# non-batch dimension or an output empty along every padded dimension.
+EMPTY_CASES = [
+    ("circular", (2, 3, 4), (-4, 0)), ("circular", (2, 3, 4), (-1, -3)),
+    ("circular", (1, 2, 3, 4), (-2, -2, -1, -2)), ("circular", (1, 2, 3, 4), (0, 0, -3, 0)),
+    ("circular", (1, 1, 2, 3, 4), (0, 0, 0, 0, -1, -1)), ("circular", (1, 0, 4), (1, 1)),
+    ("reflect", (1, 2, 3, 4), (0, 0, -3, 0)), ("replicate", (1, 2, 3, 4), (-1, -3, 1, 1)),
+    ("reflect", (0, 2, 4), (1, 1)), ("replicate", (1, 1, 2, 3, 4), (0, 0, 0, 0, -1, -1)),
+]
+
+
+@pytest.mark.parametrize("mode, shape, amounts", EMPTY_CASES)
+def test_pad_to_an_empty_output_matches_torch(mode, shape, amounts):
+    x = np.arange(float(np.prod(shape))).reshape(shape)
+    ours_x, theirs_x = tl.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    ours, theirs = F.pad(ours_x, amounts, mode=mode), TF.pad(theirs_x, amounts, mode=mode)
+    assert ours.shape == tuple(theirs.shape)
+    np.testing.assert_array_equal(ours.data, theirs.detach().numpy())
+    ours.sum().backward()
+    theirs.sum().backward()
+    np.testing.assert_array_equal(ours_x.grad.data, theirs_x.grad.numpy())
+
+
+@pytest.mark.parametrize("mode, shape, amounts, message", [
+    ("reflect", (2, 3, 4), (-4, 0), r"input of shape \(2, 3, 4\) is too small for padding "
+                                    r"\(-4, 0\) in mode 'reflect': calculated output shape "
+                                    r"\(2, 3, 0\)"),
+    ("replicate", (1, 2, 3, 4), (-2, -2, -1, -2), "too small"),
+    ("reflect", (1, 0, 4), (1, 1), "possibly 0 batch size and other non-zero dimensions"),
+    ("replicate", (0, 4), (1, 1), "other non-zero dimensions, got input shape \\(0, 4\\)"),
+    # torch reads memory it never wrote here: nothing is left to wrap around
+    ("circular", (2, 3, 4), (-4, 1), "crops it to nothing and then pads it"),
+])
+def test_pad_empty_errors_match_torch(mode, shape, amounts, message):
+    x = np.zeros(shape)
+    if "nothing" not in message:
+        with pytest.raises(RuntimeError):
+            TF.pad(torch.tensor(x), amounts, mode=mode)
+    with pytest.raises(ValueError, match=message):
+        F.pad(tl.Tensor(x), amounts, mode=mode)

@@ -58,6 +58,8 @@ def _index_map(mode, size, before, after):
         return np.where(k < 0, -k, np.where(k >= size, 2 * (size - 1) - k, k))
     if mode == "replicate":
         return np.clip(k, 0, size - 1)
+    if len(k) == 0:  # cropped to nothing: no wrap-around to compute
+        return k
     # circular, as torch: crop first, then wrap around what is left
     start = max(-before, 0)
     kept = size - start - max(-after, 0)
@@ -105,18 +107,34 @@ def pad(input, pad, mode="constant", value=None) -> Tensor:
             f"pad: padding size {len(pad)} is not supported for a {ndim}-D input in mode "
             f"{mode!r}: as torch, a {padded_dims + 1}-D or {padded_dims + 2}-D input is needed "
             f"(the padded dimensions, a channel dimension, and optionally a batch one)")
-    for axis in range(ndim - padded_dims, ndim):
+    padded_axes = range(ndim - padded_dims, ndim)
+    if mode != "circular":
+        # torch's reflect and replicate kernels: every dimension but the batch one non-empty,
+        # and an output that is not empty along all the padded dimensions at once
+        if 0 in shape[ndim - padded_dims - 1:]:
+            raise ValueError(f"pad: mode {mode!r} expects an input with possibly 0 batch size "
+                             f"and other non-zero dimensions, got input shape {shape}")
+        if all(out_shape[axis] < 1 for axis in padded_axes):
+            raise ValueError(f"pad: input of shape {shape} is too small for padding {pad} in "
+                             f"mode {mode!r}: calculated output shape {out_shape}")
+    for axis in padded_axes:
         before, after = widths[axis]
         size = shape[axis]
-        if size == 0:
-            raise ValueError(f"pad: mode {mode!r} needs non-empty padded dimensions, got input "
-                             f"shape {shape}")
         if mode == "reflect" and (before >= size or after >= size):
             raise ValueError(f"pad: padding size should be less than the corresponding input "
                              f"dimension in mode 'reflect', but got padding {(before, after)} at "
                              f"dimension {axis} of input shape {shape}")
+        if mode != "circular" or out_shape[axis] == 0:
+            continue  # a circular padding that crops to nothing is empty there, as torch's
+        if size == 0:
+            raise ValueError(f"pad: mode 'circular' needs non-empty padded dimensions, got input "
+                             f"shape {shape}")
         kept = size - max(-before, 0) - max(-after, 0)
-        if mode == "circular" and (before > kept or after > kept or kept <= 0):
+        if kept <= 0:
+            raise ValueError(f"pad: padding {(before, after)} at dimension {axis} of input shape "
+                             f"{shape} crops it to nothing and then pads it in mode 'circular': "
+                             f"there is nothing left to wrap around")
+        if before > kept or after > kept:
             raise ValueError(f"pad: padding {(before, after)} at dimension {axis} of input "
                              f"shape {shape} would wrap around more than once in mode "
                              f"'circular'")
