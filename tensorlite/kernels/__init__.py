@@ -531,3 +531,34 @@ def gru_cell_backward(grad_h, activations, gh, h_prev):
     if _numba_active:
         return _numba_set.gru_cell_backward(grad_h, activations, gh, h_prev)
     return reference.gru_cell_backward(grad_h, activations, gh, h_prev)
+
+
+def lstm_sequence(gi, w_hh, h0, c0, reverse):
+    """(hs, cs, activations) of one LSTM direction over a whole sequence, the input products
+    done (numpy/rnn.py, numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.lstm_sequence(gi, w_hh, h0, c0, reverse)
+    return reference.lstm_sequence(gi, w_hh, h0, c0, reverse)
+
+
+def lstm_sequence_backward(grad_hs, grad_c, activations, cs, c0, w_hh, reverse):
+    """(grad_gates, grad_h0, grad_c0) of lstm_sequence (numpy/rnn.py, numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.lstm_sequence_backward(grad_hs, grad_c, activations, cs, c0, w_hh,
+                                                 reverse)
+    return reference.lstm_sequence_backward(grad_hs, grad_c, activations, cs, c0, w_hh, reverse)
+
+
+def gru_sequence(gi, w_hh, b_hh, h0, reverse):
+    """(hs, gh, activations) of one GRU direction over a whole sequence (numpy/rnn.py,
+    numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.gru_sequence(gi, w_hh, b_hh, h0, reverse)
+    return reference.gru_sequence(gi, w_hh, b_hh, h0, reverse)
+
+
+def gru_sequence_backward(grad_hs, activations, gh, hs, h0, w_hh, reverse):
+    """(grad_gi, grad_gh, grad_h0) of gru_sequence (numpy/rnn.py, numba/rnn.py)."""
+    if _numba_active:
+        return _numba_set.gru_sequence_backward(grad_hs, activations, gh, hs, h0, w_hh, reverse)
+    return reference.gru_sequence_backward(grad_hs, activations, gh, hs, h0, w_hh, reverse)

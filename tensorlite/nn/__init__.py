@@ -29,6 +29,7 @@ Where each family lives (one module per family, named as in ``torch.nn.modules``
 ``nn/pooling.py``             ``MaxPool1d``, ``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d``,
                               ``AdaptiveAvgPool2d``
 ``nn/batchnorm.py``           ``BatchNorm1d``, ``BatchNorm2d``
+``nn/rnn.py``                 ``RNN``, ``LSTM``, ``GRU``, ``RNNCell``, ``LSTMCell``, ``GRUCell``
 ``nn/activation.py``          ``GELU``, ``ReLU``, ``Tanh``, ``Sigmoid``, ``SiLU``, ``Softmax``,
                               ``LogSoftmax``
 ``nn/flatten.py``             ``Flatten``
@@ -74,6 +75,7 @@ from tensorlite.nn.dropout import Dropout, Dropout2d
 from tensorlite.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from tensorlite.nn.pooling import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from tensorlite.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from tensorlite.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from tensorlite.nn.activation import GELU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from tensorlite.nn.flatten import Flatten
 from tensorlite.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
@@ -86,6 +88,7 @@ __all__ = [
     "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys", "functional", "init", "utils",
     "Dropout2d", "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "AvgPool1d",
     "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
 ]
 
 # One module under two names: registering it as tensorlite.nn.functional lets

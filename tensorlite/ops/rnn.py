@@ -84,15 +84,6 @@ def _stack(values):
     return Stack.run(*values, axis=0)
 
 
-def _sequence_kernels():
-    """The active kernel set's whole-sequence loops: kernels/numba/rnn.py or numpy/rnn.py."""
-    if kernels.active() == "numba":
-        from tensorlite.kernels.numba import rnn
-    else:
-        from tensorlite.kernels.numpy import rnn
-    return rnn
-
-
 def _cat(values):
     return Concatenate.run(*values, axis=-1)
 
@@ -263,7 +254,7 @@ class LSTMLayer(_RecurrentLayer):
         (h, c), (w_ih, w_hh, b_ih, b_hh) = states, weights
         gi = _linear(x2d, w_ih, _bias_sum(b_ih, b_hh)).reshape((T, B, -1))  # (T, B, 4H)
         if not _any_tensor(gi, h, c, w_hh):  # the whole loop in one kernel call
-            return _sequence_kernels().lstm_sequence(gi, w_hh, h, c, reverse)
+            return kernels.lstm_sequence(gi, w_hh, h, c, reverse)
         hs, cs, activations = [None] * T, [None] * T, [None] * T
         for t in _steps(T, reverse):
             gates = gi[t] + _matmul(h, w_hh.T)  # (B, 4H)
@@ -276,7 +267,7 @@ class LSTMLayer(_RecurrentLayer):
         hs, cs, activations = run
         T = len(hs)
         if not _any_tensor(grad_out, *run, c0, w_hh):
-            grad_gates, grad_h, grad_c = _sequence_kernels().lstm_sequence_backward(
+            grad_gates, grad_h, grad_c = kernels.lstm_sequence_backward(
                 grad_out, grad_c, activations, cs, c0, w_hh, reverse)
         else:
             grad_gates, grad_h = [None] * T, None
@@ -303,7 +294,7 @@ class GRULayer(_RecurrentLayer):
         (h,), (w_ih, w_hh, b_ih, b_hh) = states, weights
         gi = _linear(x2d, w_ih, b_ih).reshape((T, B, -1))  # (T, B, 3H)
         if not _any_tensor(gi, h, w_hh, b_hh):  # the whole loop in one kernel call
-            return _sequence_kernels().gru_sequence(gi, w_hh, b_hh, h, reverse)
+            return kernels.gru_sequence(gi, w_hh, b_hh, h, reverse)
         hs, ghs, activations = [None] * T, [None] * T, [None] * T
         for t in _steps(T, reverse):
             ghs[t] = _linear(h, w_hh, b_hh)  # (B, 3H)
@@ -316,7 +307,7 @@ class GRULayer(_RecurrentLayer):
         hs, ghs, activations = run
         T = len(hs)
         if not _any_tensor(grad_out, *run, h0, w_hh):
-            grad_gi, grad_gh, grad_h = _sequence_kernels().gru_sequence_backward(
+            grad_gi, grad_gh, grad_h = kernels.gru_sequence_backward(
                 grad_out, activations, ghs, hs, h0, w_hh, reverse)
         else:
             grad_gi, grad_gh, grad_h = [None] * T, [None] * T, None

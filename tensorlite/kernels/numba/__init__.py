@@ -60,4 +60,5 @@ from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backwar
 from .conv import conv2d, conv2d_backward_input, conv2d_backward_weight, fold, unfold
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .batch_norm import batch_norm, batch_norm_backward
-from .rnn import gru_cell, gru_cell_backward, lstm_cell, lstm_cell_backward
+from .rnn import (gru_cell, gru_cell_backward, gru_sequence, gru_sequence_backward, lstm_cell,
+                  lstm_cell_backward, lstm_sequence, lstm_sequence_backward)
