@@ -27,16 +27,8 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 ARMS = ("tensorlite", "tensorlite-checkpoint", "torch", "torch-checkpoint")
 
 
-def peak_rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def worker(arm, block_size, batch_size, steps, warmup):
-    from bench_train import TensorliteRunner, TorchRunner, model_settings
+    from bench_train import TensorliteRunner, TorchRunner, model_settings, peak_rss
     settings = dict(model_settings("gpt-mini"), block_size=block_size)
     checkpointed = arm.endswith("-checkpoint")
     if arm.startswith("tensorlite"):
@@ -57,7 +49,7 @@ def worker(arm, block_size, batch_size, steps, warmup):
         start = time.perf_counter()
         runner.step()
         times.append(time.perf_counter() - start)
-    return {"step_s": statistics.median(times), "peak_rss_mb": peak_rss_mb()}
+    return {"step_s": statistics.median(times), "peak_rss_mb": peak_rss()["peak_rss_mb"]}
 
 
 def _checkpointed(torch, forward):
@@ -81,7 +73,7 @@ def main(argv=None):
         print(json.dumps(worker(args.worker, args.block_size, args.batch_size, args.steps,
                                 args.warmup)))
         return 0
-    from bench_whole_machine import cpu_description
+    from bench_train import cpu_line
     arms = args.arms.split(",")
     results = {arm: [] for arm in arms}
     for _ in range(args.rounds):
@@ -95,7 +87,7 @@ def main(argv=None):
                 print(f"{arm}: {tail[-1] if tail else done.returncode}", file=sys.stderr)
                 continue
             results[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"CPU: {cpu_description()}; gpt-mini, block {args.block_size}, batch "
+    print(f"CPU: {cpu_line()}; gpt-mini, block {args.block_size}, batch "
           f"{args.batch_size}; {args.rounds} alternating rounds of {args.steps} timed steps\n")
     print("| arm | s/step (median) | peak RSS MB (median) | checkpointing costs |")
     print("| --- | --- | --- | --- |")
@@ -116,7 +108,7 @@ def main(argv=None):
         print(f"| {arm} | {summary[arm]['step_s']:.2f} | {summary[arm]['peak_rss_mb']:.0f} | {cost} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), "runs": results, "summary": summary}, f, indent=1)
+            json.dump({"cpu": cpu_line(), "runs": results, "summary": summary}, f, indent=1)
     return 0
 
 

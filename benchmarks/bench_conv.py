@@ -34,22 +34,6 @@ SHAPES = [
 WARMUP = 10
 
 
-def cpu_description():
-    """'family F model M (model name)' of the first processor in /proc/cpuinfo."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return "unknown CPU"
-    return (f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
-            f"({fields.get('model name', '?')}), {os.cpu_count()} logical CPUs")
-
-
 def _median(values):
     values = sorted(values)
     return values[len(values) // 2]
@@ -129,7 +113,8 @@ def main():
         results, runtime = run(args.repeats, args.dtype, args.threads)
         print(json.dumps({"results": results, "runtime": runtime}))
         return
-    print(f"CPU: {cpu_description()}")
+    from bench_train import cpu_line  # this folder is on sys.path when run as a script
+    print(f"CPU: {cpu_line()}")
     print(f"conv2d forward + backward, {args.dtype}, median (min) of {args.repeats} steps, ms; "
           f"load average {os.getloadavg()[0]:.2f}\n")
     measured = {}

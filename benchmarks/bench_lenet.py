@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_train import cpu_info, peak_rss  # noqa: E402  (the machine, as every benchmark reports it)
 
 BATCH_SIZE, IMAGE, CLASSES, LEARNING_RATE = 64, 28, 10, 1e-3
 FRAMEWORKS = ("tensorlite", "torch")
@@ -102,40 +102,6 @@ def make_step(framework: str, seed: int = 0, threads=None):
 # The machine and the process
 # ---------------------------------------------------------------------------------------------
 
-def cpu_info() -> dict:
-    """Model name, family and model number of the first processor in /proc/cpuinfo."""
-    info = {"model": platform.processor() or platform.machine(), "family": None,
-            "model_number": None}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "model name":
-                    info["model"] = value
-                elif key == "cpu family":
-                    info["family"] = int(value)
-                elif key == "model":
-                    info["model_number"] = int(value)
-                elif not key and info["family"] is not None:
-                    break  # the first processor's block is enough
-    except OSError:
-        pass
-    return info
-
-
-def peak_rss_mb():
-    """VmHWM, the peak of this process's own resident memory (ru_maxrss where unreadable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def load_average() -> str:
     """The 1-minute load average (other work on the machine), or '?' where unreadable."""
     try:
@@ -174,7 +140,7 @@ def worker(framework: str, steps: int, warmup: int, threads=None) -> dict:
     cpu_per_step = (time.process_time() - cpu_start) / steps
     return {"step_s": seconds, "cpu_s_per_step": cpu_per_step, "first_step_s": first_step,
             "build_s": built - started,
-            "first_loss": first_loss, "peak_rss_mb": peak_rss_mb(),
+            "first_loss": first_loss, "peak_rss_mb": peak_rss()["peak_rss_mb"],
             "info": framework_info(framework)}
 
 

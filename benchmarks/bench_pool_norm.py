@@ -27,22 +27,6 @@ CASES = [
 ]
 
 
-def cpu_description():
-    """'family F model M: <model name>' from /proc/cpuinfo (the first processor)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return "unknown CPU"
-    return (f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}: "
-            f"{fields.get('model name', '?')}, {os.cpu_count()} logical CPUs")
-
-
 def _median_ms(step, repeats, warmup=20):
     for _ in range(warmup):
         step()
@@ -125,7 +109,8 @@ def main():
         done = subprocess.run([sys.executable, __file__, "--worker", framework, "--repeats",
                                str(args.repeats)], capture_output=True, text=True, check=True)
         measured[framework] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"CPU: {cpu_description()}")
+    from bench_train import cpu_line  # this folder is on sys.path when run as a script
+    print(f"CPU: {cpu_line()}")
     # Another process busy on the cores stalls both frameworks' thread pools many times over.
     print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     for framework, data in measured.items():

@@ -100,6 +100,14 @@ def cpu_info() -> dict:
     return info
 
 
+def cpu_line(info=None) -> str:
+    """'<model name>, family F model M, N logical CPUs': what every benchmark prints beside its
+    figures (the host CPU varies between machines)."""
+    info = cpu_info() if info is None else info
+    return (f"{info['model']}, family {info['family']} model {info['model_number']}, "
+            f"{os.cpu_count()} logical CPUs")
+
+
 def model_settings(name: str) -> dict:
     settings, _, _ = CONFIGS[name]
     return dict(vocab_size=VOCAB_SIZE, dropout=0.0, bias=True, **settings)

@@ -35,24 +35,6 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 ARMS = ("tensorlite-threads", "tensorlite-mpi", "torch-threads", "torch-ddp")
 
 
-def cpu_description():
-    family = model = name = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "cpu family" and family == "?":
-                    family = value
-                elif key == "model" and model == "?":
-                    model = value
-                elif key == "model name" and name == "?":
-                    name = value
-    except OSError:
-        pass
-    return f"{name}, family {family} model {model}, {os.cpu_count()} cores"
-
-
 # ---------------------------------------------------------------------------------------------
 # Workers: one training job each; rank 0 prints its median step time as JSON.
 # ---------------------------------------------------------------------------------------------
@@ -186,9 +168,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args)
-    from bench_train import CONFIGS
+    from bench_train import CONFIGS, cpu_line
     arms = [a for a in args.arms.split(",") if a]
-    print(f"CPU: {cpu_description()}; {args.rounds} alternating rounds, {args.steps} timed steps "
+    print(f"CPU: {cpu_line()}; {args.rounds} alternating rounds, {args.steps} timed steps "
           f"each, W = {args.world}")
     results = {}
     for config in args.configs.split(","):
@@ -219,7 +201,7 @@ def main(argv=None):
         results[config] = {"global_batch": batch, "step_s": times, "tokens_per_s": rates}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), "results": results}, f, indent=1)
+            json.dump({"cpu": cpu_line(), "results": results}, f, indent=1)
     return 0
 
 
