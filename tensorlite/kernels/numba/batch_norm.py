@@ -6,7 +6,7 @@ L = H * W.
 
 One ``prange`` over channels: a channel's N * L values are its own thread's, so no two threads
 write the same place, and every sum is over one channel in a fixed order (rows n = 0, 1, ...,
-each row x[n, c, :] summed by ``_sum64``'s four partial sums), whatever the thread count: the
+each row x[n, c, :] summed by ``_sum64``'s SIMD order), whatever the thread count: the
 same inputs give the same bytes. Every sum accumulates in float64, and y and grad_x are formed in
 float64 from the float64 statistics before their one rounding to x's dtype: a float32 channel
 whose mean is large against its spread (mean 3, std 1e-2) would otherwise lose digits in its
@@ -23,71 +23,124 @@ For short rows (L < 16, e.g. the (N, C) input of BatchNorm1d) the wrappers first
 """
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .. import numpy as reference
-from ._common import _OPTS, _is_float
+from ._common import _ACCUMULATORS, _LANES, _OPTS, _is_float, _is_float_vector, _splat
 
 _SHORT_ROW = 16  # rows shorter than this are gathered per channel first (see the docstring)
 
 
-@njit(**_OPTS)
-def _sum64(a):
-    """sum(a) of a 1-D array in float64, by four partial sums in a fixed order (a[0::4] ...)."""
-    s0 = s1 = s2 = s3 = 0.0
-    n = a.shape[0]
-    k = 0
-    while k + 4 <= n:
-        s0 += np.float64(a[k])
-        s1 += np.float64(a[k + 1])
-        s2 += np.float64(a[k + 2])
-        s3 += np.float64(a[k + 3])
-        k += 4
-    while k < n:
-        s0 += np.float64(a[k])
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+def _widening_reduction(step):
+    """LLVM IR generator for a float64 sum over contiguous 1-D float arrays, in SIMD.
+
+    _simd_reduction's order (numba/_common.py), with each chunk of 8 elements loaded in the
+    array's dtype and widened to float64 before step(builder, values, accumulator) adds it:
+    four 8-lane float64 accumulators take turns over the chunks, the last < 4 full chunks go
+    to accumulators 0, 1, 2, the accumulators add as (0 + 1) + (2 + 3), the lanes fold in
+    halves, and the n mod 8 tail elements come last, in order. Scalar arguments are float64.
+    """
+    def codegen(context, builder, signature, args):
+        double = ir.DoubleType()
+        vector = ir.VectorType(double, _LANES)
+        arrays = {position: (kind, context.make_array(kind)(context, builder, value))
+                  for position, (kind, value) in enumerate(zip(signature.args, args))
+                  if isinstance(kind, types.Array)}
+        n = arrays[0][1].nitems
+
+        def values_at(start, width):
+            values = []
+            for position, value in enumerate(args):
+                if position in arrays:
+                    kind, array = arrays[position]
+                    element = context.get_value_type(kind.dtype)
+                    loaded = builder.load(builder.gep(array.data, [start]),
+                                          typ=ir.VectorType(element, width) if width > 1
+                                          else element,
+                                          align=element.get_abi_size(context.target_data))
+                    if element != double:
+                        loaded = builder.fpext(loaded, vector if width > 1 else double)
+                    values.append(loaded)
+                elif width > 1:
+                    values.append(_splat(builder, value, vector))
+                else:
+                    values.append(value)
+            return values
+
+        def add_chunk(accumulator, start):
+            builder.store(step(builder, values_at(start, _LANES), builder.load(accumulator)),
+                          accumulator)
+
+        rounds_end = builder.sub(n, builder.srem(n, n.type(_LANES * _ACCUMULATORS)))
+        chunks_end = builder.sub(n, builder.srem(n, n.type(_LANES)))
+        accumulators = [cgutils.alloca_once_value(builder, ir.Constant(vector, None))
+                        for _ in range(_ACCUMULATORS)]
+        with cgutils.for_range_slice(builder, n.type(0), rounds_end,
+                                     n.type(_LANES * _ACCUMULATORS)) as (j, _):
+            for q, accumulator in enumerate(accumulators):
+                add_chunk(accumulator, builder.add(j, n.type(q * _LANES)))
+        for q in range(_ACCUMULATORS - 1):
+            start = builder.add(rounds_end, n.type(q * _LANES))
+            with builder.if_then(builder.icmp_signed("<", start, chunks_end)):
+                add_chunk(accumulators[q], start)
+        acc = [builder.load(accumulator) for accumulator in accumulators]
+        while len(acc) > 1:
+            acc = [builder.fadd(acc[k], acc[k + 1]) for k in range(0, len(acc), 2)]
+        folded = acc[0]
+        width = _LANES
+        while width > 1:
+            width //= 2
+            mask = ir.VectorType(ir.IntType(32), width)
+            low = builder.shuffle_vector(folded, folded, ir.Constant(mask, list(range(width))))
+            high = builder.shuffle_vector(folded, folded,
+                                          ir.Constant(mask, list(range(width, 2 * width))))
+            folded = builder.fadd(low, high)
+        total = cgutils.alloca_once_value(
+            builder, builder.extract_element(folded, ir.IntType(32)(0)))
+        with cgutils.for_range_slice(builder, chunks_end, n, n.type(1)) as (j, _):
+            builder.store(step(builder, values_at(j, 1), builder.load(total)), total)
+        return builder.load(total)
+
+    return codegen
 
 
-@njit(**_OPTS)
-def _sum_squared_deviations64(a, center):
-    """sum((a - center)^2) in float64, in _sum64's order."""
-    s0 = s1 = s2 = s3 = 0.0
-    n = a.shape[0]
-    k = 0
-    while k + 4 <= n:
-        d0 = np.float64(a[k]) - center
-        d1 = np.float64(a[k + 1]) - center
-        d2 = np.float64(a[k + 2]) - center
-        d3 = np.float64(a[k + 3]) - center
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        k += 4
-    while k < n:
-        d0 = np.float64(a[k]) - center
-        s0 += d0 * d0
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+@intrinsic
+def _sum64(typingctx, a):
+    """sum(a) of a contiguous 1-D float array, accumulated in float64 in a fixed order."""
+    if not _is_float_vector(a):
+        return None
+    return types.float64(a), _widening_reduction(
+        lambda builder, values, acc: builder.fadd(acc, values[0]))
 
 
-@njit(**_OPTS)
-def _dot_centered64(a, b, center):
-    """sum(a * (b - center)) in float64, in _sum64's order."""
-    s0 = s1 = s2 = s3 = 0.0
-    n = a.shape[0]
-    k = 0
-    while k + 4 <= n:
-        s0 += np.float64(a[k]) * (np.float64(b[k]) - center)
-        s1 += np.float64(a[k + 1]) * (np.float64(b[k + 1]) - center)
-        s2 += np.float64(a[k + 2]) * (np.float64(b[k + 2]) - center)
-        s3 += np.float64(a[k + 3]) * (np.float64(b[k + 3]) - center)
-        k += 4
-    while k < n:
-        s0 += np.float64(a[k]) * (np.float64(b[k]) - center)
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+@intrinsic
+def _sum_squared_deviations64(typingctx, a, center):
+    """sum((a - center)^2) in float64 (center float64), in _sum64's order."""
+    if not (_is_float_vector(a) and center == types.float64):
+        return None
+
+    def step(builder, values, acc):
+        deviation = builder.fsub(values[0], values[1])
+        return builder.fadd(acc, builder.fmul(deviation, deviation))
+
+    return types.float64(a, center), _widening_reduction(step)
+
+
+@intrinsic
+def _dot_centered64(typingctx, a, b, center):
+    """sum(a * (b - center)) in float64 of two contiguous 1-D float arrays of one length
+    (center float64), in _sum64's order."""
+    if not (_is_float_vector(a) and _is_float_vector(b) and a.dtype == b.dtype
+            and center == types.float64):
+        return None
+
+    def step(builder, values, acc):
+        return builder.fadd(acc, builder.fmul(values[0], builder.fsub(values[1], values[2])))
+
+    return types.float64(a, b, center), _widening_reduction(step)
 
 
 # ----------------------------------------------------------------------------
