@@ -491,7 +491,7 @@ def avg_pool2d_backward(grad, input_shape, kernel_size, stride, padding, ceil_mo
 
 
 def batch_norm(x, weight, bias, eps):
-    """(y, mean, invstd) over the batch and spatial axes of x (N, C, L) (numpy/batch_norm.py,
+    """(y, mean, invstd, var) over the batch and spatial axes of x (N, C, L) (numpy/batch_norm.py,
     numba/batch_norm.py)."""
     if _numba_active:
         return _numba_set.batch_norm(x, weight, bias, eps)
