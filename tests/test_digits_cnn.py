@@ -63,4 +63,4 @@ def test_without_scikit_learn_it_says_how_and_exits_2(train_module, hide_package
     hide_package("sklearn")
     assert train_module.main(["--seeds", "0", "--no-figures"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "pip install tensorlite[data]" in err[0]
+    assert len(err) == 1 and "pip install '.[data]' from a tensorlite checkout" in err[0]

@@ -14,7 +14,7 @@ For each seed it prints one row per epoch (mean training loss, held-out accuracy
 the accuracy per seed, their median and the wall time, and draws two figures into ``--out``
 (default ``benchmarks/digits_cnn/out``) for the seed with the median accuracy: the learned
 first-layer filters and the held-out confusion matrix (matplotlib, the ``[plot]`` extra).
-Without scikit-learn it says how to install it (``pip install tensorlite[data]``) and exits 2.
+Without scikit-learn it says how to install it (``pip install '.[data]'`` from a tensorlite checkout) and exits 2.
 
 ``train(seed)`` is importable (tests/test_digits_cnn.py calls it).
 """
@@ -57,7 +57,7 @@ def load_split():
         from sklearn.model_selection import train_test_split
     except ImportError:
         raise SklearnMissing("the digits study task needs scikit-learn: "
-                             "pip install tensorlite[data]") from None
+                             "pip install '.[data]' from a tensorlite checkout") from None
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     labels = digits.target.astype(np.int64)
@@ -243,7 +243,7 @@ def main(argv=None):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            print("figures skipped: matplotlib is not installed (pip install tensorlite[plot])")
+            print("figures skipped: matplotlib is not installed (pip install '.[plot]' from a tensorlite checkout)")
         else:
             chosen = sorted(results, key=lambda r: r["accuracy"])[(len(results) - 1) // 2]
             for path in save_figures(chosen, args.out):
