@@ -41,9 +41,18 @@ def trainer(corpus_file, out_dir, *extra):
     return [sys.executable, "-m", "tensorlite.models.train", "--data", corpus_file, *FLAGS, "--out-dir", str(out_dir), *extra]
 
 
+def _default_signal_dispositions():
+    # A test runner started as a background job (`pytest &` in a script) ignores SIGINT, and a
+    # child inherits that; the trainer then keeps ignoring it, as it should under nohup. The
+    # children here stand for runs started from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def start(command, **kwargs):
     """Popen with a deadline: the process (its whole session) is killed after 60 s."""
     process = subprocess.Popen(command, env=child_environment(), cwd=ROOT, text=True, start_new_session=True,
+                               preexec_fn=_default_signal_dispositions,
                                stdout=kwargs.pop("stdout", subprocess.PIPE),
                                stderr=kwargs.pop("stderr", subprocess.PIPE), **kwargs)
     timer = threading.Timer(60, lambda: _kill_session(process))
@@ -188,6 +197,7 @@ def test_a_second_signal_interrupts_at_once_and_an_ignored_one_stays_ignored():
     from tensorlite.models.run_control import INTERRUPT, TERMINATE, RunControl, SignalInterrupt
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as under nohup or a background job
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
     try:
         with RunControl() as control, control.deferred():
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
@@ -201,6 +211,7 @@ def test_a_second_signal_interrupts_at_once_and_an_ignored_one_stays_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
     with RunControl() as control:  # outside the training loop: at once, as a KeyboardInterrupt
         assert signal.getsignal(signal.SIGTERM) == control._on_signal  # (else SIGTERM would end pytest)
