@@ -58,8 +58,10 @@ class Tensor:
 
     # `data` and `requires_grad` are properties over the slots `_data` and `_requires_grad`, so
     # that assigning them is checked; the engine reads and writes the slots directly.
+    # `_grad_home` is set only on a leaf whose optimizer keeps its gradients in a flat buffer
+    # (autograd.engine.GradHome), and read with getattr, so `_make` need not pay for it.
     __slots__ = ("_data", "_grad", "_requires_grad", "_ctx", "name", "_version_counter", "_hooks",
-                 "__weakref__")
+                 "_grad_home", "__weakref__")
     # Make `ndarray + Tensor` call Tensor.__radd__ instead of NumPy broadcasting over a Tensor.
     __array_priority__ = 1000
 

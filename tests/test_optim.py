@@ -227,6 +227,81 @@ def test_adamw_flat_buffer_views_stay_in_sync():
     np.testing.assert_array_equal(buffer.data[s], 7.0)
 
 
+def _backward_into(params, rng):
+    """One backward of a random linear function of `params`; returns its gradients."""
+    weights = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+    loss = sum(((p * tl.tensor(w)).sum() for p, w in zip(params, weights)), tl.tensor(0.0))
+    loss.backward()
+    return weights
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adam", "Adam-maximize", "Adam-l2"])
+def test_backward_writes_gradients_into_the_flat_buffer_and_step_reads_them_in_place(name):
+    rng = np.random.default_rng(30)
+    options = {"Adam-maximize": dict(maximize=True), "Adam-l2": dict(weight_decay=0.1)}
+    make = optim.AdamW if name == "AdamW" else optim.Adam
+    params = make_params(rng, np.float32)
+    twins = [tl.nn.Parameter(p.data.copy()) for p in params]
+    opt = make(params, lr=0.1, **options.get(name, {}))
+    twin_opt = make(twins, lr=0.1, **options.get(name, {}))
+    (buffer,) = opt._buffers[0]
+    for _ in range(3):
+        weights = _backward_into(params, rng)
+        for p, w in zip(params, weights):
+            assert np.shares_memory(p.grad.data, buffer.grad)   # no gradient memory of its own
+            np.testing.assert_array_equal(p.grad.data, w)
+        grad, _ = buffer.gather_grads()
+        assert grad is buffer.grad                              # nothing to copy
+        for t, w in zip(twins, weights):                        # the same step from copies
+            t.grad = tl.Tensor(w.copy())
+        opt.step()
+        twin_opt.step()
+        for p, w in zip(params, weights):                       # step() left p.grad alone
+            np.testing.assert_array_equal(p.grad.data, w)
+        for p, t in zip(params, twins):
+            np.testing.assert_array_equal(p.data, t.data)
+        opt.zero_grad()
+        twin_opt.zero_grad()
+
+
+def test_a_gradient_the_user_keeps_is_not_overwritten_by_the_next_backward():
+    rng = np.random.default_rng(31)
+    params = make_params(rng, np.float32)
+    opt = optim.AdamW(params, lr=0.1)
+    first = _backward_into(params, rng)
+    kept = [p.grad for p in params]
+    opt.zero_grad()
+    second = _backward_into(params, rng)
+    for g, p, w1, w2 in zip(kept, params, first, second):
+        np.testing.assert_array_equal(g.data, w1)               # as in PyTorch
+        np.testing.assert_array_equal(p.grad.data, w2)
+    twins = [tl.nn.Parameter(p.data.copy()) for p in params]
+    twin_opt = optim.AdamW(twins, lr=0.1)
+    for t, w in zip(twins, second):
+        t.grad = tl.Tensor(w.copy())
+    opt.step()
+    twin_opt.step()
+    for g, p, t, w1 in zip(kept, params, twins, first):
+        np.testing.assert_array_equal(p.data, t.data)           # stepped with the new gradients
+        np.testing.assert_array_equal(g.data, w1)               # and the kept ones untouched
+    del kept, g                                                 # (g: the loop variable)
+    opt.zero_grad()
+    _backward_into(params, rng)                                 # the homes are free again
+    assert all(np.shares_memory(p.grad.data, opt._buffers[0][0].grad) for p in params)
+
+
+def test_a_copied_parameter_does_not_share_its_optimizers_gradient_buffer():
+    import copy
+    import pickle
+    p = tl.nn.Parameter(np.ones(3, np.float32))
+    opt = optim.AdamW([p], lr=0.1)
+    for twin in (copy.deepcopy(p), pickle.loads(pickle.dumps(p))):
+        (twin * 2.0).sum().backward()
+        np.testing.assert_array_equal(twin.grad.data, 2.0)
+        assert not np.shares_memory(twin.grad.data, opt._buffers[0][0].grad)
+    assert p.grad is None
+
+
 def test_adamw_adopts_rebound_data_at_next_step():
     p = tl.nn.Parameter(np.zeros(4))
     opt = optim.AdamW([p], lr=0.1, weight_decay=0.0)

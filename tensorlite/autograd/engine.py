@@ -31,7 +31,7 @@ from tensorlite.autograd.function import (
 from tensorlite.autograd.grad_mode import _GradMode, _State, _thread_state
 from tensorlite.tensor import Tensor
 
-__all__ = ["unbroadcast", "run_backward", "output_grad", "retain_grad", "zero_grad_of"]
+__all__ = ["unbroadcast", "run_backward", "output_grad", "retain_grad", "zero_grad_of", "GradHome"]
 
 
 def unbroadcast(grad, shape: tuple):
@@ -278,12 +278,58 @@ def _accumulate_leaf(leaf: Tensor, grad, create_graph) -> None:
                 total = total.astype(leaf._data.dtype)
             leaf._grad = total
         elif previous is None:
-            # Copy: the array may be shared with other tensors' gradients.
-            leaf._grad = Tensor._make(np.array(grad, dtype=leaf._data.dtype, copy=True), False)
+            # Copy: the array may be shared with other tensors' gradients. Into the leaf's
+            # GradHome if it has a free one, else into new memory.
+            home = getattr(leaf, "_grad_home", None)
+            leaf._grad = home.claim(grad) if home is not None else None
+            if leaf._grad is None:
+                leaf._grad = Tensor._make(np.array(grad, dtype=leaf._data.dtype, copy=True), False)
         else:
             # In place: an optimizer, a DDP bucket or the user may hold the gradient's array.
             previous._data += grad
             previous._version_counter[0] += 1
+
+
+class GradHome:
+    """Memory set aside for a leaf's gradient: the leaf's slice of an optimizer's flat gradient
+    buffer (`optim.Adam`). The first gradient a backward accumulates into the leaf is copied
+    there instead of into new memory, so the optimizer finds every gradient already in its flat
+    buffer and copies nothing, and the gradients take no memory of their own.
+
+    `leaf.grad` then views the buffer. A later backward writes there again only once nobody
+    holds that earlier gradient Tensor: after `zero_grad()` (grads set to None) a gradient the
+    user kept keeps its values, as in PyTorch, and the new one goes to new memory instead."""
+
+    __slots__ = ("array", "_handed_out")
+
+    def __init__(self, array):
+        self.array = array
+        self._handed_out = None  # a weak reference to the last gradient Tensor made here
+
+    def holds(self, grad_tensor) -> bool:
+        """Whether `grad_tensor` is the gradient this home handed out last."""
+        return self._handed_out is not None and self._handed_out() is grad_tensor
+
+    def claim(self, grad):
+        """`grad` copied into the home, as a new gradient Tensor; None while the gradient
+        handed out last is still alive."""
+        if self._handed_out is not None and self._handed_out() is not None:
+            return None
+        np.copyto(self.array, grad, casting="unsafe")
+        tensor = Tensor._make(self.array, False)
+        self._handed_out = weakref.ref(tensor)
+        return tensor
+
+    # A copied or unpickled tensor does not share its optimizer's buffer: it has no home.
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (_no_home, ())
+
+
+def _no_home():
+    return None
 
 
 def zero_grad_of(p, set_to_none=True):

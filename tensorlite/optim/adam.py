@@ -3,6 +3,7 @@
 import numpy as np
 
 from tensorlite import kernels
+from tensorlite.autograd.engine import GradHome
 from tensorlite.optim.optimizer import Optimizer, _check_step, _checked_array, torch_options
 
 __all__ = ["Adam", "AdamW"]
@@ -19,7 +20,11 @@ class _FlatBuffer:
     `p.data` is REBOUND to a reshaped view of its slice, so the model keeps
     using the parameter as before and the in-place updates of the flat array
     are what the model sees. The moments `exp_avg`, `exp_avg_sq` and the
-    gathered gradient `grad` are flat arrays with the same layout.
+    gradients `grad` are flat arrays with the same layout.
+
+    Each parameter also gets its slice of `grad` as its `GradHome`
+    (`tensorlite/autograd/engine.py`): backward writes the parameter's
+    gradient there, so at `step()` the gradients are usually in place already.
     """
 
     def __init__(self, params):
@@ -34,8 +39,14 @@ class _FlatBuffer:
         self.exp_avg_sq = np.zeros(total, dtype=self.dtype)
         self.steps = np.zeros(len(params), dtype=np.int64)  # per parameter, as in PyTorch
         self.views = [None] * len(params)
+        self.homes = [None] * len(params)
         for i in range(len(params)):
             self.adopt(i)
+            self.homes[i] = GradHome(self.grad[self.slice(i)].reshape(params[i].data.shape))
+            try:
+                params[i]._grad_home = self.homes[i]
+            except AttributeError:  # a Tensor subclass with its own __slots__: no home
+                pass
 
     def slice(self, i):
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
@@ -66,8 +77,19 @@ class _FlatBuffer:
                 self.adopt(i)
 
     def gather_grads(self):
-        """Copy every p.grad into the flat `grad` buffer; return a bool mask of who had one."""
-        has_grad = np.array([p.grad is not None for p in self.params])
+        """(the flat gradient, a bool mask of who has one). The flat gradient is `grad` itself
+        when every gradient is the one its home holds (no copy); otherwise a new array the
+        gradients are copied into, zeros where a parameter has none, so that a gradient the
+        user holds in a home is not overwritten."""
+        has_grad = np.empty(len(self.params), dtype=bool)
+        in_place = True
+        for i, p in enumerate(self.params):
+            grad = p.grad
+            has_grad[i] = grad is not None
+            if grad is None or not self.homes[i].holds(grad):
+                in_place = False
+        if in_place:
+            return self.grad, has_grad
         pieces = []
         for i, p in enumerate(self.params):
             grad = p.grad
@@ -79,8 +101,7 @@ class _FlatBuffer:
                     raise ValueError(f"gradient of shape {grad.shape} does not match "
                                      f"parameter of shape {p.data.shape}")
                 pieces.append(grad.reshape(-1))
-        np.concatenate(pieces, out=self.grad)
-        return has_grad
+        return np.concatenate(pieces).astype(self.dtype, copy=False), has_grad
 
 
 class Adam(Optimizer):
@@ -173,19 +194,20 @@ class Adam(Optimizer):
             maximize = group.get("maximize", False)
             for buf in buffers:
                 buf.sync_views()
-                has_grad = buf.gather_grads()
+                grad, has_grad = buf.gather_grads()
                 if not has_grad.any():
                     continue
                 buf.steps[has_grad] += 1
-                if maximize:
-                    np.negative(buf.grad, out=buf.grad)
+                if maximize or l2_penalty:
+                    # Out of place, as PyTorch: p.grad (perhaps a view of `grad`) keeps its values.
+                    grad = -grad if maximize else grad.copy()
                 if l2_penalty:
                     # Parameters without a gradient get a penalty too, but are not updated below.
-                    buf.grad += np.asarray(l2_penalty, dtype=buf.dtype) * buf.data
+                    grad += np.asarray(l2_penalty, dtype=buf.dtype) * buf.data
 
                 if has_grad.all() and (buf.steps == buf.steps[0]).all():
                     # The usual case: the whole buffer in one kernel call.
-                    adamw_step(buf.data, buf.grad, buf.exp_avg, buf.exp_avg_sq,
+                    adamw_step(buf.data, grad, buf.exp_avg, buf.exp_avg_sq,
                                lr, beta1, beta2, eps, weight_decay, int(buf.steps[0]))
                     continue
 
@@ -201,7 +223,7 @@ class Adam(Optimizer):
                     while j < n and has_grad[j] and buf.steps[j] == buf.steps[i]:
                         j += 1
                     s = slice(int(buf.offsets[i]), int(buf.offsets[j]))
-                    adamw_step(buf.data[s], buf.grad[s], buf.exp_avg[s], buf.exp_avg_sq[s],
+                    adamw_step(buf.data[s], grad[s], buf.exp_avg[s], buf.exp_avg_sq[s],
                                lr, beta1, beta2, eps, weight_decay, int(buf.steps[i]))
                     i = j
 
