@@ -44,6 +44,36 @@ def test_split_gradient_matches_finite_differences(data):
 
 
 @given(data=st.data())
+def test_assembling_slice_pieces_matches_scatter_adding_them(data):
+    """Pieces that cover one axis exactly once are written, not added into zeros: whether they
+    do (split, chunk) or not (gaps, overlaps, a second axis, a step), the sum is the textbook one."""
+    from tensorlite.autograd.engine import _assemble
+    from tensorlite.autograd.function import IndexedGrad
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3), label="shape"))
+    axis = data.draw(st.integers(0, len(shape) - 1), label="axis")
+    cuts = sorted(data.draw(st.lists(st.integers(0, shape[axis]), max_size=3), label="cuts"))
+    bounds = [0, *cuts, shape[axis]]
+    spans = [(a, b) for a, b in zip(bounds, bounds[1:])]
+    spans += data.draw(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), max_size=2),
+                       label="extra spans (gaps or overlaps)")
+    if data.draw(st.booleans(), label="drop one"):
+        spans = spans[1:]
+    step = data.draw(st.sampled_from([None, 1, 2]), label="step")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    pieces, expected = [], np.zeros(shape)
+    for start, stop in spans:
+        index = (slice(None),) * axis + (slice(start, stop, step),)
+        values = rng.standard_normal(np.zeros(shape)[index].shape)
+        pieces.append(IndexedGrad(values, index, False, shape))
+        expected[index] += values
+    if not pieces:
+        return
+    np.testing.assert_array_equal(_assemble(pieces, None), expected)
+    dense = rng.standard_normal(shape)
+    np.testing.assert_allclose(_assemble(pieces, dense), expected + dense, rtol=1e-15, atol=1e-15)
+
+
+@given(data=st.data())
 def test_chunk_of_an_intermediate_like_qkv(data):
     batch, time, channels = data.draw(st.tuples(st.integers(1, 2), st.integers(1, 3),
                                                 st.integers(1, 2)), label="B, T, C")
@@ -170,3 +200,31 @@ def test_the_profiler_still_sees_getitem_backward():
     assert profiler.calls[("GetItem", "forward")] == 3
     assert profiler.calls[("GetItem", "backward")] == 3
     np.testing.assert_array_equal(x.grad, np.ones((2, 3)))
+
+
+def test_attention_gradients_arrive_already_assembled_as_the_packed_projection():
+    """The Numba attention kernel writes q's, k's and v's gradients into one array laid out as
+    the qkv projection they were split from, so the engine uses that array as qkv's gradient
+    without a copy; the values are those of the NumPy reference."""
+    from tensorlite.autograd.engine import _assemble, _already_in_place
+    from tensorlite.autograd.function import IndexedGrad
+    from tensorlite.kernels import numba as fast, numpy as reference
+    B, T, nh, hs = 2, 5, 3, 4
+    C = nh * hs
+    rng = np.random.default_rng(0)
+    qkv = rng.standard_normal((B, T, 3 * C)).astype(np.float32)
+    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, nh, hs).transpose(0, 2, 1, 3)
+               for i in range(3))
+    out, logsumexp = reference.attention(q, k, v, 0.5, True)
+    grad = rng.standard_normal(out.shape).astype(np.float32)
+    pieces = []
+    for i, g in enumerate(fast.attention_backward(grad, q, k, v, logsumexp, 0.5, True)):
+        index = (slice(None), slice(None), slice(i * C, (i + 1) * C))
+        pieces.append(IndexedGrad(g.transpose(0, 2, 1, 3).reshape(B, T, C), index, False,
+                                  qkv.shape))
+    whole = _already_in_place(pieces, np.dtype(np.float32))
+    assert whole is not None and _assemble(pieces, None).base is pieces[0].values.base  # no copy
+    expected = np.concatenate([g.transpose(0, 2, 1, 3).reshape(B, T, C) for g in
+                               reference.attention_backward(grad, q, k, v, logsumexp, 0.5, True)],
+                              axis=2)
+    np.testing.assert_allclose(whole, expected, rtol=1e-4, atol=1e-5)

@@ -19,6 +19,7 @@ in the broadcast shape of its output, and the walk sums it back to the input's s
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -57,6 +58,18 @@ def _assemble(pieces, dense):
     IndexedGrad piece added at its index, in one fresh buffer."""
     dtypes = [piece.values.dtype for piece in pieces] + ([] if dense is None else [dense.dtype])
     dtype = np.result_type(*dtypes)
+    if dense is None and _cover_once(pieces):
+        # The gradient of `q, k, v = qkv.split(C, axis=2)`: each element is written once, so
+        # no zero-filling and no reading back (a third of the passes of zeros and +=). Where
+        # the pieces already sit at their places in one array (the attention kernel writes
+        # q's, k's and v's gradients that way), that array is the gradient: no pass at all.
+        whole = _already_in_place(pieces, dtype)
+        if whole is not None:
+            return whole
+        buffer = np.empty(pieces[0].shape, dtype=dtype)
+        for piece in pieces:
+            buffer[piece.index] = piece.values
+        return buffer
     if dense is None:
         buffer = np.zeros(pieces[0].shape, dtype=dtype)
     else:
@@ -64,6 +77,50 @@ def _assemble(pieces, dense):
     for piece in pieces:
         piece.add_to(buffer)
     return buffer
+
+
+def _already_in_place(pieces, dtype):
+    """The array whose slices the pieces' values are, at exactly their indices, if there is
+    one (a C-contiguous array of the gradient's shape and dtype); else None."""
+    base = pieces[0].values.base
+    if (base is None or base.dtype != dtype or base.size != math.prod(pieces[0].shape)
+            or not base.flags.c_contiguous):
+        return None
+    whole = base.reshape(pieces[0].shape)
+    for piece in pieces:
+        values, expected = piece.values, whole[piece.index]
+        if (values.base is not base or values.shape != expected.shape
+                or values.strides != expected.strides
+                or values.ctypes.data != expected.ctypes.data):
+            return None
+    return whole
+
+
+def _cover_once(pieces) -> bool:
+    """Whether the pieces' indices are slices along one axis (all other axes whole) that cover
+    that axis exactly once, as the pieces of `split` and `chunk` do."""
+    axis, spans = None, []
+    for piece in pieces:
+        index = piece.index
+        if piece.advanced or not isinstance(index, tuple) or not index:
+            return False
+        last = index[-1]
+        if axis is None:
+            axis = len(index) - 1
+        if (len(index) - 1 != axis or not isinstance(last, slice) or last.step not in (None, 1)
+                or axis >= len(piece.shape)):
+            return False
+        for part in index[:-1]:
+            if not (isinstance(part, slice) and part == slice(None)):
+                return False
+        start, stop, _ = last.indices(piece.shape[axis])
+        spans.append((start, max(start, stop)))
+    covered = 0
+    for start, stop in sorted(spans):
+        if start != covered:
+            return False
+        covered = stop
+    return covered == pieces[0].shape[axis]
 
 
 # --------------------------------------------------------------------------------------------

@@ -113,14 +113,21 @@ def _heads(x):
     return x
 
 
-def _empty_heads(batch_shape, n, dim, dtype):
+def _empty_heads(batch_shape, n, dim, dtype, count=None):
     """An empty (..., n, dim) array and its 4-D (batch, head, n, dim) view for the kernel,
     stored as (batch, n, head, dim): after attention a GPT moves the head axis next to D
-    to merge the heads, which is then a view, not a copy."""
+    to merge the heads, which is then a view, not a copy.
+
+    With `count`, that many such pairs in one (batch, n, count, head, dim) storage: the
+    gradients of q, k and v laid out as the packed projection they were split from, so the
+    engine finds that projection's gradient already assembled (`engine._assemble`)."""
     heads = batch_shape[-1] if batch_shape else 1
-    storage = np.empty((math.prod(batch_shape[:-1]), n, heads, dim), dtype)
-    view4 = storage.transpose(0, 2, 1, 3)
-    return view4.reshape(batch_shape + (n, dim)), view4  # a view: only axis 0 is split
+    together = np.empty((math.prod(batch_shape[:-1]), n, count or 1, heads, dim), dtype)
+    pairs = []
+    for i in range(count or 1):
+        view4 = together[:, :, i].transpose(0, 2, 1, 3)
+        pairs.append((view4.reshape(batch_shape + (n, dim)), view4))  # a view: only axis 0 split
+    return pairs if count else pairs[0]
 
 
 def _attention_supported(*arrays):
@@ -198,8 +205,12 @@ def attention_backward(grad, q, k, v, logsumexp, scale, is_causal):
             and logsumexp.shape == q.shape[:-1]):
         return reference.attention_backward(grad, q, k, v, logsumexp, scale, is_causal)
     n_query, n_key, dim = q.shape[-2], k.shape[-2], q.shape[-1]
-    (grad_q, grad_q4), (grad_k, grad_k4), (grad_v, grad_v4) = (
-        _empty_heads(q.shape[:-2], n, dim, q.dtype) for n in (n_query, n_key, n_key))
+    if n_query == n_key:  # self-attention: q, k and v were most likely split from one array
+        (grad_q, grad_q4), (grad_k, grad_k4), (grad_v, grad_v4) = _empty_heads(
+            q.shape[:-2], n_query, dim, q.dtype, count=3)
+    else:
+        (grad_q, grad_q4), (grad_k, grad_k4), (grad_v, grad_v4) = (
+            _empty_heads(q.shape[:-2], n, dim, q.dtype) for n in (n_query, n_key, n_key))
     kind, one, zero = _blas_constants(q.dtype)
     _attention_backward(kind, _heads(grad), _heads(q), _heads(k), _heads(v),
                         np.ascontiguousarray(logsumexp).reshape(grad_q4.shape[:-1]),
