@@ -177,6 +177,8 @@ def run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None)
             targets.setdefault(_node(t), []).append(position)
         wanted = _nodes_leading_to(order, targets)
         captured = [None] * len(inputs)
+    # The usual pass calls each op's backward straight; the others go through _op_backward.
+    plain = not create_graph and _State.profiler is None and not _State.anomaly_enabled
     with _GradMode(create_graph):  # a create_graph pass records everything, sums included
         for node in order:
             grad = grads.pop(node, None)
@@ -197,7 +199,7 @@ def run_backward(outputs, output_grads, retain_graph, create_graph, inputs=None)
                 continue
             if node.released or node.saved_versions:
                 _check_can_backward(node)
-            input_grads = _op_backward(node, grad, create_graph)
+            input_grads = node.backward(grad) if plain else _op_backward(node, grad, create_graph)
             _send_to_parents(node, input_grads, grads, pieces, wanted)
             if not retain_graph:
                 node._release()
@@ -242,9 +244,9 @@ def _send_to_parents(op, input_grads, grads, pieces, wanted):
 
 
 def _op_backward(op, grad, create_graph):
-    """Call `op.backward`: on arrays, or, for create_graph, on Tensors so it is recorded."""
-    if not create_graph and _State.profiler is None and not _State.anomaly_enabled:
-        return op.backward(grad)  # the usual case
+    """Call `op.backward` where the walk is not the usual plain one: on Tensors for
+    create_graph, so it is recorded, and timed or checked under the profiler and
+    detect_anomaly."""
     started = time.perf_counter()
     if not create_graph:
         input_grads = op.backward(grad)

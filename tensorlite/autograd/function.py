@@ -69,6 +69,8 @@ class Function:
     _saved_for_graph = None  # the saved values as Tensors, during a create_graph backward
     output_hooks = None  # hooks registered on the output tensor (Tensor.register_hook)
     released = False
+    parents = ()  # set by apply when the output requires grad; emptied again by _release
+    input_shapes = ()
 
     def forward(self, *arrays, **params):
         raise NotImplementedError
@@ -81,6 +83,12 @@ class Function:
         Only those: the engine knows where each came from, so a create_graph backward gets them
         back connected to the graph, and an in-place change to one before backward is caught."""
         self.saved_arrays = arrays
+
+    @property
+    def needs_input_grad(self):
+        """One bool per input: whether it wants a gradient (read in backward, where it is
+        derived from `parents` rather than stored for every op)."""
+        return tuple([parent is not None for parent in self.parents])
 
     @property
     def saved(self):
@@ -111,13 +119,11 @@ class Function:
             out._version_counter = tensors[0]._version_counter
         if requires_grad:
             # Where each input's gradient goes: the op that made it, the leaf itself, or nowhere.
-            parents, shapes, needs = [], [], []
+            parents, shapes = [], []
             for t in tensors:
-                needs.append(t._requires_grad)
                 parents.append((t._ctx or t) if t._requires_grad else None)
                 shapes.append(t._data.shape)
             op.parents, op.input_shapes = tuple(parents), tuple(shapes)
-            op.needs_input_grad = tuple(needs)
             if op.saved_arrays:
                 _record_saved_sources(op, tensors, out)
             out._ctx = op
@@ -136,9 +142,14 @@ class Function:
         return type(self).__name__
 
     def _release(self):
-        """Drop everything saved for backward; a second backward through here is an error."""
-        self.__dict__ = {"released": True, "parents": (), "input_shapes": (),
-                         "output_hooks": self.output_hooks}
+        """Drop everything saved for backward; a second backward through here is an error.
+        (Its parents and input shapes become the class's empty ones.)"""
+        hooks = self.output_hooks
+        state = self.__dict__
+        state.clear()
+        state["released"] = True
+        if hooks is not None:
+            state["output_hooks"] = hooks
 
 
 _OUTPUT = -1  # in saved_sources: "this saved array is the op's output"

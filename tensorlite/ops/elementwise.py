@@ -523,9 +523,15 @@ def _binary(op, reflected=False, true_divide=False):
         def method(a, b):
             b, a = _promoted(b, a, true_divide)
             return apply(b, a)
-    else:
+    elif true_divide:
         def method(a, b):
             a, b = _promoted(a, b, true_divide)
+            return apply(a, b)
+    else:
+        def method(a, b):
+            if type(b) is Tensor and a._data.dtype == b._data.dtype:  # nothing to promote
+                return apply(a, b)
+            a, b = _promoted(a, b)
             return apply(a, b)
     return method
 
