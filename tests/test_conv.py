@@ -309,8 +309,10 @@ def test_bad_arguments_raise_one_clear_value_error(index):
 
 def test_mixed_dtypes_are_a_type_error():
     with pytest.raises(TypeError, match="conv2d: input, weight and bias must share one floating "
-                                        "dtype, got float32, float64"):
+                                        "dtype, got input float32, weight float64"):
         F.conv2d(tl.Tensor(np.zeros((1, 1, 3, 3), np.float32)), zeros(1, 1, 2, 2))
+    with pytest.raises(TypeError, match="conv2d: expected a floating input, got int64"):
+        F.conv2d(tl.Tensor(np.zeros((1, 1, 3, 3), np.int64)), zeros(1, 1, 2, 2))
 
 
 @pytest.mark.parametrize("transposed", [False, True])

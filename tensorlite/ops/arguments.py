@@ -164,6 +164,22 @@ class device:  # noqa: N801 (PyTorch's name)
 CPU = device("cpu")
 
 
+def _check_float_dtypes(op, input, named=()):
+    """As torch: TypeError unless `input` is floating and each of `named` ((name, value) pairs:
+    Tensors or arrays; None and numbers are skipped) has input's dtype. Without it a kernel
+    would compute on integers, or a float64 weight would silently turn a float32 result
+    float64. The message names the op and each dtype."""
+    dtype = np.dtype(input.dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating input, got {dtype}")
+    mixed = [f"{name} {np.dtype(value.dtype)}" for name, value in named
+             if isinstance(value, (Tensor, np.ndarray)) and np.dtype(value.dtype) != dtype]
+    if mixed:
+        names = ["input"] + [name for name, _ in named]
+        raise TypeError(f"{op}: {', '.join(names[:-1])} and {names[-1]} must share one floating "
+                        f"dtype, got input {dtype}, {', '.join(mixed)}")
+
+
 def _check_device(op, where):
     """A constructor's or `to`'s `device=`: None or the CPU pass; any other device raises a
     one-line RuntimeError naming the op."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from tensorlite import kernels
 from tensorlite.autograd.function import Function
+from tensorlite.ops.arguments import _check_float_dtypes
 from tensorlite.tensor import Tensor
 
 __all__ = ["batch_norm"]
@@ -107,7 +108,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
              ("bias", bias))
     for name, value in named:
         _check_per_channel(name, value, C, shape)
-    _check_dtypes(input, named)
+    _check_float_dtypes("batch_norm", input, named[2:] + named[:2])  # weight, bias, running_*
     if training:
         per_channel = shape[0] * int(np.prod(shape[2:]))
         if per_channel == 1:
@@ -134,20 +135,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError("batch_norm: running_mean and running_var are required when "
                          "training=False")
     return _batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
-
-
-def _check_dtypes(input, named):
-    """As torch: a floating input, and weight, bias and the running statistics (Tensors or
-    arrays) of its dtype. Without this an integer input normalised to zeros, and a float64
-    parameter or running statistic silently turned a float32 result float64."""
-    dtype = np.dtype(input.dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"batch_norm: expected a floating input, got {dtype}")
-    mixed = [f"{name} {np.dtype(value.dtype)}" for name, value in named
-             if isinstance(value, (Tensor, np.ndarray)) and np.dtype(value.dtype) != dtype]
-    if mixed:
-        raise TypeError(f"batch_norm: input, weight, bias, running_mean and running_var must "
-                        f"share one floating dtype, got input {dtype}, {', '.join(mixed)}")
 
 
 def _batch_norm_empty(x, weight, bias):

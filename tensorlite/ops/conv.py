@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 
 from tensorlite import kernels
 from tensorlite.autograd.function import Function
 from tensorlite.kernels.numpy.conv import conv_output_size
+from tensorlite.ops.arguments import _check_float_dtypes
 from tensorlite.tensor import Tensor
 
 __all__ = ["conv1d", "conv2d", "conv_transpose2d", "unfold", "fold"]
@@ -167,13 +167,6 @@ def _ints(op, name, value, dims, minimum):
     return tuple(int(v) for v in values)
 
 
-def _check_float(op, *tensors):
-    dtypes = [np.dtype(t.dtype) for t in tensors if t is not None]
-    if any(d.kind != "f" for d in dtypes) or len(set(dtypes)) > 1:
-        names = ", ".join(str(d) for d in dtypes)
-        raise TypeError(f"{op}: input, weight and bias must share one floating dtype, got {names}")
-
-
 def _check_input_rank(op, input, dims):
     if input.ndim not in (dims + 1, dims + 2):
         layout = "(N, C, L)" if dims == 1 else "(N, C, H, W)"
@@ -208,7 +201,7 @@ def _conv_arguments(op, input, weight, bias, stride, padding, dilation, groups, 
         raise ValueError(f"{op}: weight must be {dims + 2}-D {layout}, got shape "
                          f"{tuple(weight.shape)}")
     _check_weight_size(op, input, weight, (0,) + tuple(range(2, dims + 2)), "out_channels")
-    _check_float(op, input, weight, bias)
+    _check_float_dtypes(op, input, (("weight", weight), ("bias", bias)))
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     stride = _ints(op, "stride", stride, dims, 1)
@@ -309,7 +302,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         raise ValueError(f"{op}: weight must be 4-D (in_channels, out_channels / groups, kh, "
                          f"kw), got shape {tuple(weight.shape)}")
     _check_weight_size(op, input, weight, (1, 2, 3), "out_channels / groups")
-    _check_float(op, input, weight, bias)
+    _check_float_dtypes(op, input, (("weight", weight), ("bias", bias)))
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     stride = _ints(op, "stride", stride, 2, 1)
@@ -370,7 +363,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1) -> Tensor:
     if input.ndim not in (3, 4):
         raise ValueError(f"{op}: expected a 4-D input (N, C, H, W) or an unbatched 3-D one, got "
                          f"shape {tuple(input.shape)}")
-    _check_float(op, input)
+    _check_float_dtypes(op, input)
     kernel_size, dilation, padding, stride = _window_arguments(op, kernel_size, dilation, padding,
                                                                stride)
     _blocks(op, tuple(input.shape[-2:]), kernel_size, dilation, padding, stride,
@@ -391,7 +384,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1) -> Te
     if input.ndim not in (2, 3):
         raise ValueError(f"{op}: expected a 3-D input (N, C * kh * kw, L) or an unbatched 2-D "
                          f"one, got shape {tuple(input.shape)}")
-    _check_float(op, input)
+    _check_float_dtypes(op, input)
     output_size = _ints(op, "output_size", output_size, 2, 1)
     kernel_size, dilation, padding, stride = _window_arguments(op, kernel_size, dilation, padding,
                                                                stride)
