@@ -78,6 +78,38 @@ def test_the_blocks_activations_are_freed_after_forward():
     np.testing.assert_allclose(w.grad.numpy(), expected_w.numpy(), rtol=1e-6)
 
 
+def test_the_recomputed_activations_are_freed_as_the_blocks_backward_proceeds():
+    """The second run's ops drop what they saved once their backward has run, as ops of a plain
+    graph do, so a block's backward holds less than all of its activations at once."""
+    released = []
+
+    def block(x, w):
+        hidden = (x @ w).tanh()
+        square = hidden * hidden
+        consumer = weakref.ref(square._ctx)  # weak: the first run's graph must still go
+        hidden.register_hook(lambda grad: released.append(consumer().released))
+        return square.sum(axis=-1)
+
+    x = tl.randn(3, 4, requires_grad=True)
+    w = tl.randn(4, 4, requires_grad=True)
+    checkpoint(block, x, w).sum().backward()
+    assert released == [True]  # when hidden's gradient is ready, its consumer has let go
+
+
+def test_a_block_reading_a_non_leaf_of_the_outer_graph_leaves_that_graph_whole():
+    x = tl.tensor(np.random.default_rng(6).standard_normal((2, 3)), requires_grad=True)
+    shared = x.exp()  # a non-leaf the block reads without being given it
+
+    def block(t):
+        return (t * shared).sin()
+
+    y = checkpoint(block, x * 2.0)
+    (y.sum() + shared.sum()).backward()  # the walk reaches `shared`'s op after the block's
+    v = x.numpy()  # d/dx of sum(sin(2x e^x)) + sum(e^x)
+    expected = np.cos(2 * v * np.exp(v)) * (2 * np.exp(v) + 2 * v * np.exp(v)) + np.exp(v)
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12)
+
+
 def test_captured_parameters_receive_gradients_through_autograd_grad():
     w = tl.tensor(np.random.default_rng(2).standard_normal((3, 3)), requires_grad=True)
     x = tl.tensor(np.random.default_rng(3).standard_normal((2, 3)), requires_grad=True)

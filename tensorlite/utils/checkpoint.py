@@ -23,6 +23,8 @@ The price is one more forward of each checkpointed block.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from tensorlite.autograd.api import grad as autograd_grad
@@ -39,8 +41,9 @@ class Checkpoint(Function):
     tensor arguments, then the tensors it captured; output: the block's output (several outputs
     travel raveled and concatenated, and are cut apart by views afterwards)."""
 
-    def forward(self, *arrays, run, values, rng_state, captured):
+    def forward(self, *arrays, run, values, rng_state, captured, reads_outer_graph):
         self.run, self.rng_state, self.captured = run, rng_state, captured
+        self.reads_outer_graph = reads_outer_graph
         self.save_for_backward(*arrays)  # so an in-place change before backward is caught
         return values
 
@@ -65,10 +68,14 @@ class Checkpoint(Function):
         finally:
             _State.generator = outer_generator
         wanted = [t for t, needs in zip(inputs, self.needs_input_grad) if needs]
-        # retain_graph: a captured tensor may lie behind an op of the outer graph (a block
-        # reading a non-leaf it was not given as an argument), which this walk must not free.
+        # The walk frees each recomputed op's saved arrays once its backward has run, so the
+        # block's activations go as its backward proceeds (a third of the peak of a GPT block).
+        # Not under create_graph (the gradients' graph runs through these ops), nor when the
+        # block read a non-leaf of the outer graph it was not given as an argument: the walk
+        # passes through that tensor's ops, which must not be freed here.
+        keep = create_graph or self.reads_outer_graph
         grads = iter(autograd_grad(flat, wanted, grad_outputs=grad, create_graph=create_graph,
-                                   retain_graph=True, allow_unused=True))
+                                   retain_graph=keep, allow_unused=True))
         result = []
         for needs in self.needs_input_grad:
             g = next(grads) if needs else None
@@ -101,14 +108,17 @@ def _flat_output(output, layout):
 
 
 def _leaves_behind(outputs, own):
-    """The leaf tensors that require grad in the graph behind `outputs`, other than `own`."""
+    """(the leaf tensors that require grad in the graph behind `outputs`, other than `own`;
+    weak references to the ops of that graph)."""
     seen, found, stack = set(), [], [o._ctx for o in outputs if o._ctx is not None]
+    ops = []
     own_ids = {id(t) for t in own}
     while stack:
         node = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
+        ops.append(weakref.ref(node))
         for parent in node.parents:
             if parent is None:
                 continue
@@ -118,7 +128,7 @@ def _leaves_behind(outputs, own):
                     found.append(parent)
             else:
                 stack.append(parent)
-    return found
+    return found, ops
 
 
 def checkpoint(function, *args, use_reentrant=None, preserve_rng_state=True, **kwargs):
@@ -151,9 +161,12 @@ def checkpoint(function, *args, use_reentrant=None, preserve_rng_state=True, **k
     stand_ins = [Tensor._make(args[i]._data, args[i]._requires_grad) for i in positions]
     output = run(stand_ins)
     flat, layout = _flatten(output, "checkpoint")
-    captured = _leaves_behind(list(output) if layout is not None else [output], stand_ins)
+    captured, ops = _leaves_behind(list(output) if layout is not None else [output], stand_ins)
     values = flat._data
     del output, flat, stand_ins  # the block's activations go with this graph
+    # An op of that graph still alive now belongs to the outer graph: the block read a non-leaf
+    # it was not given (say a tensor computed before the call).
+    reads_outer_graph = any(op() is not None for op in ops)
     if not captured and not any(args[i]._requires_grad for i in positions):
         return _unflatten(Tensor._make(values, False), layout)
     n_args = len(positions)
@@ -162,7 +175,8 @@ def checkpoint(function, *args, use_reentrant=None, preserve_rng_state=True, **k
         return _flat_output(run(arg_tensors[:n_args]), layout)
 
     result = Checkpoint.apply(*[args[i] for i in positions], *captured, run=recompute,
-                              values=values, rng_state=rng_state, captured=tuple(captured))
+                              values=values, rng_state=rng_state, captured=tuple(captured),
+                              reads_outer_graph=reads_outer_graph)
     return _unflatten(result, layout)
 
 
