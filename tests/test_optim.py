@@ -290,6 +290,60 @@ def test_a_gradient_the_user_keeps_is_not_overwritten_by_the_next_backward():
     assert all(np.shares_memory(p.grad.data, opt._buffers[0][0].grad) for p in params)
 
 
+@pytest.mark.parametrize("keep", ["numpy", "data", "detach", "view", "reshape", "transpose"])
+def test_an_array_or_view_of_a_kept_gradient_is_not_overwritten(keep):
+    p = tl.nn.Parameter(np.ones((2, 3), np.float32))
+    opt = optim.AdamW([p], lr=0.1)
+    (p * 2.0).sum().backward()
+    kept = {"numpy": lambda g: g.numpy(), "data": lambda g: g.data,
+            "detach": lambda g: g.detach().numpy(), "view": lambda g: g.numpy()[0],
+            "reshape": lambda g: g.numpy().reshape(-1), "transpose": lambda g: g.numpy().T}[keep](p.grad)
+    opt.zero_grad()
+    (p * 5.0).sum().backward()
+    np.testing.assert_array_equal(kept, 2.0)                    # as in PyTorch
+    np.testing.assert_array_equal(p.grad.data, 5.0)
+    del kept
+    opt.zero_grad()
+    (p * 7.0).sum().backward()                                  # nothing refers to it: reused
+    assert np.shares_memory(p.grad.data, opt._buffers[0][0].grad)
+
+
+def test_step_reads_a_gradient_whose_array_was_replaced():
+    p = tl.nn.Parameter(np.zeros(3, np.float32))
+    opt = optim.Adam([p], lr=1.0)
+    (p * tl.tensor(np.array([1, -1, 100], np.float32))).sum().backward()
+    p.grad.data = np.zeros(3, np.float32)  # rebound, not written in place
+    opt.step()
+    np.testing.assert_array_equal(p.data, 0.0)
+
+
+def test_a_gradient_has_its_parameters_dtype_after_the_parameter_changes_dtype():
+    p = tl.nn.Parameter(np.ones(3, np.float32))
+    optim.AdamW([p], lr=0.1)
+    p.data = p.data.astype(np.float64)
+    (p * 2.0).sum().backward()
+    assert p.grad.dtype == np.float64
+
+
+def test_a_deep_copied_optimizer_still_steps():
+    import copy
+    p = tl.nn.Parameter(np.ones(3, np.float32))
+    opt = optim.AdamW([p], lr=0.1)
+    twin = copy.deepcopy(opt)
+    p2 = twin.param_groups[0]["params"][0]
+    (p2 * 2.0).sum().backward()
+    twin.step()
+    assert not np.array_equal(p2.data, 1.0)
+
+
+def test_zero_dimensional_and_empty_parameters_step_without_a_home():
+    a, e = tl.nn.Parameter(np.array(1.0, np.float32)), tl.nn.Parameter(np.zeros(0, np.float32))
+    opt = optim.AdamW([a, e], lr=0.1)
+    ((a * 3.0) + e.sum()).backward()
+    opt.step()
+    assert a.item() < 1.0 and e.grad.shape == (0,)
+
+
 def test_a_copied_parameter_does_not_share_its_optimizers_gradient_buffer():
     import copy
     import pickle

@@ -20,6 +20,7 @@ in the broadcast shape of its output, and the walk sums it back to the input's s
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 import weakref
@@ -340,7 +341,7 @@ def _accumulate_leaf(leaf: Tensor, grad, create_graph) -> None:
             # Copy: the array may be shared with other tensors' gradients. Into the leaf's
             # GradHome if it has a free one, else into new memory.
             home = getattr(leaf, "_grad_home", None)
-            leaf._grad = home.claim(grad) if home is not None else None
+            leaf._grad = home.claim(grad, leaf._data.dtype) if home is not None else None
             if leaf._grad is None:
                 leaf._grad = Tensor._make(np.array(grad, dtype=leaf._data.dtype, copy=True), False)
         else:
@@ -355,29 +356,41 @@ class GradHome:
     there instead of into new memory, so the optimizer finds every gradient already in its flat
     buffer and copies nothing, and the gradients take no memory of their own.
 
-    `leaf.grad` then views the buffer. A later backward writes there again only once nobody
-    holds that earlier gradient Tensor: after `zero_grad()` (grads set to None) a gradient the
-    user kept keeps its values, as in PyTorch, and the new one goes to new memory instead."""
+    `leaf.grad` then views the buffer. A later backward writes there again only once nothing
+    refers to that memory any more: after `zero_grad()` (grads set to None) a gradient the user
+    kept, as a Tensor, an array (`.numpy()`, `.data`) or any view of one, keeps its values, as
+    in PyTorch, and the new gradient goes to new memory instead.
 
-    __slots__ = ("array", "_handed_out")
+    How "nothing refers to it" is known: the home's memory is first taken as an array of its
+    own (`_anchor`, made from a memoryview of the buffer), so NumPy makes that array, not the
+    buffer, the base of `array` and of every view taken from it; CPython's reference counts of
+    `array` (held by a gradient Tensor, or handed out by `.numpy()`) and of `_anchor` (held by
+    every view) then tell whether anything can still see the gradient. A count too high only
+    costs the copy this saves."""
 
-    def __init__(self, array):
-        self.array = array
-        self._handed_out = None  # a weak reference to the last gradient Tensor made here
+    __slots__ = ("_anchor", "array")
+
+    # References when nothing else has them: the home's own and getrefcount's argument, and
+    # for `_anchor` also `array`'s base.
+    _UNSHARED_ARRAY, _UNSHARED_ANCHOR = 2, 3
+
+    def __init__(self, buffer, start, stop, shape):
+        """The home of a gradient of `shape` at buffer[start:stop] (a 1-D C-contiguous array)."""
+        self._anchor = np.asarray(memoryview(buffer)[start:stop])
+        self.array = self._anchor.reshape(shape)
 
     def holds(self, grad_tensor) -> bool:
-        """Whether `grad_tensor` is the gradient this home handed out last."""
-        return self._handed_out is not None and self._handed_out() is grad_tensor
+        """Whether `grad_tensor` keeps its values in this home."""
+        return grad_tensor._data is self.array
 
-    def claim(self, grad):
-        """`grad` copied into the home, as a new gradient Tensor; None while the gradient
-        handed out last is still alive."""
-        if self._handed_out is not None and self._handed_out() is not None:
+    def claim(self, grad, dtype):
+        """`grad` copied into the home, as a new gradient Tensor; None where the home is of
+        another dtype or something still refers to the gradient it held."""
+        if (dtype != self.array.dtype or sys.getrefcount(self.array) > self._UNSHARED_ARRAY
+                or sys.getrefcount(self._anchor) > self._UNSHARED_ANCHOR):
             return None
         np.copyto(self.array, grad, casting="unsafe")
-        tensor = Tensor._make(self.array, False)
-        self._handed_out = weakref.ref(tensor)
-        return tensor
+        return Tensor._make(self.array, False)
 
     # A copied or unpickled tensor does not share its optimizer's buffer: it has no home.
     def __deepcopy__(self, memo):

@@ -42,7 +42,8 @@ class _FlatBuffer:
         self.homes = [None] * len(params)
         for i in range(len(params)):
             self.adopt(i)
-            self.homes[i] = GradHome(self.grad[self.slice(i)].reshape(params[i].data.shape))
+            s = self.slice(i)
+            self.homes[i] = GradHome(self.grad, s.start, s.stop, params[i].data.shape)
             try:
                 params[i]._grad_home = self.homes[i]
             except AttributeError:  # a Tensor subclass with its own __slots__: no home
@@ -60,7 +61,7 @@ class _FlatBuffer:
         self.data[s] = p.data.reshape(-1)
         view = self.data[s].reshape(p.data.shape)
         p.data = view
-        if not np.shares_memory(p.data, self.data):
+        if p.data.size and not np.shares_memory(p.data, self.data):  # (an empty one shares none)
             raise RuntimeError("assigning p.data copied the array; Adam needs p.data to be a view "
                                "of its flat buffer")
         self.views[i] = p.data
@@ -86,7 +87,8 @@ class _FlatBuffer:
         for i, p in enumerate(self.params):
             grad = p.grad
             has_grad[i] = grad is not None
-            if grad is None or not self.homes[i].holds(grad):
+            home = self.homes[i]  # None in a deep-copied optimizer
+            if grad is None or home is None or not home.holds(grad):
                 in_place = False
         if in_place:
             return self.grad, has_grad
