@@ -120,29 +120,36 @@ def _simd_reduction(step):
 
     step(builder, fma, values, accumulator) -> the accumulator after one step, where
     values holds, per argument, a chunk of 8 elements (in the SIMD body) or one element
-    (in the tail) of an array argument, or a scalar argument broadcast to match.
+    (in the tail) of an array argument, or a scalar argument broadcast to match. The sum
+    accumulates in the intrinsic's return type: an array of a narrower float type is widened
+    to it as it is loaded (batch norm's float64 sums of float32 rows).
     """
     def codegen(context, builder, signature, args):
         scalar = context.get_value_type(signature.return_type)
         vector = ir.VectorType(scalar, _LANES)
-        align = scalar.get_abi_size(context.target_data)
-        bits = align * 8
-        arrays = {position: context.make_array(kind)(context, builder, value)
+        bits = scalar.get_abi_size(context.target_data) * 8
+        arrays = {position: (context.get_value_type(kind.dtype),
+                             context.make_array(kind)(context, builder, value))
                   for position, (kind, value) in enumerate(zip(signature.args, args))
                   if isinstance(kind, types.Array)}
-        n = arrays[0].nitems
+        n = arrays[0][1].nitems
         fma_of = {width: cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(kind, [kind] * 3), name)
             for width, kind, name in ((_LANES, vector, f"llvm.fma.v{_LANES}f{bits}"),
                                       (1, scalar, f"llvm.fma.f{bits}"))}
 
         def values_at(start, width):
-            kind = vector if width > 1 else scalar
             values = []
             for position, value in enumerate(args):
                 if position in arrays:
-                    address = builder.gep(arrays[position].data, [start])
-                    values.append(builder.load(address, typ=kind, align=align))
+                    element, array = arrays[position]
+                    loaded = builder.load(builder.gep(array.data, [start]),
+                                          typ=ir.VectorType(element, width) if width > 1
+                                          else element,
+                                          align=element.get_abi_size(context.target_data))
+                    if element != scalar:
+                        loaded = builder.fpext(loaded, vector if width > 1 else scalar)
+                    values.append(loaded)
                 elif width > 1:
                     values.append(_splat(builder, value, vector))
                 else:

@@ -23,88 +23,13 @@ For short rows (L < 16, e.g. the (N, C) input of BatchNorm1d) the wrappers first
 """
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import numpy as reference
-from ._common import _ACCUMULATORS, _LANES, _OPTS, _is_float, _is_float_vector, _splat
+from ._common import _OPTS, _is_float, _is_float_vector, _simd_reduction
 
 _SHORT_ROW = 16  # rows shorter than this are gathered per channel first (see the docstring)
-
-
-def _widening_reduction(step):
-    """LLVM IR generator for a float64 sum over contiguous 1-D float arrays, in SIMD.
-
-    _simd_reduction's order (numba/_common.py), with each chunk of 8 elements loaded in the
-    array's dtype and widened to float64 before step(builder, values, accumulator) adds it:
-    four 8-lane float64 accumulators take turns over the chunks, the last < 4 full chunks go
-    to accumulators 0, 1, 2, the accumulators add as (0 + 1) + (2 + 3), the lanes fold in
-    halves, and the n mod 8 tail elements come last, in order. Scalar arguments are float64.
-    """
-    def codegen(context, builder, signature, args):
-        double = ir.DoubleType()
-        vector = ir.VectorType(double, _LANES)
-        arrays = {position: (kind, context.make_array(kind)(context, builder, value))
-                  for position, (kind, value) in enumerate(zip(signature.args, args))
-                  if isinstance(kind, types.Array)}
-        n = arrays[0][1].nitems
-
-        def values_at(start, width):
-            values = []
-            for position, value in enumerate(args):
-                if position in arrays:
-                    kind, array = arrays[position]
-                    element = context.get_value_type(kind.dtype)
-                    loaded = builder.load(builder.gep(array.data, [start]),
-                                          typ=ir.VectorType(element, width) if width > 1
-                                          else element,
-                                          align=element.get_abi_size(context.target_data))
-                    if element != double:
-                        loaded = builder.fpext(loaded, vector if width > 1 else double)
-                    values.append(loaded)
-                elif width > 1:
-                    values.append(_splat(builder, value, vector))
-                else:
-                    values.append(value)
-            return values
-
-        def add_chunk(accumulator, start):
-            builder.store(step(builder, values_at(start, _LANES), builder.load(accumulator)),
-                          accumulator)
-
-        rounds_end = builder.sub(n, builder.srem(n, n.type(_LANES * _ACCUMULATORS)))
-        chunks_end = builder.sub(n, builder.srem(n, n.type(_LANES)))
-        accumulators = [cgutils.alloca_once_value(builder, ir.Constant(vector, None))
-                        for _ in range(_ACCUMULATORS)]
-        with cgutils.for_range_slice(builder, n.type(0), rounds_end,
-                                     n.type(_LANES * _ACCUMULATORS)) as (j, _):
-            for q, accumulator in enumerate(accumulators):
-                add_chunk(accumulator, builder.add(j, n.type(q * _LANES)))
-        for q in range(_ACCUMULATORS - 1):
-            start = builder.add(rounds_end, n.type(q * _LANES))
-            with builder.if_then(builder.icmp_signed("<", start, chunks_end)):
-                add_chunk(accumulators[q], start)
-        acc = [builder.load(accumulator) for accumulator in accumulators]
-        while len(acc) > 1:
-            acc = [builder.fadd(acc[k], acc[k + 1]) for k in range(0, len(acc), 2)]
-        folded = acc[0]
-        width = _LANES
-        while width > 1:
-            width //= 2
-            mask = ir.VectorType(ir.IntType(32), width)
-            low = builder.shuffle_vector(folded, folded, ir.Constant(mask, list(range(width))))
-            high = builder.shuffle_vector(folded, folded,
-                                          ir.Constant(mask, list(range(width, 2 * width))))
-            folded = builder.fadd(low, high)
-        total = cgutils.alloca_once_value(
-            builder, builder.extract_element(folded, ir.IntType(32)(0)))
-        with cgutils.for_range_slice(builder, chunks_end, n, n.type(1)) as (j, _):
-            builder.store(step(builder, values_at(j, 1), builder.load(total)), total)
-        return builder.load(total)
-
-    return codegen
 
 
 @intrinsic
@@ -112,8 +37,8 @@ def _sum64(typingctx, a):
     """sum(a) of a contiguous 1-D float array, accumulated in float64 in a fixed order."""
     if not _is_float_vector(a):
         return None
-    return types.float64(a), _widening_reduction(
-        lambda builder, values, acc: builder.fadd(acc, values[0]))
+    return types.float64(a), _simd_reduction(
+        lambda builder, fma, values, acc: builder.fadd(acc, values[0]))
 
 
 @intrinsic
@@ -122,11 +47,11 @@ def _sum_squared_deviations64(typingctx, a, center):
     if not (_is_float_vector(a) and center == types.float64):
         return None
 
-    def step(builder, values, acc):
+    def step(builder, fma, values, acc):
         deviation = builder.fsub(values[0], values[1])
         return builder.fadd(acc, builder.fmul(deviation, deviation))
 
-    return types.float64(a, center), _widening_reduction(step)
+    return types.float64(a, center), _simd_reduction(step)
 
 
 @intrinsic
@@ -137,10 +62,10 @@ def _dot_centered64(typingctx, a, b, center):
             and center == types.float64):
         return None
 
-    def step(builder, values, acc):
+    def step(builder, fma, values, acc):
         return builder.fadd(acc, builder.fmul(values[0], builder.fsub(values[1], values[2])))
 
-    return types.float64(a, b, center), _widening_reduction(step)
+    return types.float64(a, b, center), _simd_reduction(step)
 
 
 # ----------------------------------------------------------------------------
