@@ -30,14 +30,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_train import cpu_info, peak_rss  # noqa: E402  (the machine, as every benchmark reports it)
+from bench_train import cpu_info, peak_rss, run_script_worker  # noqa: E402  (the machine, as every benchmark reports it)
 
 BATCH_SIZE, IMAGE, CLASSES, LEARNING_RATE = 64, 28, 10, 1e-3
 FRAMEWORKS = ("tensorlite", "torch")
@@ -146,18 +145,9 @@ def worker(framework: str, steps: int, warmup: int, threads=None) -> dict:
 
 def run_worker(framework: str, steps: int, warmup: int, threads=None,
                timeout: float = 900) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--worker", framework,
-               "--steps", str(steps), "--warmup", str(warmup)]
-    if threads:
-        command += ["--threads", str(threads)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    extra = ["--threads", str(threads)] if threads else []
+    return run_script_worker(__file__, framework, "--steps", str(steps), "--warmup", str(warmup),
+                             *extra, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -316,9 +316,15 @@ def worker_generate(framework: str, new_tokens: int) -> dict:
 
 
 def run_worker(*worker_args: str, env_extra=None, timeout=3600) -> dict:
+    return run_script_worker(__file__, *worker_args, env_extra=env_extra, timeout=timeout)
+
+
+def run_script_worker(script: str, *worker_args: str, env_extra=None, timeout=3600) -> dict:
+    """Run `script --worker ...` in a fresh process; its last stdout line (JSON) as a dict, or
+    {"error": the last line of its output} when it failed or timed out."""
     env = dict(os.environ)
     env.update(env_extra or {})
-    command = [sys.executable, os.path.abspath(__file__), "--worker", *worker_args]
+    command = [sys.executable, os.path.abspath(script), "--worker", *worker_args]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
