@@ -113,21 +113,21 @@ def _heads(x):
     return x
 
 
-def _empty_heads(batch_shape, n, dim, dtype, count=None):
-    """An empty (..., n, dim) array and its 4-D (batch, head, n, dim) view for the kernel,
-    stored as (batch, n, head, dim): after attention a GPT moves the head axis next to D
-    to merge the heads, which is then a view, not a copy.
+def _empty_heads(batch_shape, n, dim, dtype, count=1):
+    """`count` pairs of an empty (..., n, dim) array and its 4-D (batch, head, n, dim) view
+    for the kernel, stored as (batch, n, head, dim): after attention a GPT moves the head axis
+    next to D to merge the heads, which is then a view, not a copy.
 
-    With `count`, that many such pairs in one (batch, n, count, head, dim) storage: the
-    gradients of q, k and v laid out as the packed projection they were split from, so the
-    engine finds that projection's gradient already assembled (`engine._assemble`)."""
+    The pairs share one (batch, n, count, head, dim) storage: with count 3, the gradients of
+    q, k and v laid out as the packed projection they were split from, so the engine finds
+    that projection's gradient already assembled (`engine._assemble`)."""
     heads = batch_shape[-1] if batch_shape else 1
-    together = np.empty((math.prod(batch_shape[:-1]), n, count or 1, heads, dim), dtype)
+    together = np.empty((math.prod(batch_shape[:-1]), n, count, heads, dim), dtype)
     pairs = []
-    for i in range(count or 1):
+    for i in range(count):
         view4 = together[:, :, i].transpose(0, 2, 1, 3)
         pairs.append((view4.reshape(batch_shape + (n, dim)), view4))  # a view: only axis 0 split
-    return pairs if count else pairs[0]
+    return pairs
 
 
 def _attention_supported(*arrays):
@@ -142,7 +142,7 @@ def attention(q, k, v, scale, is_causal):
     if not _attention_supported(q, k, v):
         return reference.attention(q, k, v, scale, is_causal)
     n_query, dim = q.shape[-2:]
-    out, out4 = _empty_heads(q.shape[:-2], n_query, dim, q.dtype)
+    (out, out4), = _empty_heads(q.shape[:-2], n_query, dim, q.dtype)
     logsumexp = np.empty(q.shape[:-1], q.dtype)
     kind, one, zero = _blas_constants(q.dtype)
     _attention_forward(kind, _heads(q), _heads(k), _heads(v), q.dtype.type(scale),
@@ -210,7 +210,7 @@ def attention_backward(grad, q, k, v, logsumexp, scale, is_causal):
             q.shape[:-2], n_query, dim, q.dtype, count=3)
     else:
         (grad_q, grad_q4), (grad_k, grad_k4), (grad_v, grad_v4) = (
-            _empty_heads(q.shape[:-2], n, dim, q.dtype) for n in (n_query, n_key, n_key))
+            _empty_heads(q.shape[:-2], n, dim, q.dtype)[0] for n in (n_query, n_key, n_key))
     kind, one, zero = _blas_constants(q.dtype)
     _attention_backward(kind, _heads(grad), _heads(q), _heads(k), _heads(v),
                         np.ascontiguousarray(logsumexp).reshape(grad_q4.shape[:-1]),
