@@ -241,7 +241,10 @@ GATED = textwrap.dedent(
     def wait():
         if not passed:
             passed.append(1)
-            print("at the gate", os.getpid(), file=sys.stderr, flush=True)
+            # One write: with PYTHONUNBUFFERED print writes each piece apart, and the lines
+            # of two ranks under mpiexec could interleave mid-line.
+            sys.stderr.write(f"at the gate {{os.getpid()}}\\n")
+            sys.stderr.flush()
             deadline = time.monotonic() + 60
             while not os.path.exists({gate!r}) and time.monotonic() < deadline:
                 time.sleep(0.01)
